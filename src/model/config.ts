@@ -1,0 +1,280 @@
+// Hugging Face config.json -> ModelSpec: every architecture quirk the graph builder needs,
+// decided in one place. Adding a Mistral-like variant means adding one entry to FAMILIES.
+import { readFileSync, existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileError } from '../util/errors.js';
+
+export type Family = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma3';
+export type LayerKind = 'full' | 'sliding';
+export type TorchDType = 'float32' | 'float16' | 'bfloat16';
+
+export interface RopeSpec {
+  /** rotary base */
+  theta: number;
+  /** 'default' | 'linear' | 'llama3' | 'yarn' */
+  type: string;
+  factor?: number;
+  lowFreqFactor?: number;
+  highFreqFactor?: number;
+  originalMaxPositions?: number;
+  betaFast?: number;
+  betaSlow?: number;
+  /** yarn's attention_factor (scales cos/sin) */
+  attentionFactor?: number;
+  /** fraction of head_dim that rotates (partial_rotary_factor) */
+  partialFactor: number;
+}
+
+export interface ModelSpec {
+  family: Family;
+  architecture: string;
+  modelType: string;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  maxPositions: number;
+  tieWordEmbeddings: boolean;
+  torchDtype: TorchDType;
+  /** per layer: full (global) or sliding-window attention */
+  layerKinds: LayerKind[];
+  slidingWindow: number | null;
+  /** rope for full layers, and for sliding layers (Gemma-3 uses its own base there) */
+  rope: RopeSpec;
+  ropeLocal: RopeSpec;
+  qkvBias: boolean;
+  oBias: boolean;
+  mlpBias: boolean;
+  /** per-head RMSNorm on q and k before RoPE (Qwen3, Gemma-3) */
+  qkNorm: boolean;
+  /** RMSNorm multiplies by (offset + weight): 1 for Gemma, 0 otherwise */
+  normOffset: 0 | 1;
+  /** Gemma: RMSNorm computed fully in fp32 and cast after the weight; others cast before the weight */
+  normCastAfterWeight: boolean;
+  /** Gemma: norms after attention and after the MLP, and a separate norm before the MLP */
+  sandwichNorms: boolean;
+  /** embedding output multiplied by this (Gemma: sqrt(hidden_size)); null for none */
+  embedScale: number | null;
+  mlpAct: 'silu' | 'gelu_tanh';
+  /** softmax scale for model attention */
+  attnScale: number;
+  finalLogitSoftcap: number | null;
+  attnLogitSoftcap: number | null;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+  /** layers that are scored, captured and gated (Gemma-3: global layers only) */
+  scoredLayers: number[];
+  /** weight name prefix before "layers." / "embed_tokens" (e.g. "model." or "language_model.model.") */
+  weightPrefix: string;
+}
+
+interface FamilyQuirks {
+  family: Family;
+  qkvBias: (c: any) => boolean;
+  qkNorm: boolean;
+  normOffset: 0 | 1;
+  sandwichNorms: boolean;
+  embedScaled: boolean;
+  mlpAct: (c: any) => 'silu' | 'gelu_tanh';
+  /** Gemma-3 style: only global layers are scored */
+  scoreGlobalOnly: boolean;
+}
+
+const silu = () => 'silu' as const;
+const FAMILIES: Record<string, FamilyQuirks> = {
+  llama: { family: 'llama', qkvBias: (c) => !!c.attention_bias, qkNorm: false, normOffset: 0, sandwichNorms: false, embedScaled: false, mlpAct: silu, scoreGlobalOnly: false },
+  mistral: { family: 'mistral', qkvBias: () => false, qkNorm: false, normOffset: 0, sandwichNorms: false, embedScaled: false, mlpAct: silu, scoreGlobalOnly: false },
+  qwen2: { family: 'qwen2', qkvBias: () => true, qkNorm: false, normOffset: 0, sandwichNorms: false, embedScaled: false, mlpAct: silu, scoreGlobalOnly: false },
+  qwen3: { family: 'qwen3', qkvBias: (c) => !!c.attention_bias, qkNorm: true, normOffset: 0, sandwichNorms: false, embedScaled: false, mlpAct: silu, scoreGlobalOnly: false },
+  gemma3_text: {
+    family: 'gemma3',
+    qkvBias: (c) => !!c.attention_bias,
+    qkNorm: true,
+    normOffset: 1,
+    sandwichNorms: true,
+    embedScaled: true,
+    mlpAct: (c) => {
+      const act = c.hidden_activation ?? c.hidden_act ?? 'gelu_pytorch_tanh';
+      if (act !== 'gelu_pytorch_tanh' && act !== 'gelu_tanh') throw new Error(`unsupported Gemma activation ${act}`);
+      return 'gelu_tanh';
+    },
+    scoreGlobalOnly: true,
+  },
+};
+
+export const SUPPORTED_MODEL_TYPES = Object.keys(FAMILIES).concat(['gemma3']);
+
+function parseDtype(v: unknown): TorchDType {
+  if (v === 'bfloat16' || v === 'float16' || v === 'float32') return v;
+  if (v === 'float' || v === undefined || v === null) return 'float32';
+  if (v === 'half') return 'float16';
+  return 'float32';
+}
+
+function ropeFrom(params: any, fallbackTheta: number, partialFactor: number): RopeSpec {
+  const p = params ?? {};
+  const type = p.rope_type ?? p.type ?? 'default';
+  const spec: RopeSpec = { theta: p.rope_theta ?? fallbackTheta, type, partialFactor };
+  if (type === 'default') return spec;
+  if (type === 'linear') return { ...spec, factor: p.factor };
+  if (type === 'llama3') {
+    return {
+      ...spec,
+      factor: p.factor,
+      lowFreqFactor: p.low_freq_factor,
+      highFreqFactor: p.high_freq_factor,
+      originalMaxPositions: p.original_max_position_embeddings,
+    };
+  }
+  if (type === 'yarn') {
+    return {
+      ...spec,
+      factor: p.factor,
+      originalMaxPositions: p.original_max_position_embeddings,
+      betaFast: p.beta_fast ?? 32,
+      betaSlow: p.beta_slow ?? 1,
+      attentionFactor: p.attention_factor,
+    };
+  }
+  throw new Error(`unsupported rope_scaling type "${type}" (supported: default, linear, llama3, yarn)`);
+}
+
+/** Parse an already-loaded config object. `file` names the source in error messages. */
+export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
+  if (!raw || typeof raw !== 'object') throw fileError(file, 'not a JSON object');
+  // Multimodal wrappers (Gemma3ForConditionalGeneration) keep the LM config in text_config.
+  const isWrapper = raw.model_type === 'gemma3' && raw.text_config;
+  const c = isWrapper ? { ...raw.text_config, torch_dtype: raw.text_config.torch_dtype ?? raw.torch_dtype ?? raw.dtype } : raw;
+  const modelType: string = c.model_type ?? (isWrapper ? 'gemma3_text' : undefined);
+  const quirks = FAMILIES[modelType];
+  if (!quirks) {
+    throw fileError(
+      file,
+      `unsupported architecture: model_type "${raw.model_type ?? '(missing)'}"${raw.architectures ? ` (${raw.architectures.join(', ')})` : ''}; supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
+    );
+  }
+  const need = (k: string): number => {
+    const v = c[k];
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw fileError(file, `missing or invalid "${k}"`);
+    return v;
+  };
+  const hiddenSize = need('hidden_size');
+  const numLayers = need('num_hidden_layers');
+  const numHeads = need('num_attention_heads');
+  const numKvHeads = typeof c.num_key_value_heads === 'number' ? c.num_key_value_heads : numHeads;
+  if (numHeads % numKvHeads !== 0) throw fileError(file, `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  const headDim = typeof c.head_dim === 'number' ? c.head_dim : hiddenSize / numHeads;
+  const rmsNormEps = typeof c.rms_norm_eps === 'number' ? c.rms_norm_eps : 1e-6;
+
+  // Layer kinds: explicit layer_types, else Gemma's sliding_window_pattern, else Mistral's
+  // all-sliding when sliding_window is set, else all full.
+  let layerKinds: LayerKind[];
+  const slidingWindow: number | null = typeof c.sliding_window === 'number' ? c.sliding_window : null;
+  if (Array.isArray(c.layer_types)) {
+    if (c.layer_types.length !== numLayers) throw fileError(file, `layer_types has ${c.layer_types.length} entries for ${numLayers} layers`);
+    layerKinds = c.layer_types.map((t: string) => (t === 'sliding_attention' ? 'sliding' : 'full'));
+  } else if (quirks.family === 'gemma3') {
+    const pattern = c.sliding_window_pattern ?? 6;
+    layerKinds = Array.from({ length: numLayers }, (_, i) => ((i + 1) % pattern === 0 ? 'full' : 'sliding'));
+  } else if (quirks.family === 'mistral' && slidingWindow) {
+    layerKinds = Array(numLayers).fill('sliding');
+  } else if (quirks.family === 'qwen2' && c.use_sliding_window && slidingWindow) {
+    const maxWindowLayers = c.max_window_layers ?? numLayers;
+    layerKinds = Array.from({ length: numLayers }, (_, i) => (i >= maxWindowLayers ? 'sliding' : 'full'));
+  } else {
+    layerKinds = Array(numLayers).fill('full');
+  }
+  if (layerKinds.includes('sliding') && !slidingWindow) throw fileError(file, 'sliding-window layers but no "sliding_window" size');
+
+  // RoPE: transformers >= 5 writes rope_parameters (possibly per layer type); older configs
+  // have rope_theta + rope_scaling.
+  const partial = typeof c.partial_rotary_factor === 'number' ? c.partial_rotary_factor : 1;
+  let rope: RopeSpec;
+  let ropeLocal: RopeSpec;
+  try {
+    const rp = c.rope_parameters;
+    if (rp && (rp.full_attention || rp.sliding_attention)) {
+      rope = ropeFrom(rp.full_attention, c.rope_theta ?? 10000, partial);
+      ropeLocal = ropeFrom(rp.sliding_attention ?? rp.full_attention, c.rope_local_base_freq ?? 10000, partial);
+    } else if (rp) {
+      rope = ropeFrom(rp, c.rope_theta ?? 10000, partial);
+      ropeLocal = quirks.family === 'gemma3' ? ropeFrom(null, c.rope_local_base_freq ?? 10000, partial) : rope;
+    } else {
+      rope = ropeFrom({ ...(c.rope_scaling ?? {}), rope_theta: c.rope_theta ?? 10000 }, 10000, partial);
+      ropeLocal = quirks.family === 'gemma3' ? ropeFrom(null, c.rope_local_base_freq ?? 10000, partial) : rope;
+    }
+  } catch (e) {
+    throw fileError(file, (e as Error).message);
+  }
+
+  const queryScalar = quirks.family === 'gemma3' ? (c.query_pre_attn_scalar ?? headDim) : headDim;
+  const eos = c.eos_token_id ?? raw.eos_token_id;
+  const scoredLayers = layerKinds.map((k, i) => (quirks.scoreGlobalOnly && k !== 'full' ? -1 : i)).filter((i) => i >= 0);
+
+  let mlpAct: 'silu' | 'gelu_tanh';
+  try {
+    mlpAct = quirks.mlpAct(c);
+  } catch (e) {
+    throw fileError(file, (e as Error).message);
+  }
+  if (quirks.family !== 'gemma3' && c.hidden_act && c.hidden_act !== 'silu') throw fileError(file, `unsupported hidden_act "${c.hidden_act}"`);
+
+  return {
+    family: quirks.family,
+    architecture: (raw.architectures ?? [])[0] ?? '',
+    modelType,
+    hiddenSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    intermediateSize: need('intermediate_size'),
+    vocabSize: need('vocab_size'),
+    rmsNormEps,
+    maxPositions: c.max_position_embeddings ?? 4096,
+    tieWordEmbeddings: raw.tie_word_embeddings ?? c.tie_word_embeddings ?? (quirks.family === 'gemma3'),
+    torchDtype: parseDtype(c.torch_dtype ?? c.dtype ?? raw.torch_dtype ?? raw.dtype),
+    layerKinds,
+    slidingWindow,
+    rope,
+    ropeLocal,
+    qkvBias: quirks.qkvBias(c),
+    oBias: !!c.attention_bias && quirks.family !== 'qwen2',
+    mlpBias: !!c.mlp_bias,
+    qkNorm: quirks.qkNorm,
+    normOffset: quirks.normOffset,
+    normCastAfterWeight: quirks.family === 'gemma3',
+    sandwichNorms: quirks.sandwichNorms,
+    embedScale: quirks.embedScaled ? Math.sqrt(hiddenSize) : null,
+    mlpAct,
+    attnScale: 1 / Math.sqrt(queryScalar),
+    finalLogitSoftcap: c.final_logit_softcapping ?? null,
+    attnLogitSoftcap: c.attn_logit_softcapping ?? null,
+    bosTokenId: c.bos_token_id ?? raw.bos_token_id ?? null,
+    eosTokenIds: eos === undefined || eos === null ? [] : Array.isArray(eos) ? eos : [eos],
+    scoredLayers,
+    weightPrefix: isWrapper ? 'language_model.model.' : 'model.',
+  };
+}
+
+/** Read and parse `<dir>/config.json`, with errors that name the file. */
+export function loadModelConfig(dir: string): ModelSpec {
+  const file = path.join(dir, 'config.json');
+  if (!existsSync(file)) throw fileError(file, 'missing (every model folder needs config.json)');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw fileError(file, `not valid JSON (${(e as Error).message})`);
+  }
+  return parseModelConfig(raw, file);
+}
+
+/** Query heads per KV head. */
+export function groupSize(spec: ModelSpec): number {
+  return spec.numHeads / spec.numKvHeads;
+}
