@@ -1,0 +1,212 @@
+// The decoder-only transformer, written as ONNX nodes. Reads top-down like the model:
+// makeEmbedding -> makeLayer (makeAttention, makeMlp) -> makeFinalNorm -> makeLmHead.
+// Every architecture quirk comes from ModelSpec (src/model/config.ts); nothing here
+// branches on a family name.
+import type { Graph, DType } from './builder.js';
+import { ONNX_DTYPE } from './builder.js';
+import type { ModelSpec, RopeSpec } from '../model/config.js';
+import type { ComputeDType, TensorSource, WeightFile } from './weights.js';
+import { ropeTables } from './rope.js';
+
+export interface DecoderContext {
+  spec: ModelSpec;
+  dtype: ComputeDType;
+  weights: WeightFile;
+  source: TensorSource;
+}
+
+/** Per-graph values shared by all layers of one forward (positions, rope tables, lengths). */
+export interface ForwardInputs {
+  /** [B, T] int64 */
+  positions: string;
+  /** GQA's seqlens_k: [B] int32 = past + T - 1 */
+  seqlensK: string;
+  /** GQA's total_sequence_length: scalar int32 = past + T */
+  totalLength: string;
+  /** cos/sin per rope kind, filled lazily */
+  rope: Map<string, { cos: string; sin: string }>;
+}
+
+export interface LayerOutputs {
+  hidden: string;
+  /** output of the input RMSNorm: what feeds Q/K/V (the gate's input) */
+  attnInput: string;
+  presentKey: string;
+  presentValue: string;
+  /** post-norm, post-RoPE queries [B, T, Hq, d] and keys [B, T, H, d] (for KVzip scoring) */
+  query: string;
+  key: string;
+}
+
+const prefixOf = (spec: ModelSpec) => spec.weightPrefix;
+const layerName = (spec: ModelSpec, i: number, rest: string) => `${prefixOf(spec)}layers.${i}.${rest}`;
+
+/** A checkpoint tensor as an initializer; linear weights are stored transposed ([in, out]). */
+function weight(ctx: DecoderContext, name: string, opts: { transpose?: boolean } = {}): string {
+  const key = opts.transpose ? `${name}.T` : name;
+  return ctx.weights.addTensor(key, ctx.source, name, { transpose: opts.transpose });
+}
+
+/** RMSNorm weight with the (offset + w) folding done in fp32 at build time (Gemma's 1 + w). */
+function normWeight(ctx: DecoderContext, name: string): string {
+  if (ctx.spec.normOffset === 0) return weight(ctx, name);
+  const key = `${name}.plus${ctx.spec.normOffset}`;
+  if (ctx.weights.has(key)) return key;
+  const w = ctx.source.readF32(name).map((x) => x + ctx.spec.normOffset);
+  return ctx.weights.add(key, w, ctx.source.shape(name));
+}
+
+function linear(g: Graph, ctx: DecoderContext, x: string, name: string, bias: boolean): string {
+  const y = g.matmul(x, weight(ctx, `${name}.weight`, { transpose: true }));
+  return bias ? g.add(y, weight(ctx, `${name}.bias`)) : y;
+}
+
+export function makeNorm(g: Graph, ctx: DecoderContext, x: string, name: string): string {
+  return g.op('SimplifiedLayerNormalization', [x, normWeight(ctx, name)], {
+    axis: -1,
+    epsilon: { float: ctx.spec.rmsNormEps },
+    stash_type: 1,
+  });
+}
+
+export function makeEmbedding(g: Graph, ctx: DecoderContext, ids: string): string {
+  const { spec } = ctx;
+  let h: string;
+  if (spec.tieWordEmbeddings) {
+    // Only the transposed table [D, V] is stored (the LM head needs it); gather columns.
+    const table = weight(ctx, `${prefixOf(spec)}embed_tokens.weight`, { transpose: true });
+    h = g.transpose(g.gather(table, ids, 1), [1, 2, 0]);
+  } else {
+    h = g.gather(weight(ctx, `${prefixOf(spec)}embed_tokens.weight`), ids, 0);
+  }
+  if (spec.embedScale !== null) h = g.mul(h, g.constant(spec.embedScale, ctx.dtype, [], 'embed_scale'));
+  return h;
+}
+
+/** cos/sin [B, T, 1, d] for one rope spec (computed in fp32 from positions, then cast like transformers). */
+function ropeCosSin(g: Graph, ctx: DecoderContext, fwd: ForwardInputs, rope: RopeSpec): { cos: string; sin: string } {
+  const key = JSON.stringify(rope);
+  const hit = fwd.rope.get(key);
+  if (hit) return hit;
+  if (rope.partialFactor !== 1) throw new Error('partial rotary embeddings are not supported yet');
+  const { invFreq, attentionScale } = ropeTables(rope, ctx.spec.headDim);
+  const out = g.within('rope', () => {
+    const pos = g.unsqueeze(g.cast(fwd.positions, 'float32'), [2]); // [B, T, 1]
+    const freqs = g.mul(pos, g.constant(invFreq, 'float32', [invFreq.length], 'inv_freq')); // [B, T, d/2]
+    const emb = g.unsqueeze(g.concat([freqs, freqs], -1), [2]); // [B, T, 1, d]
+    let cos = g.op('Cos', [emb]);
+    let sin = g.op('Sin', [emb]);
+    if (attentionScale !== 1) {
+      const s = g.constant(attentionScale, 'float32');
+      cos = g.mul(cos, s);
+      sin = g.mul(sin, s);
+    }
+    return { cos: g.cast(cos, ctx.dtype), sin: g.cast(sin, ctx.dtype) };
+  });
+  fwd.rope.set(key, out);
+  return out;
+}
+
+/** x*cos + rotate_half(x)*sin on [B, T, H, d]. */
+function applyRope(g: Graph, ctx: DecoderContext, x: string, cs: { cos: string; sin: string }): string {
+  const half = ctx.spec.headDim / 2;
+  const x1 = g.slice(x, [0], [half], [3]);
+  const x2 = g.slice(x, [half], [ctx.spec.headDim], [3]);
+  const rotated = g.concat([g.op('Neg', [x2]), x1], 3);
+  return g.add(g.mul(x, cs.cos), g.mul(rotated, cs.sin));
+}
+
+export function makeAttention(
+  g: Graph,
+  ctx: DecoderContext,
+  layer: number,
+  x: string,
+  fwd: ForwardInputs,
+  past: { key: string; value: string },
+): { out: string; presentKey: string; presentValue: string; query: string; key: string } {
+  const { spec } = ctx;
+  const d = spec.headDim;
+  const sliding = spec.layerKinds[layer] === 'sliding';
+  const attnName = (p: string) => layerName(spec, layer, `self_attn.${p}`);
+  const q4 = g.reshape(linear(g, ctx, x, attnName('q_proj'), spec.qkvBias), [0, 0, spec.numHeads, d]);
+  const k4 = g.reshape(linear(g, ctx, x, attnName('k_proj'), spec.qkvBias), [0, 0, spec.numKvHeads, d]);
+  const v = linear(g, ctx, x, attnName('v_proj'), spec.qkvBias);
+  const qn = spec.qkNorm ? makeNorm(g, ctx, q4, attnName('q_norm.weight')) : q4;
+  const kn = spec.qkNorm ? makeNorm(g, ctx, k4, attnName('k_norm.weight')) : k4;
+  const cs = ropeCosSin(g, ctx, fwd, sliding ? spec.ropeLocal : spec.rope);
+  const query = applyRope(g, ctx, qn, cs);
+  const key = applyRope(g, ctx, kn, cs);
+  const [attn, presentKey, presentValue] = g.ms(
+    'GroupQueryAttention',
+    [g.reshape(query, [0, 0, -1]), g.reshape(key, [0, 0, -1]), v, past.key, past.value, fwd.seqlensK, fwd.totalLength],
+    {
+      num_heads: spec.numHeads,
+      kv_num_heads: spec.numKvHeads,
+      scale: { float: spec.attnScale },
+      local_window_size: sliding ? spec.slidingWindow! : undefined,
+      softcap: spec.attnLogitSoftcap ? { float: spec.attnLogitSoftcap } : undefined,
+    },
+    3,
+  );
+  const out = linear(g, ctx, attn!, attnName('o_proj'), spec.oBias);
+  return { out, presentKey: presentKey!, presentValue: presentValue!, query, key };
+}
+
+export function makeMlp(g: Graph, ctx: DecoderContext, layer: number, x: string): string {
+  const { spec } = ctx;
+  const name = (p: string) => layerName(spec, layer, `mlp.${p}`);
+  const gate = linear(g, ctx, x, name('gate_proj'), spec.mlpBias);
+  const up = linear(g, ctx, x, name('up_proj'), spec.mlpBias);
+  const act = spec.mlpAct === 'silu' ? g.mul(gate, g.op('Sigmoid', [gate])) : g.op('Gelu', [gate], { approximate: 'tanh' });
+  return linear(g, ctx, g.mul(act, up), name('down_proj'), spec.mlpBias);
+}
+
+export function makeLayer(g: Graph, ctx: DecoderContext, layer: number, h: string, fwd: ForwardInputs, past: { key: string; value: string }): LayerOutputs {
+  const { spec } = ctx;
+  return g.within(`layers.${layer}`, () => {
+    const n = (p: string) => layerName(spec, layer, p);
+    const attnInput = makeNorm(g, ctx, h, n('input_layernorm.weight'));
+    const attn = makeAttention(g, ctx, layer, attnInput, fwd, past);
+    let attnOut = attn.out;
+    if (spec.sandwichNorms) attnOut = makeNorm(g, ctx, attnOut, n('post_attention_layernorm.weight'));
+    const h1 = g.add(h, attnOut);
+    const mlpIn = makeNorm(g, ctx, h1, n(spec.sandwichNorms ? 'pre_feedforward_layernorm.weight' : 'post_attention_layernorm.weight'));
+    let mlpOut = makeMlp(g, ctx, layer, mlpIn);
+    if (spec.sandwichNorms) mlpOut = makeNorm(g, ctx, mlpOut, n('post_feedforward_layernorm.weight'));
+    return {
+      hidden: g.add(h1, mlpOut),
+      attnInput,
+      presentKey: attn.presentKey,
+      presentValue: attn.presentValue,
+      query: attn.query,
+      key: attn.key,
+    };
+  });
+}
+
+export function makeLmHead(g: Graph, ctx: DecoderContext, h: string): string {
+  const { spec } = ctx;
+  const normed = makeNorm(g, ctx, h, `${prefixOf(spec)}norm.weight`);
+  const table = spec.tieWordEmbeddings
+    ? weight(ctx, `${prefixOf(spec)}embed_tokens.weight`, { transpose: true })
+    : weight(ctx, 'lm_head.weight', { transpose: true });
+  let logits = g.cast(g.matmul(normed, table), 'float32');
+  if (spec.finalLogitSoftcap) {
+    const cap = g.constant(spec.finalLogitSoftcap, 'float32');
+    logits = g.mul(g.op('Tanh', [g.div(logits, cap)]), cap);
+  }
+  return logits;
+}
+
+/** GQA length inputs for a forward of `T` new tokens after a past of `pastLen` (int64 scalars). */
+export function gqaLengths(g: Graph, pastLen: string, newLen: string): { seqlensK: string; totalLength: string } {
+  const total = g.cast(g.add(pastLen, newLen), 'int32');
+  return {
+    totalLength: total,
+    seqlensK: g.reshape(g.sub(total, g.constant(1, 'int32')), [1]),
+  };
+}
+
+export function onnxType(dtype: DType): number {
+  return ONNX_DTYPE[dtype];
+}

@@ -1,0 +1,178 @@
+// The KVzip context graph: ONE session.run per context does the chunked prefill (capturing
+// the attention inputs of the scored layers), then every reconstruction pass against the
+// context's KV cache, computing the KVzip scores of SPEC §1 on the way. The cache never
+// leaves the device (onnxruntime-node returns CUDA outputs to host memory, so the cache
+// must live inside one run).
+//
+// Inputs (built by src/kvzip/inputs.ts):
+//   prefill_ids   [n_p, c_p] int64  prefix ⧺ context, cut in n_p equal chunks (end padded)
+//   num_tokens    []         int64  N = real length of prefix ⧺ context
+//   prefix_len    []         int64  P
+//   repeat_ids    [n_r, R]   int64  reconstruction inputs (end padded)
+//   repeat_lens   [n_r]      int64  real length of each reconstruction input
+//   chunk_starts  [n_r]      int64  cache position of context chunk i (P + i*C)
+//   chunk_lens    [n_r]      int64  its length
+// Outputs:
+//   hidden.<s>    [N - P, D]            attention input of scored layer s (fp16, or fp32 for fp32 graphs)
+//   scores        [n_r, L_s, H, C_max]  fp32, chunk i's scores in [:, :, :chunk_lens[i]]
+import { Graph } from './builder.js';
+import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
+import { hiddenIoDtype } from './step-graph.js';
+
+export function buildKvzipGraph(ctx: DecoderContext): Graph {
+  const { spec, dtype } = ctx;
+  const g = new Graph('fastkvzip_kvzip');
+  const scored = spec.scoredLayers;
+  const lastLayer = Math.max(...scored); // layers after the last scored one never matter here
+  const layers = Array.from({ length: lastLayer + 1 }, (_, l) => l);
+  const H = spec.numKvHeads;
+  const d = spec.headDim;
+  const hiddenDtype = hiddenIoDtype(dtype);
+
+  const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
+  const numTokens = g.input('num_tokens', 'int64', []);
+  const prefixLen = g.input('prefix_len', 'int64', []);
+  const repeatIds = g.input('repeat_ids', 'int64', ['n_repeat', 'repeat_len']);
+  const repeatLens = g.input('repeat_lens', 'int64', ['n_repeat']);
+  const chunkStarts = g.input('chunk_starts', 'int64', ['n_repeat']);
+  const chunkLens = g.input('chunk_lens', 'int64', ['n_repeat']);
+  const int64 = (v: number) => g.constant(v, 'int64');
+  const maxChunk = g.reduce('ReduceMax', chunkLens, [0], false); // scores are padded to this
+
+  // ---- 1. chunked prefill: Loop over chunks, carrying the KV cache of every layer ----
+  const emptyCache = g.op('ConstantOfShape', [g.constant([1, H, 0, d], 'int64')], {});
+  const empty = g.cast(emptyCache, dtype);
+  const prefill = g.subgraph('prefill');
+  {
+    const b = prefill;
+    const i = b.input('i', 'int64', []);
+    b.input('cond', 'bool', []);
+    const pastIn = layers.map((l) => ({ key: b.input(`k_in.${l}`, dtype, [1, H, 'past', d]), value: b.input(`v_in.${l}`, dtype, [1, H, 'past', d]) }));
+    const ids = b.unsqueeze(b.gather(prefillIds, i, 0), [0]); // [1, c]
+    const c = b.reshape(b.shape(ids, 1, 2), []);
+    const start = b.mul(i, c);
+    const positions = b.unsqueeze(b.op('Range', [start, b.add(start, c), b.constant(1, 'int64')]), [0]);
+    const fwd: ForwardInputs = { positions, ...gqaLengths(b, start, c), rope: new Map() };
+    let h = makeEmbedding(b, ctx, ids);
+    b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
+    const captured: string[] = [];
+    for (const l of layers) {
+      const out = makeLayer(b, ctx, l, h, fwd, pastIn[l]!);
+      h = out.hidden;
+      b.output(out.presentKey, `k_out.${l}`, dtype);
+      b.output(out.presentValue, `v_out.${l}`, dtype);
+      if (scored.includes(l)) captured.push(out.attnInput);
+    }
+    captured.forEach((x, s) => b.output(b.cast(b.squeeze(x, [0]), hiddenDtype), `hidden_scan.${s}`, hiddenDtype));
+  }
+  const nPrefill = g.reshape(g.shape(prefillIds, 0, 1), []);
+  const loopOut = g.node('Loop', [nPrefill, '', ...layers.flatMap(() => [empty, empty])], { body: prefill }, { outputs: layers.length * 2 + scored.length });
+  const cache = layers.map((l) => ({
+    key: g.slice(loopOut[2 * l]!, [0], [numTokens], [2]),
+    value: g.slice(loopOut[2 * l + 1]!, [0], [numTokens], [2]),
+  }));
+  scored.forEach((_, s) => {
+    const scan = loopOut[layers.length * 2 + s]!; // [n_p, c_p, D]
+    const flat = g.reshape(scan, [-1, spec.hiddenSize]);
+    g.output(g.slice(flat, [prefixLen], [numTokens], [0]), `hidden.${s}`, hiddenDtype, ['ctx_len', spec.hiddenSize]);
+  });
+
+  // ---- 2. reconstruction passes: Loop over context chunks; each attends to the whole cache ----
+  const repeat = g.subgraph('repeat');
+  {
+    const b = repeat;
+    const i = b.input('i', 'int64', []);
+    b.input('cond', 'bool', []);
+    b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
+    const R = b.gather(repeatLens, i, 0);
+    const ids = b.unsqueeze(b.slice(b.gather(repeatIds, i, 0), [0], [R], [0]), [0]); // [1, R]
+    const positions = b.unsqueeze(b.op('Range', [numTokens, b.add(numTokens, R), b.constant(1, 'int64')]), [0]);
+    const fwd: ForwardInputs = { positions, ...gqaLengths(b, numTokens, R), rope: new Map() };
+    const cStart = b.gather(chunkStarts, i, 0);
+    const cLen = b.gather(chunkLens, i, 0);
+    const mask = reducedCausalMask(b, prefixLen, cLen, R); // [R, P + cLen + R], 0 or -inf
+    let h = makeEmbedding(b, ctx, ids);
+    const layerScores: string[] = [];
+    for (const l of layers) {
+      const out = makeLayer(b, ctx, l, h, fwd, cache[l]!);
+      h = out.hidden;
+      if (scored.includes(l)) {
+        layerScores.push(
+          b.within(`score.${l}`, () =>
+            kvzipScore(b, ctx, out.query, out.presentKey, { prefixLen, cStart, cLen, numTokens, R, mask, maxChunk }),
+          ),
+        );
+      }
+    }
+    b.output(b.concat(layerScores.map((s) => b.unsqueeze(s, [0])), 0), 'scores_scan', 'float32'); // [L_s, H, C_max]
+  }
+  const nRepeat = g.reshape(g.shape(repeatIds, 0, 1), []);
+  const [scores] = g.node('Loop', [nRepeat, '', int64(0)], { body: withDummyCarry(repeat) }, { outputs: 2 }).slice(1);
+  g.output(scores!, 'scores', 'float32', ['n_repeat', scored.length, H, 'max_chunk']);
+  ctx.weights.register(g);
+  return g;
+}
+
+/** Loop needs ≥ 0 carried values; we carry one unused int64 so the body signature is explicit. */
+function withDummyCarry(body: Graph): Graph {
+  const carry = body.input('dummy_in', 'int64', []);
+  // Inputs must be ordered (i, cond, carried...); move the carried input after cond.
+  const last = body.inputs.pop()!;
+  body.inputs.splice(2, 0, last);
+  // Outputs must be ordered (cond, carried..., scans...).
+  body.output(carry, 'dummy_out', 'int64', []);
+  const dummyOut = body.outputs.pop()!;
+  body.outputs.splice(1, 0, dummyOut);
+  return body;
+}
+
+/**
+ * Additive mask over the reduced key set [prefix | chunk | repeat]: prefix and chunk keys are
+ * always visible; repeat query r sees repeat keys 0..r (causal inside the repeat block).
+ */
+function reducedCausalMask(b: Graph, prefixLen: string, cLen: string, R: string): string {
+  const visibleBefore = b.add(prefixLen, cLen);
+  const width = b.add(visibleBefore, R);
+  const cols = b.op('Range', [b.constant(0, 'int64'), width, b.constant(1, 'int64')]); // [K]
+  const rows = b.op('Range', [b.constant(0, 'int64'), R, b.constant(1, 'int64')]); // [R]
+  const repeatCol = b.sub(b.unsqueeze(cols, [0]), visibleBefore); // [1, K]: key index inside the repeat block
+  const hidden = b.op('Greater', [repeatCol, b.unsqueeze(rows, [1])]); // [R, K]
+  return b.op('Where', [hidden, b.constant(-Infinity, 'float32'), b.constant(0, 'float32')]);
+}
+
+/**
+ * score[h, j] = max over the G query heads of KV head h and over repeat queries of
+ * softmax_{prefix ∪ chunk ∪ repeat}(q·k/√d)[j], for j in the chunk; fp32 throughout.
+ * Returns [H, C_max] (zero padded past the chunk length).
+ */
+function kvzipScore(
+  b: Graph,
+  ctx: DecoderContext,
+  query: string, // [1, R, Hq, d]
+  presentKey: string, // [1, H, N + R, d]
+  s: { prefixLen: string; cStart: string; cLen: string; numTokens: string; R: string; mask: string; maxChunk: string },
+): string {
+  const { spec } = ctx;
+  const H = spec.numKvHeads;
+  const G = spec.numHeads / H;
+  const d = spec.headDim;
+  const keys = b.concat(
+    [
+      b.slice(presentKey, [0], [s.prefixLen], [2]),
+      b.slice(presentKey, [s.cStart], [b.add(s.cStart, s.cLen)], [2]),
+      b.slice(presentKey, [s.numTokens], [b.add(s.numTokens, s.R)], [2]),
+    ],
+    2,
+  ); // [1, H, K, d]
+  const k32 = b.cast(b.squeeze(keys, [0]), 'float32'); // [H, K, d]
+  // queries [1, R, H*G, d] -> [H, G, R, d]
+  const q32 = b.cast(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 2, 0, 3]), 'float32');
+  const kT = b.unsqueeze(b.transpose(k32, [0, 2, 1]), [1]); // [H, 1, d, K]
+  const logits = b.mul(b.matmul(q32, kT), b.constant(1 / Math.sqrt(d), 'float32')); // [H, G, R, K]
+  const probs = b.op('Softmax', [b.add(logits, s.mask)], { axis: -1 });
+  const chunkProbs = b.slice(probs, [s.prefixLen], [b.add(s.prefixLen, s.cLen)], [3]); // [H, G, R, cLen]
+  const best = b.reduce('ReduceMax', chunkProbs, [1, 2], false); // [H, cLen]
+  const pad = b.sub(s.maxChunk, s.cLen);
+  const pads = b.concat([b.constant([0, 0, 0], 'int64'), b.reshape(pad, [1])], 0);
+  return b.op('Pad', [best, pads]);
+}

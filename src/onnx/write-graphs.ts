@@ -1,0 +1,48 @@
+// Write a model's ONNX graphs and their shared weight file into one folder.
+import { mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { encodeModel } from './builder.js';
+import { WeightFile, type ComputeDType, type TensorSource } from './weights.js';
+import { buildStepGraph } from './step-graph.js';
+import { buildKvzipGraph } from './kvzip-graph.js';
+import type { ModelSpec } from '../model/config.js';
+import { writeFileAtomicSync } from '../util/atomic.js';
+
+/** step: generation (last-token logits); step_full: all logits + every layer's attention input; kvzip: context scoring */
+export type GraphKind = 'step' | 'step_full' | 'kvzip';
+export const ALL_GRAPHS: GraphKind[] = ['step', 'step_full', 'kvzip'];
+
+export interface GraphFiles {
+  dir: string;
+  dtype: ComputeDType;
+  paths: Partial<Record<GraphKind, string>>;
+  weightBytes: number;
+}
+
+export const WEIGHT_FILE = 'weights.bin';
+
+export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSource, dtype: ComputeDType, kinds: GraphKind[] = ALL_GRAPHS): GraphFiles {
+  mkdirSync(dir, { recursive: true });
+  const weights = new WeightFile(dir, WEIGHT_FILE, dtype);
+  const ctx = { spec, dtype, weights, source };
+  const paths: Partial<Record<GraphKind, string>> = {};
+  const metadata = { family: spec.family, dtype, builder: 'fastkvzip' };
+  const graphs: [GraphKind, () => ReturnType<typeof buildStepGraph>][] = [
+    ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
+    ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
+    ['kvzip', () => buildKvzipGraph(ctx)],
+  ];
+  const encoded: [GraphKind, Uint8Array][] = [];
+  for (const [kind, build] of graphs) {
+    if (!kinds.includes(kind)) continue;
+    encoded.push([kind, encodeModel(build(), { metadata })]);
+  }
+  weights.close();
+  for (const [kind, bytes] of encoded) {
+    const p = path.join(dir, `${kind}.onnx`);
+    writeFileAtomicSync(p, bytes);
+    paths[kind] = p;
+  }
+  return { dir, dtype, paths, weightBytes: weights.bytes };
+}
+

@@ -1,0 +1,80 @@
+// ONNX Runtime sessions on the chosen execution provider. No silent fallback: if the EP
+// cannot load we say why and how to fix it.
+import * as ort from 'onnxruntime-node';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { UserError } from '../util/errors.js';
+
+export type Device = 'cpu' | 'cuda' | 'webgpu';
+export const DEVICES: Device[] = ['cpu', 'cuda', 'webgpu'];
+
+export interface DeviceOptions {
+  device: Device;
+  deviceId?: number;
+  /** intra-op threads for the CPU EP (0 = ORT default) */
+  threads?: number;
+}
+
+export function parseDevice(value: string): Device {
+  if (!DEVICES.includes(value as Device)) throw new UserError(`--device must be one of ${DEVICES.join(', ')} (got "${value}")`);
+  return value as Device;
+}
+
+/** Folder holding onnxruntime-node's native libraries for this platform. */
+export function ortBinaryDir(): string {
+  const require = createRequire(import.meta.url);
+  const pkg = path.dirname(require.resolve('onnxruntime-node/package.json'));
+  return path.join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+}
+
+function providerFor(opts: DeviceOptions): ort.InferenceSession.ExecutionProviderConfig {
+  switch (opts.device) {
+    case 'cpu':
+      return 'cpu';
+    case 'cuda': {
+      const lib = path.join(ortBinaryDir(), 'libonnxruntime_providers_cuda.so');
+      if (!existsSync(lib)) {
+        throw new UserError(
+          `--device cuda: the ONNX Runtime CUDA provider is not installed (${lib} is missing). ` +
+            'CUDA 12: reinstall with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci`; CUDA 13: copy libonnxruntime_providers_cuda.so and ' +
+            'libonnxruntime_providers_shared.so built for ONNX Runtime 1.29.0 into that folder (see README "GPU").',
+        );
+      }
+      return { name: 'cuda', deviceId: opts.deviceId ?? 0 } as ort.InferenceSession.ExecutionProviderConfig;
+    }
+    case 'webgpu':
+      return { name: 'webgpu' } as ort.InferenceSession.ExecutionProviderConfig;
+  }
+}
+
+export function sessionOptions(opts: DeviceOptions): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: [providerFor(opts)],
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: opts.device === 'cpu' ? (opts.threads ?? 0) : undefined,
+    logSeverityLevel: 3,
+  };
+}
+
+/** Create a session for `modelPath`; EP failures become one clear UserError. */
+export async function createSession(modelPath: string, opts: DeviceOptions): Promise<ort.InferenceSession> {
+  const options = sessionOptions(opts);
+  try {
+    return await ort.InferenceSession.create(modelPath, options);
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    if (opts.device === 'cuda') {
+      throw new UserError(
+        `--device cuda: could not create a CUDA session for ${modelPath}: ${msg}. ` +
+          'Check that the CUDA runtime, cuBLAS and cuDNN 9 libraries that the provider was built for are on LD_LIBRARY_PATH.',
+      );
+    }
+    if (opts.device === 'webgpu') {
+      throw new UserError(`--device webgpu: could not create a WebGPU session for ${modelPath}: ${msg}. A Vulkan-capable GPU and driver are required.`);
+    }
+    throw new UserError(`${modelPath}: ONNX Runtime could not load the model: ${msg}`);
+  }
+}
+
+export { ort };
