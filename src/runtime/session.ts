@@ -58,8 +58,12 @@ export function sessionOptions(opts: DeviceOptions): ort.InferenceSession.Sessio
 }
 
 /** Create a session for `modelPath`; EP failures become one clear UserError. */
-export async function createSession(modelPath: string, opts: DeviceOptions): Promise<ort.InferenceSession> {
-  const options = sessionOptions(opts);
+export async function createSession(
+  modelPath: string,
+  opts: DeviceOptions,
+  extra: Partial<ort.InferenceSession.SessionOptions> = {},
+): Promise<ort.InferenceSession> {
+  const options = { ...sessionOptions(opts), ...extra };
   try {
     return await ort.InferenceSession.create(modelPath, options);
   } catch (e) {

@@ -1,0 +1,85 @@
+// `fastkvzip extract`: corpus -> KVzip scores + attention inputs -> Arrow feature store.
+import { Command, Option } from 'commander';
+import { addDeviceOptions, deviceFrom, positiveInt, printJson } from './common.js';
+import { extract, EXTRACT_DEFAULTS } from '../kvzip/extract.js';
+import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/index.js';
+import { UserError } from '../util/errors.js';
+import type { ComputeDType } from '../onnx/weights.js';
+import type { HiddenDtype } from '../features/index.js';
+
+export function parseShard(v: string): { index: number; count: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(v);
+  if (!m) throw new UserError(`--shard must look like i/n, e.g. 0/4 (got "${v}")`);
+  const index = Number(m[1]);
+  const count = Number(m[2]);
+  if (count < 1 || index >= count) throw new UserError(`--shard ${v}: need 0 <= i < n`);
+  return { index, count };
+}
+
+const countArg = (name: string) => (v: string) => (v === 'all' ? Infinity : positiveInt(v, name));
+
+export function addRecipeOptions(cmd: Command): Command {
+  return cmd
+    .option('--data <spec>', 'corpus: sotu, hub:<org/name/path/file.parquet>, or a local parquet/jsonl/txt file or folder', DEFAULT_HUB_DATA)
+    .option('--text-field <name>', 'text column/field of parquet and jsonl corpora', 'text')
+    .option('--max-tokens <n>', 'total context-token budget', countArg('--max-tokens'), DEFAULT_RECIPE.maxTokens)
+    .option('--min-doc-tokens <n>', 'keep documents with at least this many tokens', (v) => positiveInt(v, '--min-doc-tokens'), DEFAULT_RECIPE.minDocTokens)
+    .option('--max-doc-tokens <n>', '... and fewer than this many', (v) => positiveInt(v, '--max-doc-tokens'), DEFAULT_RECIPE.maxDocTokens)
+    .option('--ten-k-count <n|all>', 'contexts of the one-document set', countArg('--ten-k-count'), DEFAULT_RECIPE.tenKCount)
+    .option('--cat-count <n|all>', 'contexts of the concatenated set', countArg('--cat-count'), DEFAULT_RECIPE.catCount)
+    .option('--cat-min-tokens <n>', 'tokens per concatenated context', (v) => positiveInt(v, '--cat-min-tokens'), DEFAULT_RECIPE.catMinTokens)
+    .option('--cat-after-ten-k', 'start the concatenated set after the documents of the one-document set (the public code re-uses them)', false)
+    .option('--public-cat-quirks', 'reproduce the public cat loop exactly (leading separator, dropped document)', false);
+}
+
+export function recipeFrom(o: Record<string, unknown>): Partial<RecipeOptions> {
+  return {
+    maxTokens: o.maxTokens as number,
+    minDocTokens: o.minDocTokens as number,
+    maxDocTokens: o.maxDocTokens as number,
+    tenKCount: o.tenKCount as number,
+    catCount: o.catCount as number,
+    catMinTokens: o.catMinTokens as number,
+    catAfterTenK: o.catAfterTenK as boolean,
+    publicCatQuirks: o.publicCatQuirks as boolean,
+  };
+}
+
+export function extractCommand(): Command {
+  const cmd = new Command('extract')
+    .description('run the frozen model over a corpus and store attention inputs + exact KVzip scores (resumable)')
+    .requiredOption('--model <dir|repo>', 'local HF model folder or hub repo id')
+    .option('--revision <rev>', 'hub revision (branch, tag or commit)')
+    .requiredOption('--out <dir>', 'feature store directory');
+  addRecipeOptions(cmd)
+    .option('--prefill-chunk <n>', 'longest prefill chunk', (v) => positiveInt(v, '--prefill-chunk'), EXTRACT_DEFAULTS.prefillChunk)
+    .option('--score-chunk <n>', 'reconstruction chunk', (v) => positiveInt(v, '--score-chunk'), EXTRACT_DEFAULTS.scoreChunk)
+    .option('--template <name>', 'chat template from configs/templates.json (default: chosen from the model)')
+    .addOption(new Option('--hidden-dtype <dtype>', 'stored attention-input dtype (default: the model dtype)').choices(['float16', 'bfloat16']))
+    .option('--shard <i/n>', 'process contexts with index % n == i (merge the stores afterwards)', parseShard)
+    .option('--no-resume', 'refuse to continue an existing store')
+    .option('--ignore-disk-check', 'start even when the disk looks too small')
+    .option('--json', 'print a JSON summary on stdout');
+  addDeviceOptions(cmd);
+  return cmd.action(async (o) => {
+    const summary = await extract({
+      model: o.model,
+      revision: o.revision,
+      data: o.data,
+      textField: o.textField,
+      out: o.out,
+      device: deviceFrom(o),
+      dtype: o.dtype as ComputeDType | undefined,
+      hiddenDtype: o.hiddenDtype as HiddenDtype | undefined,
+      recipe: recipeFrom(o),
+      prefillChunk: o.prefillChunk,
+      scoreChunk: o.scoreChunk,
+      template: o.template,
+      shard: o.shard,
+      resume: o.resume,
+      ignoreDisk: o.ignoreDiskCheck,
+    });
+    if (o.json) printJson({ ...summary, recipe: { ...summary.recipe, contexts: undefined } });
+    else process.stderr.write(`extracted ${summary.contexts.thisRun} context(s), ${summary.tokens.thisRun} tokens in ${summary.seconds.toFixed(1)} s (${Math.round(summary.tokensPerSecond)} tok/s); store: ${summary.store} (${summary.contexts.done} contexts, ${summary.tokens.total} tokens)\n`);
+  });
+}

@@ -1,0 +1,42 @@
+// Resolve --model (hub id or folder), open and check it, and create sessions on its graphs.
+import { resolveModel } from '../hub/index.js';
+import { openModel, type OpenedModel } from '../model/load.js';
+import { defaultComputeDtype, ensureGraphs, type GraphFiles, type GraphKind } from '../onnx/index.js';
+import { createSession, type DeviceOptions, ort } from '../runtime/session.js';
+import type { ComputeDType } from '../onnx/weights.js';
+import { cacheIoDtype } from '../onnx/step-graph.js';
+import type { DType } from '../onnx/builder.js';
+
+export interface LoadedModel {
+  model: OpenedModel;
+  /** hub id or the folder as given */
+  id: string;
+  revision: string | null;
+  commit: string | null;
+  graphs: GraphFiles;
+  dtype: ComputeDType;
+  cacheDtype: DType;
+}
+
+export interface LoadModelOptions {
+  revision?: string;
+  device: DeviceOptions;
+  dtype?: ComputeDType;
+  kinds: GraphKind[];
+  requireTokenizer?: boolean;
+  log?: (line: string) => void;
+}
+
+export async function loadModel(idOrDir: string, o: LoadModelOptions): Promise<LoadedModel> {
+  const resolved = await resolveModel(idOrDir, { revision: o.revision });
+  const model = openModel(resolved.dir, { requireTokenizer: o.requireTokenizer ?? true });
+  const dtype = o.dtype ?? defaultComputeDtype(o.device.device, model.spec.torchDtype);
+  const graphs = ensureGraphs(model, { dtype, kinds: o.kinds, log: o.log ?? ((l) => process.stderr.write(l + '\n')) });
+  return { model, id: resolved.repoId ?? idOrDir, revision: resolved.revision, commit: resolved.commit, graphs, dtype, cacheDtype: cacheIoDtype(dtype) };
+}
+
+export async function sessionFor(m: LoadedModel, kind: GraphKind, device: DeviceOptions): Promise<ort.InferenceSession> {
+  const p = m.graphs.paths[kind];
+  if (!p) throw new Error(`graph ${kind} was not built`);
+  return createSession(p, device);
+}

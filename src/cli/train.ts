@@ -1,0 +1,68 @@
+// `fastkvzip train`: fit the sink-attention gates on a feature store.
+import { Command, Option } from 'commander';
+import { addDeviceOptions, deviceFrom, floatArg, positiveInt, printJson } from './common.js';
+import { train, TRAIN_DEFAULTS, type TrainSummary } from '../gate/train.js';
+import type { DType } from '../onnx/builder.js';
+
+export function trainCommand(): Command {
+  const cmd = new Command('train')
+    .description('fit the Fast KVzip gates (public recipe by default) on a feature store')
+    .requiredOption('--features <dir>', 'feature store written by `fastkvzip extract`')
+    .requiredOption('--out <dir>', 'output folder (gates, checkpoints, log, plots)')
+    .option('--steps <n>', 'optimizer steps', (v) => positiveInt(v, '--steps'), TRAIN_DEFAULTS.steps)
+    .option('--batch <n>', 'token positions per step', (v) => positiveInt(v, '--batch'), TRAIN_DEFAULTS.batch)
+    .option('--lr <x>', 'peak learning rate', (v) => floatArg(v, '--lr'), TRAIN_DEFAULTS.lr)
+    .option('--momentum <x>', 'SGD momentum', (v) => floatArg(v, '--momentum'), TRAIN_DEFAULTS.momentum)
+    .option('--seed <n>', 'seed of the init and batch order', (v) => Number(v), TRAIN_DEFAULTS.seed)
+    .option('--rank <n>', 'gate rank r', (v) => positiveInt(v, '--rank'), TRAIN_DEFAULTS.rank)
+    .option('--sinks <n>', 'gate sinks S', (v) => positiveInt(v, '--sinks'), TRAIN_DEFAULTS.sinks)
+    .option('--group <n>', 'query group size G (default: the model\'s)', (v) => positiveInt(v, '--group'))
+    .option('--eval-every <n>', 'metric interval in steps', (v) => positiveInt(v, '--eval-every'), TRAIN_DEFAULTS.evalEvery)
+    .option('--max-tokens <n>', 'train on the first n tokens of the store', (v) => positiveInt(v, '--max-tokens'))
+    .option('--subsample <fraction>', 'keep this random fraction of the training positions', (v) => floatArg(v, '--subsample'))
+    .option('--memory-gb <x>', 'device memory for one group of layers\' features (default: 8 on CPU, 40 on GPUs)', (v) => floatArg(v, '--memory-gb'))
+    .addOption(new Option('--matmul-dtype <dtype>', 'projection matmul dtype (default: float32 on CPU, the features\' dtype on GPUs)').choices(['float32', 'float16', 'bfloat16']))
+    .option('--no-resume', 'start afresh even when checkpoints exist')
+    .option('--json', 'print a JSON summary on stdout');
+  addDeviceOptions(cmd);
+  return cmd.action(async (o) => {
+    const device = deviceFrom(o);
+    const summary = await train({
+      features: o.features,
+      out: o.out,
+      device,
+      steps: o.steps,
+      batch: o.batch,
+      lr: o.lr,
+      momentum: o.momentum,
+      seed: o.seed,
+      rank: o.rank,
+      sinks: o.sinks,
+      group: o.group,
+      evalEvery: o.evalEvery,
+      maxTokens: o.maxTokens,
+      subsample: o.subsample,
+      resume: o.resume,
+      memoryBudget: (o.memoryGb ?? (device.device === 'cpu' ? 8 : 40)) * 2 ** 30,
+      matmulDtype: o.matmulDtype as DType | undefined,
+      checkpointEvery: TRAIN_DEFAULTS.checkpointEvery,
+    });
+    if (o.json) printJson(summary);
+    else process.stderr.write(formatTrainTable(summary));
+  });
+}
+
+export function formatTrainTable(s: TrainSummary): string {
+  const rows = s.layers.map(
+    (r) => `| ${r.layer} | ${r.testLoss.toFixed(4)} | ${(100 * r.testAcc).toFixed(2)} | ${r.trainLoss.toFixed(4)} | ${(100 * r.trainAcc).toFixed(2)} | ${(100 * r.recall30).toFixed(1)} |`,
+  );
+  return [
+    `trained ${s.layers.length} gate layer(s), ${s.steps} steps x ${s.batch} tokens on ${s.tokens.train} train / ${s.tokens.test} held-out tokens in ${s.seconds.toFixed(1)} s`,
+    '| layer | held-out loss | held-out acc % | train loss | train acc % | recall@30% |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows,
+    `| mean | ${s.mean.testLoss.toFixed(4)} | ${(100 * s.mean.testAcc).toFixed(2)} | | | ${(100 * s.mean.recall30).toFixed(1)} |`,
+    `gates: ${s.gates}`,
+    '',
+  ].join('\n');
+}

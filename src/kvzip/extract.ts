@@ -1,0 +1,218 @@
+// `fastkvzip extract`: stream a corpus through the recipe, score every context with the
+// one-run KVzip graph, and write the Arrow feature store — resumable, with a disk estimate
+// up front and progress on the way.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { openCorpus, runRecipe, resolveRecipeOptions, templateFor, reconstructionPrompts, type RecipeOptions, type RecipeSummary } from '../data/index.js';
+import { resolveDatasetFile, parseHubDataRef } from '../hub/index.js';
+import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type HiddenDtype } from '../features/index.js';
+import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js';
+import type { DeviceOptions } from '../runtime/session.js';
+import type { ComputeDType } from '../onnx/weights.js';
+import { kvzipFeeds, type KvzipPrompts } from './inputs.js';
+import { scoreContext } from './score-context.js';
+import { f16ArrayToBf16, f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
+import { createProgress } from '../util/progress.js';
+import { UserError } from '../util/errors.js';
+import { TOOL_NAME, TOOL_VERSION } from '../version.js';
+
+export interface ExtractOptions {
+  model: string;
+  revision?: string;
+  data: string;
+  textField?: string;
+  out: string;
+  device: DeviceOptions;
+  dtype?: ComputeDType;
+  hiddenDtype?: HiddenDtype;
+  recipe: Partial<RecipeOptions>;
+  prefillChunk: number;
+  scoreChunk: number;
+  /** template name from configs/templates.json (default: chosen from the model) */
+  template?: string;
+  shard?: { index: number; count: number };
+  resume: boolean;
+  /** skip the disk-space refusal (the estimate is still printed) */
+  ignoreDisk?: boolean;
+  quiet?: boolean;
+  plainProgress?: boolean;
+  log?: (line: string) => void;
+}
+
+export const EXTRACT_DEFAULTS = { prefillChunk: 16000, scoreChunk: 2000 };
+
+export interface ExtractSummary {
+  store: string;
+  model: string;
+  contexts: { done: number; thisRun: number; skippedLong: number };
+  tokens: { thisRun: number; total: number };
+  bytes: number;
+  seconds: number;
+  tokensPerSecond: number;
+  recipe: RecipeSummary;
+  manifest: Pick<FeatureManifest, 'complete' | 'totals'>;
+}
+
+const sha256 = (b: string | Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
+  const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const t0 = Date.now();
+  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['kvzip'], log });
+  const { spec, tokenizer } = m.model;
+  if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for extraction`);
+  const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens: false });
+
+  const template = templateFor(
+    o.template ? { template: o.template } : { modelType: spec.modelType, modelName: m.id },
+    { bosToken: tokenizer.bosTokenId !== null ? (tokenizer.tokenString(tokenizer.bosTokenId) ?? '') : '', hasToken: (t) => tokenizer.tokenId(t) !== undefined },
+  );
+  const rec = reconstructionPrompts();
+  const prompts: KvzipPrompts = {
+    prefixIds: encode(template.prefix),
+    postfixIds: encode(template.postfix),
+    repeatFirstIds: encode(rec.repeatFirst),
+    repeatNextIds: encode(rec.repeatNext),
+    prevPostfixTokens: rec.prevPostfixTokens,
+  };
+  const recipe = resolveRecipeOptions(o.recipe);
+  const corpus = openCorpus(o.data, {
+    textField: o.textField,
+    resolveHubFile: async (repo: string, file: string) => (await resolveDatasetFile(repo, file, {})).path,
+  });
+  const hiddenDtype: HiddenDtype = o.hiddenDtype ?? (spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
+
+  const identity = {
+    model: {
+      id: m.id,
+      revision: m.revision,
+      commit: m.commit,
+      configHash: sha256(readFileSync(path.join(m.model.dir, 'config.json'))),
+      family: spec.family,
+      D: spec.hiddenSize,
+      H: spec.numKvHeads,
+      G: spec.numHeads / spec.numKvHeads,
+      scoredLayers: spec.scoredLayers,
+      numLayers: spec.numLayers,
+    },
+    recipe: {
+      corpus: corpus.description as unknown as Record<string, string>,
+      ...Object.fromEntries(Object.entries(recipe).map(([k, v]) => [k, typeof v === 'number' && !Number.isFinite(v) ? null : v])),
+      template: template.name,
+      prefix: template.prefix,
+      postfix: template.postfix,
+      repeatFirst: rec.repeatFirst,
+      repeatNext: rec.repeatNext,
+      prevPostfixTokens: rec.prevPostfixTokens,
+    },
+    extract: {
+      prefillChunk: o.prefillChunk,
+      scoreChunk: o.scoreChunk,
+      device: o.device.device,
+      modelDtype: spec.torchDtype,
+      computeDtype: m.dtype,
+      hiddenDtype,
+      scoreDtype: 'float32' as const,
+    },
+    hiddenDtype,
+  };
+
+  // Disk estimate before any heavy work: the budget bounds what this run can write.
+  const plannedTokens = Number.isFinite(recipe.maxTokens) ? recipe.maxTokens / (o.shard?.count ?? 1) : 1e6;
+  const estimate = estimateStoreBytes({ tokens: plannedTokens, layers: spec.scoredLayers.length, D: spec.hiddenSize, H: spec.numKvHeads, hiddenDtype });
+  log(`feature store: about ${fmtBytes(estimate)} for up to ${Math.round(plannedTokens).toLocaleString('en-US')} tokens (${spec.scoredLayers.length} layers x D ${spec.hiddenSize}, ${hiddenDtype}) -> ${o.out}`);
+
+  const store = await openStore(o.out, { ...identity, tool: { name: TOOL_NAME, version: TOOL_VERSION }, part: o.shard ?? null }, { dropBadShards: o.resume });
+  if (!o.resume && store.completed.size > 0) {
+    await store.release();
+    throw new UserError(`${o.out}: already holds ${store.completed.size} extracted contexts; rerun with --resume to continue, or choose another --out`);
+  }
+  if (store.removed.length) log(`removed ${store.removed.length} unfinished file(s) from an interrupted run`);
+  if (store.completed.size) log(`resuming: ${store.completed.size} context(s) already extracted`);
+  const remaining = Math.max(0, estimate - store.manifest.totals.bytes);
+  if (!o.ignoreDisk) {
+    try {
+      await checkDiskSpace(o.out, remaining);
+    } catch (e) {
+      await store.release();
+      throw e;
+    }
+  }
+
+  const session = await sessionFor(m, 'kvzip', o.device);
+  const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
+  const progress = createProgress({ label: 'extract', total: plannedTokens, unit: 'tok', quiet: o.quiet, plain: o.plainProgress });
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    log('interrupt: finishing nothing more; rerun the same command to resume');
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  let runTokens = 0;
+  let done = 0;
+  let skippedLong = 0;
+  let doneTokens = store.manifest.totals.tokens;
+  try {
+    for await (const ctx of run.contexts) {
+      if (interrupted) break;
+      const total = prompts.prefixIds.length + ctx.tokenIds.length;
+      if (total > spec.maxPositions) {
+        skippedLong++;
+        log(`warning: ${ctx.id} has ${total} tokens, beyond the model's ${spec.maxPositions} trained positions; processing anyway (RoPE extrapolates)`);
+      }
+      const feeds = kvzipFeeds(ctx.tokenIds, prompts, { prefillChunk: o.prefillChunk, scoreChunk: o.scoreChunk });
+      const res = await scoreContext(session, feeds, spec.scoredLayers.length, spec.numKvHeads);
+      const writer = await store.openShard(ctx.id);
+      try {
+        for (let s = 0; s < spec.scoredLayers.length; s++) {
+          await writer.writeLayer(s, toStoreBits(res.hidden[s]!, hiddenDtype), res.scores[s]!);
+        }
+        if (interrupted) {
+          await writer.abort();
+          break;
+        }
+        const info = await writer.close();
+        await store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds });
+      } catch (e) {
+        await writer.abort();
+        throw e;
+      }
+      done++;
+      runTokens += ctx.tokenIds.length;
+      doneTokens += ctx.tokenIds.length;
+      const secs = (Date.now() - t0) / 1000;
+      progress.update(Math.min(doneTokens, plannedTokens), { contexts: store.completed.size + 0, 'tok/s': Math.round(runTokens / secs) });
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    progress.stop();
+    await session.release();
+  }
+  const summary = run.summary();
+  const manifest = await store.finish(!interrupted && summary.complete);
+  if (interrupted) throw new UserError('interrupted; rerun the same command to resume', 130);
+  const seconds = (Date.now() - t0) / 1000;
+  return {
+    store: o.out,
+    model: m.id,
+    contexts: { done: manifest.shards.length, thisRun: done, skippedLong },
+    tokens: { thisRun: runTokens, total: manifest.totals.tokens },
+    bytes: manifest.totals.bytes,
+    seconds,
+    tokensPerSecond: runTokens / seconds,
+    recipe: summary,
+    manifest: { complete: manifest.complete, totals: manifest.totals },
+  };
+}
+
+/** Graph output (fp16 bits or fp32) -> the store's 16-bit dtype. */
+function toStoreBits(h: Uint16Array | Float32Array, dtype: HiddenDtype): Uint16Array {
+  if (h instanceof Float32Array) return dtype === 'bfloat16' ? f32ArrayToBf16(h) : f32ArrayToF16(h);
+  return dtype === 'bfloat16' ? f16ArrayToBf16(h) : h;
+}
+
+export { parseHubDataRef };

@@ -1,0 +1,90 @@
+// Entry point of the ONNX stage: build (or reuse) a model's graphs in the cache, keyed by a
+// hash of everything they depend on.
+import { existsSync, readFileSync, statSync, rmSync, mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { OpenedModel } from '../model/load.js';
+import type { SafetensorsIndex } from '../model/safetensors/index.js';
+import type { Device } from '../runtime/session.js';
+import { writeModelGraphs, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind } from './write-graphs.js';
+import type { ComputeDType, TensorSource } from './weights.js';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { UserError } from '../util/errors.js';
+
+/** Bump when graph code changes in a way that changes the files. */
+export const BUILDER_VERSION = '1';
+
+export { writeModelGraphs, type GraphFiles, type GraphKind };
+
+export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  return env.FASTKVZIP_CACHE ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fastkvzip');
+}
+
+/** Compute dtype for a device: fp32 on CPU; the model's half type on GPUs (GQA has no fp32 CUDA kernel). */
+export function defaultComputeDtype(device: Device, modelDtype: string): ComputeDType {
+  if (device === 'cpu') return 'float32';
+  if (device === 'webgpu') return 'float16';
+  return modelDtype === 'bfloat16' ? 'bfloat16' : 'float16';
+}
+
+export function tensorSource(weights: SafetensorsIndex): TensorSource {
+  const map = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' } as const;
+  return {
+    has: (n) => weights.has(n),
+    shape: (n) => weights.info(n).shape,
+    readF32: (n) => weights.readF32(n),
+    readRaw: (n) => {
+      const info = weights.info(n);
+      const dtype = map[info.dtype as keyof typeof map];
+      if (!dtype) throw new UserError(`${info.file}: tensor ${n} has unsupported dtype ${info.dtype}`);
+      return { dtype, data: weights.readRawSync(n) };
+    },
+  };
+}
+
+/** Hash of config.json, the weights' layout and identity (names, dtypes, shapes, file sizes and times), dtype and builder. */
+export function graphKey(model: OpenedModel, dtype: ComputeDType, kinds: GraphKind[]): string {
+  const h = createHash('sha256');
+  h.update(`builder ${BUILDER_VERSION}\n${dtype}\n${kinds.join(',')}\n`);
+  h.update(readFileSync(path.join(model.dir, 'config.json')));
+  for (const f of model.weights.files) {
+    const st = statSync(f);
+    h.update(`${path.basename(f)} ${st.size} ${st.mtimeMs}\n`);
+  }
+  for (const n of model.weights.names().sort()) {
+    const i = model.weights.info(n);
+    h.update(`${n} ${i.dtype} ${i.shape.join('x')}\n`);
+  }
+  return h.digest('hex').slice(0, 20);
+}
+
+export interface EnsureGraphsOptions {
+  dtype: ComputeDType;
+  kinds?: GraphKind[];
+  cacheDir?: string;
+  /** rebuild even when cached */
+  force?: boolean;
+  log?: (line: string) => void;
+}
+
+/** The model's graphs, built into `<cache>/graphs/<name>-<key>/` unless already there. */
+export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphFiles {
+  const kinds = o.kinds ?? ALL_GRAPHS;
+  const key = graphKey(model, o.dtype, kinds);
+  const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
+  const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);
+  const stamp = path.join(dir, 'build.json');
+  if (!o.force && existsSync(stamp) && kinds.every((k) => existsSync(path.join(dir, `${k}.onnx`))) && existsSync(path.join(dir, WEIGHT_FILE))) {
+    const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, `${k}.onnx`)])) as GraphFiles['paths'];
+    return { dir, dtype: o.dtype, paths, weightBytes: statSync(path.join(dir, WEIGHT_FILE)).size };
+  }
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const t0 = Date.now();
+  o.log?.(`building ONNX graphs (${kinds.join(', ')}, ${o.dtype}) for ${model.dir} -> ${dir}`);
+  const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, kinds);
+  void writeJsonAtomic(stamp, { key, builder: BUILDER_VERSION, dtype: o.dtype, kinds, model: model.dir, seconds: (Date.now() - t0) / 1000, weightBytes: files.weightBytes });
+  o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
+  return files;
+}
