@@ -106,6 +106,24 @@ const FAMILIES: Record<string, FamilyQuirks> = {
   },
 };
 
+/** transformers' Gemma3TextConfig defaults for the fields read here (token ids excluded: the wrapper's own win). */
+const GEMMA3_TEXT_DEFAULTS = {
+  vocab_size: 262_208,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  max_position_embeddings: 131_072,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1_000_000,
+  rope_local_base_freq: 10_000,
+  query_pre_attn_scalar: 256,
+  sliding_window: 4096,
+  sliding_window_pattern: 6,
+};
+
 export const SUPPORTED_MODEL_TYPES = Object.keys(FAMILIES).concat(['gemma3']);
 
 function parseDtype(v: unknown): TorchDType {
@@ -148,8 +166,8 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
   if (!raw || typeof raw !== 'object') throw fileError(file, 'not a JSON object');
   // Multimodal wrappers (Gemma3ForConditionalGeneration) keep the LM config in text_config.
   const isWrapper = raw.model_type === 'gemma3' && raw.text_config;
-  const c = isWrapper ? { ...raw.text_config, torch_dtype: raw.text_config.torch_dtype ?? raw.torch_dtype ?? raw.dtype } : raw;
-  const modelType: string = c.model_type ?? (isWrapper ? 'gemma3_text' : undefined);
+  const given = isWrapper ? { ...raw.text_config, torch_dtype: raw.text_config.torch_dtype ?? raw.torch_dtype ?? raw.dtype } : raw;
+  const modelType: string = given.model_type ?? (isWrapper ? 'gemma3_text' : undefined);
   const quirks = FAMILIES[modelType];
   if (!quirks) {
     throw fileError(
@@ -157,6 +175,9 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
       `unsupported architecture: model_type "${raw.model_type ?? '(missing)'}"${raw.architectures ? ` (${raw.architectures.join(', ')})` : ''}; supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
     );
   }
+  // Gemma-3 multimodal checkpoints (e.g. google/gemma-3-4b-it) write a sparse text_config and rely on
+  // transformers' Gemma3TextConfig defaults for the rest.
+  const c = quirks.family === 'gemma3' ? { ...GEMMA3_TEXT_DEFAULTS, ...given } : given;
   const need = (k: string): number => {
     const v = c[k];
     if (typeof v !== 'number' || !Number.isFinite(v)) throw fileError(file, `missing or invalid "${k}"`);
