@@ -1,0 +1,48 @@
+// Access to the Python reference's golden fixtures (tools/reference/README.md is the contract).
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as path from 'node:path';
+import { openSafetensors, type SafetensorsIndex } from '../../src/model/safetensors/index.js';
+
+export const FIXTURES = fileURLToPath(new URL('../fixtures', import.meta.url));
+export const MODEL_NAMES = ['llama', 'qwen2', 'qwen3', 'gemma3'] as const;
+export type ModelName = (typeof MODEL_NAMES)[number];
+
+export function modelDir(name: ModelName): string {
+  return path.join(FIXTURES, 'models', name);
+}
+
+export interface Golden {
+  st: SafetensorsIndex;
+  meta: any;
+  f32(key: string): Float32Array;
+  ids(key: string): number[];
+}
+
+export function golden(name: string): Golden {
+  const st = openSafetensors(path.join(FIXTURES, 'golden', `${name}.safetensors`));
+  const meta = JSON.parse(readFileSync(path.join(FIXTURES, 'golden', `${name}.json`), 'utf8'));
+  return {
+    st,
+    meta,
+    f32: (key) => st.readF32(key),
+    ids: (key) => {
+      const raw = st.readRawSync(key);
+      const v = new BigInt64Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+      return Array.from(v, Number);
+    },
+  };
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
