@@ -1,0 +1,21 @@
+// File layout of published gates (SPEC §5): `<model basename, lower case>/q{G}_dim{r}_sink{S}.pt`.
+import { UserError } from '../util/errors.js';
+
+export type GateFileFormat = 'pt' | 'safetensors';
+
+/** `q{G}_dim{r}_sink{S}.{ext}`, e.g. `q4_dim16_sink16.pt`. */
+export function gateFileName(gates: { G: number; r: number; S: number }, format: GateFileFormat = 'pt'): string {
+  return `q${gates.G}_dim${gates.r}_sink${gates.S}.${format}`;
+}
+
+/** The model id's last path component in lower case: `Qwen/Qwen3-8B` -> `qwen3-8b`. */
+export function gateFolderName(modelId: string): string {
+  const base = modelId.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
+  if (base === '' || base === '.' || base === '..') throw new UserError(`cannot name a gate folder after model id "${modelId}"`);
+  return base.toLowerCase();
+}
+
+/** `qwen3-8b/q4_dim16_sink16.pt` (always with `/`, as hub paths are). */
+export function gateRelativePath(modelId: string, gates: { G: number; r: number; S: number }, format: GateFileFormat = 'pt'): string {
+  return `${gateFolderName(modelId)}/${gateFileName(gates, format)}`;
+}
