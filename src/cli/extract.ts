@@ -1,6 +1,6 @@
 // `fastkvzip extract`: corpus -> KVzip scores + attention inputs -> Arrow feature store.
 import { Command, Option } from 'commander';
-import { addDeviceOptions, deviceFrom, positiveInt, printJson } from './common.js';
+import { addDeviceOptions, deviceFrom, intArg, positiveInt, printJson } from './common.js';
 import { extract, EXTRACT_DEFAULTS } from '../kvzip/extract.js';
 import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/index.js';
 import { UserError } from '../util/errors.js';
@@ -16,7 +16,7 @@ export function parseShard(v: string): { index: number; count: number } {
   return { index, count };
 }
 
-const countArg = (name: string) => (v: string) => (v === 'all' ? Infinity : positiveInt(v, name));
+const countArg = (name: string) => (v: string) => (v === 'all' ? Infinity : intArg(v, name));
 
 export function addRecipeOptions(cmd: Command): Command {
   return cmd

@@ -85,6 +85,8 @@ export interface TrainSummary {
   layers: LayerResult[];
   mean: { testLoss: number; testAcc: number; recall30: number };
   seconds: number;
+  /** peak resident host memory of this process */
+  peakRssMiB: number;
   options: Record<string, unknown>;
 }
 
@@ -344,6 +346,7 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
     layers: results,
     mean: { testLoss: mean(results.map((r) => r.testLoss)), testAcc: mean(results.map((r) => r.testAcc)), recall30: mean(results.map((r) => r.recall30)) },
     seconds: (Date.now() - t0) / 1000,
+    peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
     options: { rank: o.rank, sinks: o.sinks, G, momentum: o.momentum, evalEvery: o.evalEvery, maxTokens: o.maxTokens ?? null, subsample: o.subsample ?? 1, matmulDtype: mm, memoryBudget: o.memoryBudget },
   };
   await writeJsonAtomic(path.join(o.out, 'summary.json'), summary);

@@ -45,13 +45,19 @@ export const EXTRACT_DEFAULTS = { prefillChunk: 16000, scoreChunk: 2000 };
 export interface ExtractSummary {
   store: string;
   model: string;
-  contexts: { done: number; thisRun: number; skippedLong: number };
+  contexts: { done: number; thisRun: number; beyondMaxPositions: number };
   tokens: { thisRun: number; total: number };
   bytes: number;
   seconds: number;
   tokensPerSecond: number;
   recipe: RecipeSummary;
   manifest: Pick<FeatureManifest, 'complete' | 'totals'>;
+  /** peak resident host memory of this process */
+  peakRssMiB: number;
+  /** model resolution, graph build/check and session creation */
+  setupSeconds: number;
+  /** per context of this run: tokens and wall seconds (scoring run + writing the shard) */
+  timings: { id: string; tokens: number; seconds: number }[];
 }
 
 const sha256 = (b: string | Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -141,6 +147,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   }
 
   const session = await sessionFor(m, 'kvzip', o.device);
+  const setupSeconds = (Date.now() - t0) / 1000;
+  const timings: { id: string; tokens: number; seconds: number }[] = [];
   const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
   const progress = createProgress({ label: 'extract', total: plannedTokens, unit: 'tok', quiet: o.quiet, plain: o.plainProgress });
   let interrupted = false;
@@ -153,16 +161,17 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
 
   let runTokens = 0;
   let done = 0;
-  let skippedLong = 0;
+  let beyondMaxPositions = 0;
   let doneTokens = store.manifest.totals.tokens;
   try {
     for await (const ctx of run.contexts) {
       if (interrupted) break;
       const total = prompts.prefixIds.length + ctx.tokenIds.length;
       if (total > spec.maxPositions) {
-        skippedLong++;
+        beyondMaxPositions++;
         log(`warning: ${ctx.id} has ${total} tokens, beyond the model's ${spec.maxPositions} trained positions; processing anyway (RoPE extrapolates)`);
       }
+      const tc = Date.now();
       const feeds = kvzipFeeds(ctx.tokenIds, prompts, { prefillChunk: o.prefillChunk, scoreChunk: o.scoreChunk });
       const res = await scoreContext(session, feeds, spec.scoredLayers.length, spec.numKvHeads);
       const writer = await store.openShard(ctx.id);
@@ -181,6 +190,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
         throw e;
       }
       done++;
+      timings.push({ id: ctx.id, tokens: ctx.tokenIds.length, seconds: (Date.now() - tc) / 1000 });
       runTokens += ctx.tokenIds.length;
       doneTokens += ctx.tokenIds.length;
       const secs = (Date.now() - t0) / 1000;
@@ -199,13 +209,16 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   return {
     store: o.out,
     model: m.id,
-    contexts: { done: manifest.shards.length, thisRun: done, skippedLong },
+    contexts: { done: manifest.shards.length, thisRun: done, beyondMaxPositions },
     tokens: { thisRun: runTokens, total: manifest.totals.tokens },
     bytes: manifest.totals.bytes,
     seconds,
     tokensPerSecond: runTokens / seconds,
     recipe: summary,
     manifest: { complete: manifest.complete, totals: manifest.totals },
+    peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+    setupSeconds,
+    timings,
   };
 }
 

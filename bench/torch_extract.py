@@ -1,0 +1,188 @@
+"""PyTorch/transformers reference of fastkvzip's extraction, for side-by-side GPU timing.
+
+Does what the public code does for each context (SPEC §1): chunked prefill with sdpa
+(16k chunks) capturing every layer's attention input and copying it to host memory, then the
+reconstruction passes (2k chunks) one after another on the context's cache, computing the
+KVzip score (reduced softmax, max over repeat queries and group heads) in fp32, and cropping
+the repeat tokens off the cache. Also times a prefill-only pass (issue 2's benchmark).
+
+Token ids come from the same tokenizer.json and the same prompt strings as fastkvzip, so both
+sides see identical inputs.
+
+    python3 bench/torch_extract.py --model DIR --docs docs.jsonl --contexts 5 --out result.json
+    python3 bench/torch_extract.py --model DIR --prefill-only --ctx 16384,65536 --out prefill.json
+"""
+import argparse, json, math, time
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, DynamicCache
+import transformers.models.qwen3.modeling_qwen3 as mq
+
+TEMPLATES = json.load(open("configs/templates.json"))
+
+
+def encode(tok, text):
+    return tok.encode(text, add_special_tokens=False).ids
+
+
+def prompts(tok, template="qwen3"):
+    t = TEMPLATES["templates"][template]
+    instr = TEMPLATES["instruction"]
+    rec = TEMPLATES["reconstruction"]
+    fill = lambda s: s.replace("{instruction}", instr).replace("{bos_token}", "")
+    return dict(prefix=encode(tok, fill(t["prefix"])), postfix=encode(tok, fill(t["postfix"])),
+                first=encode(tok, rec["repeatFirst"]), next=encode(tok, rec["repeatNext"]), anchor=rec["prevPostfixTokens"])
+
+
+class Capture:
+    """Forward hooks on every input_layernorm: the attention inputs, copied to host."""
+
+    def __init__(self, model):
+        self.on, self.out, self.start = False, [], 0
+        self.hooks = [layer.input_layernorm.register_forward_hook(self.hook(i)) for i, layer in enumerate(model.model.layers)]
+        self.out = [[] for _ in model.model.layers]
+
+    def hook(self, i):
+        def f(_m, _inp, y):
+            if self.on:
+                self.out[i].append(y[0, self.start:].to("cpu"))
+        return f
+
+
+class Scorer:
+    """Wraps apply_rotary_pos_emb to get each layer's post-RoPE repeat queries/keys and score on the fly."""
+
+    def __init__(self, cache, n_layers):
+        self.cache, self.active, self.layer, self.scores = cache, False, 0, []
+        self.orig = mq.apply_rotary_pos_emb
+        mq.apply_rotary_pos_emb = self.wrapped
+
+    def wrapped(self, q, k, cos, sin, *args, **kwargs):
+        qe, ke = self.orig(q, k, cos, sin, *args, **kwargs)
+        if self.active:
+            self.score(self.layer, qe, ke)
+            self.layer += 1
+        return qe, ke
+
+    def score(self, layer, q, k_rep):
+        P, cs, cl = self.P, self.cs, self.cl
+        K = self.cache.layers[layer].keys if hasattr(self.cache, "layers") else self.cache.key_cache[layer]
+        keys = torch.cat([K[:, :, :P], K[:, :, cs:cs + cl], k_rep], dim=2).float()  # [1,H,Kn,d]
+        B, Hq, R, d = q.shape
+        H = keys.shape[1]
+        qf = q.float().view(1, H, Hq // H, R, d)
+        logits = torch.matmul(qf, keys.unsqueeze(2).transpose(-1, -2)) / math.sqrt(d)  # [1,H,G,R,Kn]
+        Kn = keys.shape[2]
+        rep = torch.arange(Kn, device=q.device) - (P + cl)
+        mask = rep[None, :] > torch.arange(R, device=q.device)[:, None]
+        logits.masked_fill_(mask, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)[..., P:P + cl]
+        self.scores[layer].append(probs.amax(dim=(2, 3))[0])  # [H, cl]
+
+
+@torch.inference_mode()
+def extract_context(model, cap, scorer, ids, pr, prefill_chunk, score_chunk):
+    dev = "cuda"
+    prefill = pr["prefix"] + ids
+    P, N = len(pr["prefix"]), len(prefill)
+    cache = DynamicCache()
+    scorer.cache = cache
+    cap.out = [[] for _ in cap.out]
+    cap.on = True
+    for s in range(0, N, prefill_chunk):
+        chunk = torch.tensor([prefill[s:s + prefill_chunk]], device=dev)
+        cap.start = max(0, P - s)
+        pos = torch.arange(s, s + chunk.shape[1], device=dev)[None]
+        model.model(chunk, past_key_values=cache, position_ids=pos, cache_position=pos[0], use_cache=True)
+    cap.on = False
+    hidden = [torch.cat(h, 0) for h in cap.out]  # per layer [ctx, D] on host
+    L = len(model.model.layers)
+    scorer.scores = [[] for _ in range(L)]
+    for i, st in enumerate(range(0, len(ids), score_chunk)):
+        c = ids[st:st + score_chunk]
+        head = pr["first"] if i == 0 else pr["next"] + ids[max(0, st - pr["anchor"]):st]
+        rep = head + pr["postfix"] + c
+        scorer.P, scorer.cs, scorer.cl, scorer.layer, scorer.active = P, P + st, len(c), 0, True
+        pos = torch.arange(N, N + len(rep), device=dev)[None]
+        model.model(torch.tensor([rep], device=dev), past_key_values=cache, position_ids=pos, cache_position=pos[0], use_cache=True)
+        scorer.active = False
+        cache.crop(N)
+    scores = [torch.cat(s, -1) for s in scorer.scores]  # per layer [H, ctx]
+    torch.cuda.synchronize()
+    return hidden, scores
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--docs", help="jsonl with a 'text' field per document")
+    ap.add_argument("--contexts", type=int, default=5)
+    ap.add_argument("--prefill-chunk", type=int, default=16000)
+    ap.add_argument("--score-chunk", type=int, default=2000)
+    ap.add_argument("--prefill-only", action="store_true")
+    ap.add_argument("--ctx", default="16384,65536")
+    ap.add_argument("--save-scores", help="npz with the first context's scores (for comparing with fastkvzip)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+
+    t0 = time.time()
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
+    load_s = time.time() - t0
+    tok = Tokenizer.from_file(f"{a.model}/tokenizer.json")
+    cap = Capture(model)
+    result = {"model": a.model, "load_seconds": round(load_s, 1), "torch": torch.__version__}
+
+    if a.prefill_only:
+        rows = []
+        for n in [int(x) for x in a.ctx.split(",")]:
+            ids = torch.randint(0, 150000, (n,), generator=torch.Generator().manual_seed(n)).tolist()
+            torch.cuda.reset_peak_memory_stats()
+            for rep in range(2):  # first run warms up kernels
+                cache = DynamicCache()
+                cap.out = [[] for _ in cap.out]
+                cap.on, cap.start = True, 0
+                torch.cuda.synchronize()
+                t = time.time()
+                with torch.inference_mode():
+                    for s in range(0, n, a.prefill_chunk):
+                        pos = torch.arange(s, min(n, s + a.prefill_chunk), device="cuda")[None]
+                        model.model(torch.tensor([ids[s:s + a.prefill_chunk]], device="cuda"), past_key_values=cache,
+                                    position_ids=pos, cache_position=pos[0], use_cache=True)
+                torch.cuda.synchronize()
+                dt = time.time() - t
+                cap.on = False
+                del cache
+            rows.append({"ctx": n, "seconds": round(dt, 3), "tokens_per_s": round(n / dt), "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)})
+            print(json.dumps(rows[-1]), flush=True)
+        result["prefill"] = rows
+    else:
+        pr = prompts(tok)
+        docs = [json.loads(l)["text"] for l in open(a.docs)][: a.contexts]
+        scorer = Scorer(None, len(model.model.layers))
+        per = []
+        torch.cuda.reset_peak_memory_stats()
+        for j, text in enumerate([docs[0]] + docs):  # docs[0] twice: the first pass warms up
+            ids = encode(tok, text.strip())
+            torch.cuda.synchronize()
+            t = time.time()
+            hidden, scores = extract_context(model, cap, scorer, ids, pr, a.prefill_chunk, a.score_chunk)
+            dt = time.time() - t
+            if j == 0:
+                if a.save_scores:
+                    np.savez_compressed(a.save_scores, **{f"score.{l}": s.float().cpu().numpy() for l, s in enumerate(scores)},
+                                        **{f"hidden.{l}": hidden[l][:64].float().numpy() for l in (0, len(hidden) - 1)})
+                continue
+            per.append({"tokens": len(ids), "seconds": round(dt, 3)})
+            print(json.dumps(per[-1]), flush=True)
+        tokens = sum(p["tokens"] for p in per)
+        secs = sum(p["seconds"] for p in per)
+        result["extract"] = {"contexts": per, "tokens": tokens, "seconds": round(secs, 2), "ctx_tokens_per_s": round(tokens / secs),
+                             "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+    json.dump(result, open(a.out, "w"), indent=2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

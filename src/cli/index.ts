@@ -1,0 +1,38 @@
+// fastkvzip command line: one subcommand per pipeline stage, each in its own file.
+import { Command, CommanderError } from 'commander';
+import { UserError } from '../util/errors.js';
+import { generateCommand } from './generate.js';
+import { convertCommand } from './convert.js';
+import { extractCommand } from './extract.js';
+import { trainCommand } from './train.js';
+import { exportCommand } from './export.js';
+import { TOOL_VERSION } from '../version.js';
+
+export function buildProgram(): Command {
+  const program = new Command('fastkvzip')
+    .description('Train Fast KVzip gates (KV-cache eviction) for Hugging Face LLMs with ONNX Runtime')
+    .version(TOOL_VERSION)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  for (const make of [extractCommand, trainCommand, exportCommand, generateCommand, convertCommand]) {
+    program.addCommand(make().exitOverride());
+  }
+  return program;
+}
+
+/** Parse argv and run; returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode;
+    if (e instanceof UserError) {
+      process.stderr.write(`fastkvzip: ${e.message}\n`);
+      return e.exitCode;
+    }
+    process.stderr.write(`fastkvzip: internal error: ${(e as Error).stack ?? e}\n`);
+    return 1;
+  }
+}
