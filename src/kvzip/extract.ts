@@ -125,7 +125,9 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   };
 
   // Disk estimate before any heavy work: the budget bounds what this run can write.
-  const plannedTokens = Number.isFinite(recipe.maxTokens) ? recipe.maxTokens / (o.shard?.count ?? 1) : 1e6;
+  // The recipe cannot yield more than its budget, nor more than its set sizes allow.
+  const setBound = recipe.tenKCount * recipe.maxDocTokens + recipe.catCount * (recipe.catMinTokens + recipe.maxDocTokens);
+  const plannedTokens = Math.min(Number.isFinite(recipe.maxTokens) ? recipe.maxTokens : Infinity, Number.isFinite(setBound) ? setBound : Infinity, 1e9) / (o.shard?.count ?? 1);
   const estimate = estimateStoreBytes({ tokens: plannedTokens, layers: spec.scoredLayers.length, D: spec.hiddenSize, H: spec.numKvHeads, hiddenDtype });
   log(`feature store: about ${fmtBytes(estimate)} for up to ${Math.round(plannedTokens).toLocaleString('en-US')} tokens (${spec.scoredLayers.length} layers x D ${spec.hiddenSize}, ${hiddenDtype}) -> ${o.out}`);
 

@@ -25,6 +25,8 @@ export interface ForwardInputs {
   totalLength: string;
   /** cos/sin per rope kind, filled lazily */
   rope: Map<string, { cos: string; sin: string }>;
+  /** shape [B, H, T, d] of the empty KV slots appended to the past for the new tokens (filled lazily) */
+  emptySlotsShape?: string;
 }
 
 export interface LayerOutputs {
@@ -136,9 +138,15 @@ export function makeAttention(
   const cs = ropeCosSin(g, ctx, fwd, sliding ? spec.ropeLocal : spec.rope);
   const query = applyRope(g, ctx, qn, cs);
   const key = applyRope(g, ctx, kn, cs);
+  // The CUDA kernel writes the new keys/values in place into the past buffer (present aliases
+  // past), so the buffer must already have room for them: append T empty slots. The CPU kernel
+  // reads the valid past length from seqlens_k, so both give present = [past ⧺ new].
+  fwd.emptySlotsShape ??= roomShape(g, past.key, key);
+  const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), fwd.emptySlotsShape]);
+  const room = (x: string) => g.concat([x, empty], 2);
   const [attn, presentKey, presentValue] = g.ms(
     'GroupQueryAttention',
-    [g.reshape(query, [0, 0, -1]), g.reshape(key, [0, 0, -1]), v, past.key, past.value, fwd.seqlensK, fwd.totalLength],
+    [g.reshape(query, [0, 0, -1]), g.reshape(key, [0, 0, -1]), v, room(past.key), room(past.value), fwd.seqlensK, fwd.totalLength],
     {
       num_heads: spec.numHeads,
       kv_num_heads: spec.numKvHeads,
@@ -150,6 +158,11 @@ export function makeAttention(
   );
   const out = linear(g, ctx, attn!, attnName('o_proj'), spec.oBias);
   return { out, presentKey: presentKey!, presentValue: presentValue!, query, key };
+}
+
+/** [B, H, T, d]: batch and heads of the past buffer, T new tokens, head dim (shared by all layers of a forward). */
+function roomShape(g: Graph, past: string, key: string): string {
+  return g.concat([g.shape(past, 0, 2), g.shape(key, 1, 2), g.shape(past, 3, 4)], 0);
 }
 
 export function makeMlp(g: Graph, ctx: DecoderContext, layer: number, x: string): string {

@@ -49,12 +49,10 @@ function providerFor(opts: DeviceOptions): ort.InferenceSession.ExecutionProvide
 }
 
 export function sessionOptions(opts: DeviceOptions): ort.InferenceSession.SessionOptions {
-  return {
-    executionProviders: [providerFor(opts)],
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: opts.device === 'cpu' ? (opts.threads ?? 0) : undefined,
-    logSeverityLevel: 3,
-  };
+  const o: ort.InferenceSession.SessionOptions = { executionProviders: [providerFor(opts)], graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  // onnxruntime-node rejects an explicit undefined here
+  if (opts.device === 'cpu' && opts.threads) o.intraOpNumThreads = opts.threads;
+  return o;
 }
 
 /** Create a session for `modelPath`; EP failures become one clear UserError. */
