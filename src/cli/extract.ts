@@ -1,11 +1,25 @@
 // `fastkvzip extract`: corpus -> KVzip scores + attention inputs -> Arrow feature store.
 import { Command, Option } from 'commander';
+import { readFileSync } from 'node:fs';
 import { addDeviceOptions, deviceFrom, intArg, positiveInt, printJson } from './common.js';
 import { extract, EXTRACT_DEFAULTS } from '../kvzip/extract.js';
 import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/index.js';
 import { UserError } from '../util/errors.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import type { HiddenDtype } from '../features/index.js';
+
+/** Document ids from a JSON file: an array, or an object with a "heldout" / "documents" array. */
+export function readDocList(file: string): string[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file}: cannot read a JSON list of document ids (${(e as Error).message})`);
+  }
+  const list = Array.isArray(raw) ? raw : ((raw as { heldout?: unknown }).heldout ?? (raw as { documents?: unknown }).documents);
+  if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) throw new UserError(`${file}: expected an array of document ids (or {"heldout": [...]})`);
+  return list;
+}
 
 export function parseShard(v: string): { index: number; count: number } {
   const m = /^(\d+)\/(\d+)$/.exec(v);
@@ -22,6 +36,7 @@ export function addRecipeOptions(cmd: Command): Command {
   return cmd
     .option('--data <spec>', 'corpus: sotu, hub:<org/name/path/file.parquet>, or a local parquet/jsonl/txt file or folder', DEFAULT_HUB_DATA)
     .option('--text-field <name>', 'text column/field of parquet and jsonl corpora', 'text')
+    .option('--exclude-docs <file>', 'JSON file listing document ids to leave out (an array, or {"heldout": [...]})')
     .option('--max-tokens <n>', 'total context-token budget', countArg('--max-tokens'), DEFAULT_RECIPE.maxTokens)
     .option('--min-doc-tokens <n>', 'keep documents with at least this many tokens', (v) => positiveInt(v, '--min-doc-tokens'), DEFAULT_RECIPE.minDocTokens)
     .option('--max-doc-tokens <n>', '... and fewer than this many', (v) => positiveInt(v, '--max-doc-tokens'), DEFAULT_RECIPE.maxDocTokens)
@@ -67,6 +82,7 @@ export function extractCommand(): Command {
       revision: o.revision,
       data: o.data,
       textField: o.textField,
+      excludeDocs: o.excludeDocs ? readDocList(o.excludeDocs) : undefined,
       out: o.out,
       device: deviceFrom(o),
       dtype: o.dtype as ComputeDType | undefined,

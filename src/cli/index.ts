@@ -6,6 +6,7 @@ import { convertCommand } from './convert.js';
 import { extractCommand } from './extract.js';
 import { trainCommand } from './train.js';
 import { exportCommand } from './export.js';
+import { runCommand } from './run.js';
 import { TOOL_VERSION } from '../version.js';
 
 export function buildProgram(): Command {
@@ -14,7 +15,7 @@ export function buildProgram(): Command {
     .version(TOOL_VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const make of [extractCommand, trainCommand, exportCommand, generateCommand, convertCommand]) {
+  for (const make of [runCommand, extractCommand, trainCommand, exportCommand, generateCommand, convertCommand]) {
     program.addCommand(make().exitOverride());
   }
   return program;

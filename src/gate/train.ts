@@ -48,6 +48,8 @@ export interface TrainOptions {
   checkpointEvery: number;
   quiet?: boolean;
   plainProgress?: boolean;
+  /** progress label (default "train") */
+  label?: string;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -157,7 +159,7 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   };
   const finalParams: GateLayerParams[] = new Array(layers.length);
   const results: LayerResult[] = new Array(layers.length);
-  const progress = createProgress({ label: 'train', total: o.steps * groups.length, unit: 'steps', quiet: o.quiet, plain: o.plainProgress });
+  const progress = createProgress({ label: o.label ?? 'train', total: o.steps * groups.length, unit: 'steps', quiet: o.quiet, plain: o.plainProgress });
   let testTargets: Float32Array[] | null = null;
 
   for (let gi = 0; gi < groups.length; gi++) {

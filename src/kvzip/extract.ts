@@ -22,6 +22,8 @@ export interface ExtractOptions {
   revision?: string;
   data: string;
   textField?: string;
+  /** document ids left out of the corpus (e.g. held out for evaluation) */
+  excludeDocs?: string[];
   out: string;
   device: DeviceOptions;
   dtype?: ComputeDType;
@@ -37,6 +39,8 @@ export interface ExtractOptions {
   ignoreDisk?: boolean;
   quiet?: boolean;
   plainProgress?: boolean;
+  /** progress label (default "extract") */
+  label?: string;
   log?: (line: string) => void;
 }
 
@@ -85,6 +89,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   const recipe = resolveRecipeOptions(o.recipe);
   const corpus = openCorpus(o.data, {
     textField: o.textField,
+    excludeIds: o.excludeDocs,
     resolveHubFile: async (repo: string, file: string) => (await resolveDatasetFile(repo, file, {})).path,
   });
   const hiddenDtype: HiddenDtype = o.hiddenDtype ?? (spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
@@ -105,6 +110,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     recipe: {
       corpus: corpus.description as unknown as Record<string, string>,
       ...Object.fromEntries(Object.entries(recipe).map(([k, v]) => [k, typeof v === 'number' && !Number.isFinite(v) ? null : v])),
+      excludedDocs: o.excludeDocs?.length ? sha256(JSON.stringify([...o.excludeDocs].sort())).slice(0, 16) : null,
       template: template.name,
       prefix: template.prefix,
       postfix: template.postfix,
@@ -152,7 +158,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   const setupSeconds = (Date.now() - t0) / 1000;
   const timings: { id: string; tokens: number; seconds: number }[] = [];
   const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
-  const progress = createProgress({ label: 'extract', total: plannedTokens, unit: 'tok', quiet: o.quiet, plain: o.plainProgress });
+  const progress = createProgress({ label: o.label ?? 'extract', total: plannedTokens, unit: 'tok', quiet: o.quiet, plain: o.plainProgress });
   let interrupted = false;
   const onSignal = () => {
     interrupted = true;
