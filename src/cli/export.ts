@@ -39,7 +39,7 @@ export async function exportTrained(o: ExportOptions): Promise<ExportResult> {
     folder = path.join(o.out, gateFolderName(modelId));
     const name = `q${gates.G}_dim${gates.r}_sink${gates.S}`;
     files.push(writeOnnxGate(folder, name, gates), path.join(folder, `${name}.onnx.data`));
-    const card = path.join(folder, 'README.md');
+    const card = path.join(o.out, 'README.md'); // the export root is the hub repo root
     await writeModelCard(card, gates, summary, { format: 'pt', repoId: o.push, modelId });
     files.push(card);
   } else {

@@ -1,0 +1,110 @@
+// End to end on CPU with a tiny fixture model and real SOTU text: extract -> a store that the
+// reader opens layer by layer -> train -> export; kill-and-resume gives the same store as an
+// uninterrupted run; two trainings with the same seed give byte-identical gates.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { modelDir } from '../helpers/golden.js';
+import { readManifest, readLayer, verifyStore } from '../../src/features/index.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'fkz-e2e-'));
+const env = { ...process.env, FASTKVZIP_CACHE: path.join(tmp, 'cache'), HF_HUB_OFFLINE: '1' };
+const EXTRACT = ['extract', '--model', modelDir('qwen3'), '--data', 'sotu', '--min-doc-tokens', '3000', '--max-doc-tokens', '9000',
+  '--ten-k-count', '3', '--cat-count', '1', '--cat-min-tokens', '9000', '--max-tokens', '40000', '--prefill-chunk', '2048', '--score-chunk', '512', '--threads', '1'];
+
+function fkz(args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8', cwd: tmp });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+
+beforeAll(() => {
+  // the CLI runs from dist/: build it (cheap when up to date)
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
+});
+
+describe('extract -> store -> train -> export (CPU, tiny model, SOTU)', () => {
+  const store = path.join(tmp, 'store');
+  it('extract writes a complete store with a full manifest', () => {
+    const r = fkz([...EXTRACT, '--out', store, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s.contexts.done).toBe(4);
+    expect(s.manifest.complete).toBe(true);
+  });
+
+  it('the reader opens it layer by layer with the documented shapes', async () => {
+    const m = await readManifest(store);
+    expect(m.model.scoredLayers).toEqual([0, 1, 2]);
+    expect(m.recipe.template).toBeDefined();
+    expect(m.extract.scoreDtype).toBe('float32');
+    expect(m.shards.every((s) => /^[0-9a-f]{64}$/.test(s.sha256))).toBe(true);
+    for (const layer of m.model.scoredLayers) {
+      let tokens = 0;
+      for await (const c of readLayer(store, layer)) {
+        expect(c.hidden.length).toBe(c.tokens * m.model.D); // [ctx_len, D]
+        expect(c.scores.length).toBe(c.tokens * m.model.H); // [ctx_len, H] (= [H, ctx_len] transposed)
+        expect(c.scores.every((v) => v >= 0 && v <= 1)).toBe(true);
+        tokens += c.tokens;
+      }
+      expect(tokens).toBe(m.totals.tokens);
+    }
+    expect((await verifyStore(store)).ok).toBe(true);
+  });
+
+  it('train + export (pt, safetensors, onnx) from the store; same seed gives identical files', () => {
+    const args = ['train', '--features', store, '--steps', '120', '--batch', '256', '--threads', '1'];
+    expect(fkz([...args, '--out', path.join(tmp, 'g1')]).code).toBe(0);
+    expect(fkz([...args, '--out', path.join(tmp, 'g2')]).code).toBe(0);
+    expect(sha(path.join(tmp, 'g1', 'gates.safetensors'))).toBe(sha(path.join(tmp, 'g2', 'gates.safetensors')));
+    for (const format of ['pt', 'safetensors', 'onnx']) {
+      const r = fkz(['export', '--gates', path.join(tmp, 'g1'), '--format', format, '--out', path.join(tmp, 'x1'), '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(fkz(['export', '--gates', path.join(tmp, 'g2'), '--format', format, '--out', path.join(tmp, 'x2')]).code).toBe(0);
+    }
+    const files = readdirSync(path.join(tmp, 'x1', 'qwen3'));
+    expect(files).toEqual(expect.arrayContaining(['q2_dim16_sink16.pt', 'q2_dim16_sink16.safetensors', 'q2_dim16_sink16.onnx']));
+    // the gate files are byte-identical (the model cards differ only in the recorded wall time)
+    for (const f of files.filter((f) => f !== 'README.md')) expect(sha(path.join(tmp, 'x1', 'qwen3', f)), f).toBe(sha(path.join(tmp, 'x2', 'qwen3', f)));
+  });
+
+  it('kill -9 during extraction, then rerun: the store is identical to an uninterrupted one', async () => {
+    const killed = path.join(tmp, 'killed');
+    const child = spawn(process.execPath, [BIN, ...EXTRACT, '--out', killed], { env, cwd: tmp, stdio: 'ignore' });
+    // kill as soon as the first shard is recorded (mid-run: more contexts follow)
+    await new Promise<void>((resolve, reject) => {
+      const t = setInterval(() => {
+        try {
+          const m = existsSync(path.join(killed, 'manifest.json')) ? JSON.parse(readFileSync(path.join(killed, 'manifest.json'), 'utf8')) : null;
+          if (m && m.shards.length >= 1) {
+            clearInterval(t);
+            child.kill('SIGKILL'); // resolved by the 'exit' handler once the process is reaped
+          }
+        } catch {
+          /* manifest being replaced */
+        }
+      }, 20);
+      child.on('exit', () => {
+        clearInterval(t);
+        resolve();
+      });
+      setTimeout(() => reject(new Error('extraction did not start')), 60_000);
+    });
+    const partial = await readManifest(killed);
+    expect(partial.complete).toBe(false);
+    expect(partial.shards.length).toBeLessThan(4);
+    const r = fkz([...EXTRACT, '--out', killed, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const a = await readManifest(store);
+    const b = await readManifest(killed);
+    expect(b.complete).toBe(true);
+    expect(b.shards.map((s) => [s.contextId, s.tokens, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.tokens, s.sha256]));
+  });
+});
