@@ -24,14 +24,14 @@ gpu_peak() {
   base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/$label.samples" &
   local sampler=$!
-  local t0=$(date +%s.%N)
+  local t0=$(date +%s%N)
   "$@"
   local rc=$?
-  local t1=$(date +%s.%N)
+  local t1=$(date +%s%N)
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null
   local peak
   peak=$(sort -n "$out/$label.samples" | tail -1)
-  echo "{\"label\":\"$label\",\"rc\":$rc,\"wall_s\":$(echo "$t1 - $t0" | bc),\"gpu_idle_mib\":$base,\"gpu_peak_mib\":${peak:-0},\"gpu_peak_above_idle_mib\":$(( ${peak:-0} - base ))}" | tee "$out/$label.gpu"
+  echo "{\"label\":\"$label\",\"rc\":$rc,\"wall_s\":$(( (t1 - t0) / 1000000 ))e-3,\"gpu_idle_mib\":$base,\"gpu_peak_mib\":${peak:-0},\"gpu_peak_above_idle_mib\":$(( ${peak:-0} - base ))}" | tee "$out/$label.gpu"
   rm -f "$out/$label.samples"
   return $rc
 }
@@ -50,20 +50,20 @@ for stage in "$@"; do
       ;;
     prefill8b)
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tee "$out/prefill8b.log"
-      gpu_peak prefill8b-torch python3 bench/torch_extract.py --model $models/qwen3-8b --prefill-only --ctx 16384,65536 --prefill-chunk 16384 --out "$out/prefill8b-torch.json" 2>&1 | tail -5
+      [ -n "${SKIP_TORCH:-}" ] || gpu_peak prefill8b-torch python3 bench/torch_extract.py --model $models/qwen3-8b --prefill-only --ctx 16384,65536 --prefill-chunk 16384 --out "$out/prefill8b-torch.json" 2>&1 | tail -5
       gpu_peak prefill8b-ort $TSX bench/prefill.ts --model $models/qwen3-8b --device cuda --ctx 16384,65536 --chunk 16384 --out "$out/prefill8b-ort.json" 2>&1 | tail -5
       ;;
     extract8b|extract06b)
       if [ $stage = extract8b ]; then shape=qwen3-8b; n=5; else shape=qwen3-0.6b; n=10; fi
       make_model $shape $models/$shape 2>&1 | tail -2
       [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
-      gpu_peak $stage-torch python3 bench/torch_extract.py --model $models/$shape --docs $work/docs20k.jsonl --contexts $n \
+      [ -n "${SKIP_TORCH:-}" ] || gpu_peak $stage-torch python3 bench/torch_extract.py --model $models/$shape --docs $work/docs20k.jsonl --contexts $n \
         --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
       rm -rf $work/store-$shape
       gpu_peak $stage-ort $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $work/store-$shape --device cuda \
         --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 --json > "$out/$stage-ort.json" 2> "$out/$stage-ort.log"
       tail -3 "$out/$stage-ort.log"
-      python3 bench/compare_scores.py --store $work/store-$shape --torch $work/$stage-torch-scores.npz --out "$out/$stage-compare.json" 2>&1 | tail -3
+      [ -n "${SKIP_TORCH:-}" ] || python3 bench/compare_scores.py --store $work/store-$shape --torch $work/$stage-torch-scores.npz --out "$out/$stage-compare.json" 2>&1 | tail -3
       ;;
     train8b)
       store=$work/store-qwen3-8b
