@@ -12,7 +12,7 @@ import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { kvzipFeeds, type KvzipPrompts } from './inputs.js';
 import { scoreContext } from './score-context.js';
-import { f16ArrayToBf16, f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
+import { ShardSink } from '../features/shard-sink.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -167,6 +167,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
+  const sink = new ShardSink();
   let runTokens = 0;
   let done = 0;
   let beyondMaxPositions = 0;
@@ -182,21 +183,18 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       const tc = Date.now();
       const feeds = kvzipFeeds(ctx.tokenIds, prompts, { prefillChunk: o.prefillChunk, scoreChunk: o.scoreChunk });
       const res = await scoreContext(session, feeds, spec.scoredLayers.length, spec.numKvHeads);
-      const writer = await store.openShard(ctx.id);
-      try {
-        for (let s = 0; s < spec.scoredLayers.length; s++) {
-          await writer.writeLayer(s, toStoreBits(res.hidden[s]!, hiddenDtype), res.scores[s]!);
-        }
-        if (interrupted) {
-          await writer.abort();
-          break;
-        }
-        const info = await writer.close();
-        await store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds });
-      } catch (e) {
-        await writer.abort();
-        throw e;
-      }
+      // The shard is written in the background while the next context runs on the device;
+      // the manifest records it (in order) only once it is complete on disk.
+      await sink.submit(
+        {
+          storeDir: o.out,
+          contextId: ctx.id,
+          options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id },
+          hidden: res.hidden,
+          scores: res.scores,
+        },
+        (info) => store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds }),
+      );
       done++;
       timings.push({ id: ctx.id, tokens: ctx.tokenIds.length, seconds: (Date.now() - tc) / 1000 });
       runTokens += ctx.tokenIds.length;
@@ -204,10 +202,12 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       const secs = (Date.now() - t0) / 1000;
       progress.update(Math.min(doneTokens, plannedTokens), { contexts: store.completed.size + 0, 'tok/s': Math.round(runTokens / secs) });
     }
+    await sink.drain();
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     progress.stop();
+    await sink.close().catch(() => undefined);
     await session.release();
   }
   const summary = run.summary();
@@ -230,10 +230,5 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   };
 }
 
-/** Graph output (fp16 bits or fp32) -> the store's 16-bit dtype. */
-function toStoreBits(h: Uint16Array | Float32Array, dtype: HiddenDtype): Uint16Array {
-  if (h instanceof Float32Array) return dtype === 'bfloat16' ? f32ArrayToBf16(h) : f32ArrayToF16(h);
-  return dtype === 'bfloat16' ? f16ArrayToBf16(h) : h;
-}
 
 export { parseHubDataRef };
