@@ -22,6 +22,7 @@ export function trainCommand(): Command {
     .option('--subsample <fraction>', 'keep this random fraction of the training positions', (v) => floatArg(v, '--subsample'))
     .option('--memory-gb <x>', 'device memory for one group of layers\' features (default: 8 on CPU, 40 on GPUs)', (v) => floatArg(v, '--memory-gb'))
     .addOption(new Option('--matmul-dtype <dtype>', 'projection matmul dtype (default: float32 on CPU, the features\' dtype on GPUs)').choices(['float32', 'float16', 'bfloat16']))
+    .option('--checkpoint-every <seconds>', 'seconds between checkpoints', (v) => floatArg(v, '--checkpoint-every'), TRAIN_DEFAULTS.checkpointEvery)
     .option('--no-resume', 'start afresh even when checkpoints exist')
     .option('--json', 'print a JSON summary on stdout');
   addDeviceOptions(cmd);
@@ -45,7 +46,7 @@ export function trainCommand(): Command {
       resume: o.resume,
       memoryBudget: (o.memoryGb ?? (device.device === 'cpu' ? 8 : 40)) * 2 ** 30,
       matmulDtype: o.matmulDtype as DType | undefined,
-      checkpointEvery: TRAIN_DEFAULTS.checkpointEvery,
+      checkpointEvery: o.checkpointEvery,
     });
     if (o.json) printJson(summary);
     else process.stderr.write(formatTrainTable(summary));

@@ -14,7 +14,7 @@ export interface PlotOptions {
 /** Write `file`: curves[e][l] over steps[e] for every layer l, train left, held-out right. */
 export function plotCurves(file: string, title: string, steps: number[], train: number[][], test: number[][], layers: number[], o: PlotOptions = {}): void {
   const W = 1100;
-  const Hh = 420;
+  const Hh = 450;
   const panelW = 480;
   const panelH = 300;
   const margin = { left: 60, top: 60 };
@@ -55,7 +55,7 @@ export function plotCurves(file: string, title: string, steps: number[], train: 
   const legend = layers
     .map((layer, l) => {
       const x = 20 + (l % 16) * 66;
-      const y = Hh - 40 + Math.floor(l / 16) * 14;
+      const y = Hh - 25 + Math.floor(l / 16) * 14;
       return `<line x1="${x}" x2="${x + 16}" y1="${y}" y2="${y}" stroke="${PALETTE[l % PALETTE.length]}" stroke-width="2"/><text x="${x + 20}" y="${y + 4}" font-size="10">L${layer}</text>`;
     })
     .join('');

@@ -108,3 +108,44 @@ describe('extract -> store -> train -> export (CPU, tiny model, SOTU)', () => {
     expect(b.shards.map((s) => [s.contextId, s.tokens, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.tokens, s.sha256]));
   });
 });
+
+describe('sharded extraction and training resume', () => {
+  const store = path.join(tmp, 'store'); // written by the first describe block (same file, sequential)
+
+  it('extract --shard 0/2 and 1/2, merged, equal the single-run store', async () => {
+    for (const part of ['0/2', '1/2']) {
+      const r = fkz([...EXTRACT, '--shard', part, '--out', path.join(tmp, `part${part[0]}`)]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const r = fkz(['merge-features', path.join(tmp, 'part0'), path.join(tmp, 'part1'), '--out', path.join(tmp, 'merged'), '--verify', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).verified).toBe(true);
+    const a = await readManifest(store);
+    const b = await readManifest(path.join(tmp, 'merged'));
+    expect(b.shards.map((s) => [s.contextId, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.sha256]));
+  });
+
+  it('a training killed after a checkpoint resumes to the same final gates', async () => {
+    const args = ['train', '--features', store, '--steps', '400', '--batch', '256', '--threads', '1', '--eval-every', '50'];
+    const full = path.join(tmp, 'train-full');
+    expect(fkz([...args, '--out', full]).code).toBe(0);
+    const cut = path.join(tmp, 'train-cut');
+    const child = spawn(process.execPath, [BIN, ...args, '--out', cut, '--checkpoint-every', '0'], { env, cwd: tmp, stdio: 'ignore' });
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => {
+        if (existsSync(path.join(cut, 'checkpoints', 'group-0.safetensors'))) {
+          clearInterval(t);
+          child.kill('SIGKILL');
+        }
+      }, 10);
+      child.on('exit', () => {
+        clearInterval(t);
+        resolve();
+      });
+    });
+    expect(existsSync(path.join(cut, 'gates.safetensors'))).toBe(false); // really interrupted
+    const r = fkz([...args, '--out', cut]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(path.join(cut, 'gates.safetensors'))).toBe(sha(path.join(full, 'gates.safetensors')));
+  });
+});
