@@ -7,6 +7,8 @@ import { extractCommand } from './extract.js';
 import { trainCommand } from './train.js';
 import { exportCommand } from './export.js';
 import { runCommand } from './run.js';
+import { mergeCommand } from './merge.js';
+import { evalCommand } from './eval.js';
 import { TOOL_VERSION } from '../version.js';
 
 export function buildProgram(): Command {
@@ -15,7 +17,7 @@ export function buildProgram(): Command {
     .version(TOOL_VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const make of [runCommand, extractCommand, trainCommand, exportCommand, generateCommand, convertCommand]) {
+  for (const make of [runCommand, extractCommand, mergeCommand, trainCommand, exportCommand, evalCommand, generateCommand, convertCommand]) {
     program.addCommand(make().exitOverride());
   }
   return program;

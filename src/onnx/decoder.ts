@@ -125,6 +125,7 @@ export function makeAttention(
   x: string,
   fwd: ForwardInputs,
   past: { key: string; value: string },
+  attentionBias?: string,
 ): { out: string; presentKey: string; presentValue: string; query: string; key: string } {
   const { spec } = ctx;
   const d = spec.headDim;
@@ -144,9 +145,12 @@ export function makeAttention(
   fwd.emptySlotsShape ??= roomShape(g, past.key, key);
   const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), fwd.emptySlotsShape]);
   const room = (x: string) => g.concat([x, empty], 2);
+  // Optional additive bias on Q·Kᵀ [1, Hq, T, past + T] (input 10; 7-9 are cos/sin caches and
+  // position_ids, unused because RoPE is applied above). GQA still applies causality itself.
+  const biasInputs = attentionBias ? ['', '', '', attentionBias] : [];
   const [attn, presentKey, presentValue] = g.ms(
     'GroupQueryAttention',
-    [g.reshape(query, [0, 0, -1]), g.reshape(key, [0, 0, -1]), v, room(past.key), room(past.value), fwd.seqlensK, fwd.totalLength],
+    [g.reshape(query, [0, 0, -1]), g.reshape(key, [0, 0, -1]), v, room(past.key), room(past.value), fwd.seqlensK, fwd.totalLength, ...biasInputs],
     {
       num_heads: spec.numHeads,
       kv_num_heads: spec.numKvHeads,
@@ -174,12 +178,21 @@ export function makeMlp(g: Graph, ctx: DecoderContext, layer: number, x: string)
   return linear(g, ctx, g.mul(act, up), name('down_proj'), spec.mlpBias);
 }
 
-export function makeLayer(g: Graph, ctx: DecoderContext, layer: number, h: string, fwd: ForwardInputs, past: { key: string; value: string }): LayerOutputs {
+/** `attentionBias`: optional [1, Hq, T, past + T] additive bias on this layer's attention logits (KV eviction masks). */
+export function makeLayer(
+  g: Graph,
+  ctx: DecoderContext,
+  layer: number,
+  h: string,
+  fwd: ForwardInputs,
+  past: { key: string; value: string },
+  attentionBias?: string,
+): LayerOutputs {
   const { spec } = ctx;
   return g.within(`layers.${layer}`, () => {
     const n = (p: string) => layerName(spec, layer, p);
     const attnInput = makeNorm(g, ctx, h, n('input_layernorm.weight'));
-    const attn = makeAttention(g, ctx, layer, attnInput, fwd, past);
+    const attn = makeAttention(g, ctx, layer, attnInput, fwd, past, attentionBias);
     let attnOut = attn.out;
     if (spec.sandwichNorms) attnOut = makeNorm(g, ctx, attnOut, n('post_attention_layernorm.weight'));
     const h1 = g.add(h, attnOut);

@@ -3,6 +3,7 @@
 // attention input. Used by `generate`, evaluation and the golden tests.
 import { Graph, type DType } from './builder.js';
 import { makeEmbedding, makeLayer, makeLmHead, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
+import { evictionBias, gqaBias, snapWindowAttention } from './eviction-graph.js';
 
 export interface StepGraphOptions {
   /** 'all' positions, only the 'last' one, or 'none' */
@@ -11,6 +12,14 @@ export interface StepGraphOptions {
   captureLayers: number[];
   /** also emit query.<l> (post-norm, post-RoPE queries [B, T, Hq, d]) for the captured layers */
   captureQueries?: boolean;
+  /**
+   * Per-head KV eviction by masking (evaluation): input kv_keep [L_s, H, past] bool over the
+   * cached positions of each scored layer (true = visible); evicted positions get a large
+   * negative attention bias. The cache buffers keep every position (no memory is freed).
+   */
+  keepMask?: boolean;
+  /** with keepMask: input snap_window (int64 scalar) and outputs snap.<l> [H, T] (SnapKV window attention) for scored layers */
+  snapScores?: boolean;
 }
 
 /** dtype of the KV cache at the graph boundary (ORT cannot take bf16 I/O; fp32 holds bf16 exactly). */
@@ -40,10 +49,20 @@ export function buildStepGraph(ctx: DecoderContext, opts: StepGraphOptions): Gra
   const newLen = g.reshape(g.shape(ids, 1, 2), []);
   const fwd: ForwardInputs = { positions, ...gqaLengths(g, pastLen, newLen), rope: new Map() };
 
+  const keep = opts.keepMask ? g.input('kv_keep', 'bool', [spec.scoredLayers.length, spec.numKvHeads, 'past']) : undefined;
+  const snapWindow = opts.keepMask && opts.snapScores ? g.input('snap_window', 'int64', []) : undefined;
+
   let h = makeEmbedding(g, ctx, ids);
   for (let l = 0; l < spec.numLayers; l++) {
-    const out = makeLayer(g, ctx, l, h, fwd, { key: toCompute(past[l]!.key), value: toCompute(past[l]!.value) });
+    const s = spec.scoredLayers.indexOf(l);
+    const biasHT = keep && s >= 0 ? evictionBias(g, keep, s, newLen, spec.numKvHeads, dtype) : undefined;
+    const bias = biasHT ? gqaBias(g, biasHT, spec, newLen) : undefined;
+    const out = makeLayer(g, ctx, l, h, fwd, { key: toCompute(past[l]!.key), value: toCompute(past[l]!.value) }, bias);
     h = out.hidden;
+    if (biasHT && snapWindow) {
+      const snap = snapWindowAttention(g, spec, out.query, out.presentKey, biasHT, pastLen, snapWindow);
+      g.output(snap, `snap.${l}`, 'float32', [spec.numKvHeads, 'seq']);
+    }
     g.output(toIo(out.presentKey), `present_key.${l}`, ioDtype, ['batch', spec.numKvHeads, 'total', spec.headDim]);
     g.output(toIo(out.presentValue), `present_value.${l}`, ioDtype, ['batch', spec.numKvHeads, 'total', spec.headDim]);
     if (opts.captureLayers.includes(l)) {

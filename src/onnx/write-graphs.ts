@@ -10,9 +10,11 @@ import { writeFileAtomicSync } from '../util/atomic.js';
 
 /**
  * step: generation (last-token logits); step_full: all logits + every layer's attention input;
- * kvzip: context scoring in one run; prefill: its chunked prefill with capture only (benchmarks)
+ * kvzip: context scoring in one run; prefill: its chunked prefill with capture only (benchmarks);
+ * step_masked: eviction evaluation (per-head keep masks, last-token logits, scored layers' attention
+ * inputs and SnapKV window attention); step_masked_full: the same masks with logits at every position
  */
-export type GraphKind = 'step' | 'step_full' | 'kvzip' | 'prefill';
+export type GraphKind = 'step' | 'step_full' | 'kvzip' | 'prefill' | 'step_masked' | 'step_masked_full';
 export const ALL_GRAPHS: GraphKind[] = ['step', 'step_full', 'kvzip'];
 
 export interface GraphFiles {
@@ -35,6 +37,8 @@ export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSou
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
     ['kvzip', () => buildKvzipGraph(ctx)],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
+    ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
+    ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
   ];
   const encoded: [GraphKind, Uint8Array][] = [];
   for (const [kind, build] of graphs) {
