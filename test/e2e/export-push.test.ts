@@ -26,7 +26,9 @@ afterAll(async () => hub.close());
 /** The CLI in a child process (async, so the fake hub in this process keeps serving). */
 function fkz(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN, HF_HOME: path.join(tmp, 'hf') } });
+    // online towards the fake hub only (CI runs with HF_HUB_OFFLINE=1 for everything else)
+    const { HF_HUB_OFFLINE: _offline, ...rest } = process.env;
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...rest, HF_ENDPOINT: hub.url, HF_TOKEN: TOKEN, HF_HOME: path.join(tmp, 'hf') } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
