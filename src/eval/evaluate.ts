@@ -5,7 +5,7 @@
 // results are the reference's (test/eval proves every scorer reproduces it exactly).
 import { readFileSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { templateFor, reconstructionPrompts } from '../data/index.js';
+import { modelPrompts } from '../kvzip/prompts.js';
 import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
@@ -192,20 +192,8 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
   const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_masked', 'step_masked_full', 'kvzip'], log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for evaluation`);
-  const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens: false });
+  const { template, ids: prompts, encode } = modelPrompts(tokenizer, spec, m.id, o.template);
   const decode = (ids: number[]) => tokenizer.decode(ids, { skipSpecialTokens: false });
-  const template = templateFor(o.template ? { template: o.template } : { modelType: spec.modelType, modelName: m.id }, {
-    bosToken: tokenizer.bosTokenId !== null ? (tokenizer.tokenString(tokenizer.bosTokenId) ?? '') : '',
-    hasToken: (t) => tokenizer.tokenId(t) !== undefined,
-  });
-  const rec = reconstructionPrompts();
-  const prompts: KvzipPrompts = {
-    prefixIds: encode(template.prefix),
-    postfixIds: encode(template.postfix),
-    repeatFirstIds: encode(rec.repeatFirst),
-    repeatNextIds: encode(rec.repeatNext),
-    prevPostfixTokens: rec.prevPostfixTokens,
-  };
 
   const dims: ScorerDims = { layers: spec.scoredLayers.length, heads: spec.numKvHeads, hidden: spec.hiddenSize };
   const sessions: MaskedSessions = { step: await sessionFor(m, 'step_masked', o.device), full: await sessionFor(m, 'step_masked_full', o.device) };

@@ -4,13 +4,14 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { openCorpus, runRecipe, resolveRecipeOptions, templateFor, reconstructionPrompts, type RecipeOptions, type RecipeSummary } from '../data/index.js';
+import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type RecipeSummary } from '../data/index.js';
+import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile, parseHubDataRef } from '../hub/index.js';
 import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type HiddenDtype } from '../features/index.js';
 import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
-import { kvzipFeeds, type KvzipPrompts } from './inputs.js';
+import { kvzipFeeds } from './inputs.js';
 import { scoreContext } from './score-context.js';
 import { ShardSink } from '../features/shard-sink.js';
 import { createProgress } from '../util/progress.js';
@@ -72,20 +73,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['kvzip'], log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for extraction`);
-  const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens: false });
-
-  const template = templateFor(
-    o.template ? { template: o.template } : { modelType: spec.modelType, modelName: m.id },
-    { bosToken: tokenizer.bosTokenId !== null ? (tokenizer.tokenString(tokenizer.bosTokenId) ?? '') : '', hasToken: (t) => tokenizer.tokenId(t) !== undefined },
-  );
-  const rec = reconstructionPrompts();
-  const prompts: KvzipPrompts = {
-    prefixIds: encode(template.prefix),
-    postfixIds: encode(template.postfix),
-    repeatFirstIds: encode(rec.repeatFirst),
-    repeatNextIds: encode(rec.repeatNext),
-    prevPostfixTokens: rec.prevPostfixTokens,
-  };
+  const { template, reconstruction: rec, ids: prompts, encode } = modelPrompts(tokenizer, spec, m.id, o.template);
   const recipe = resolveRecipeOptions(o.recipe);
   const corpus = openCorpus(o.data, {
     textField: o.textField,
