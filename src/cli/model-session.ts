@@ -2,7 +2,7 @@
 import { resolveModel } from '../hub/index.js';
 import { openModel, type OpenedModel } from '../model/load.js';
 import { defaultComputeDtype, ensureGraphs, type GraphFiles, type GraphKind } from '../onnx/index.js';
-import { createSession, type DeviceOptions, ort } from '../runtime/session.js';
+import { createSession, sessionOptions, type DeviceOptions, ort } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { cacheIoDtype } from '../onnx/step-graph.js';
 import type { DType } from '../onnx/builder.js';
@@ -28,6 +28,7 @@ export interface LoadModelOptions {
 }
 
 export async function loadModel(idOrDir: string, o: LoadModelOptions): Promise<LoadedModel> {
+  sessionOptions(o.device); // a missing execution provider fails here, before any download or build
   const resolved = await resolveModel(idOrDir, { revision: o.revision });
   const model = openModel(resolved.dir, { requireTokenizer: o.requireTokenizer ?? true });
   const dtype = o.dtype ?? defaultComputeDtype(o.device.device, model.spec.torchDtype);
