@@ -22,7 +22,8 @@ export interface LoadModelOptions {
   revision?: string;
   device: DeviceOptions;
   dtype?: ComputeDType;
-  kinds: GraphKind[];
+  /** graph kinds to build (or a function of the model, when the choice depends on it) */
+  kinds: GraphKind[] | ((spec: OpenedModel['spec']) => GraphKind[]);
   requireTokenizer?: boolean;
   log?: (line: string) => void;
 }
@@ -32,7 +33,8 @@ export async function loadModel(idOrDir: string, o: LoadModelOptions): Promise<L
   const resolved = await resolveModel(idOrDir, { revision: o.revision });
   const model = openModel(resolved.dir, { requireTokenizer: o.requireTokenizer ?? true });
   const dtype = o.dtype ?? defaultComputeDtype(o.device.device, model.spec.torchDtype);
-  const graphs = ensureGraphs(model, { dtype, kinds: o.kinds, log: o.log ?? ((l) => process.stderr.write(l + '\n')) });
+  const kinds = typeof o.kinds === 'function' ? o.kinds(model.spec) : o.kinds;
+  const graphs = ensureGraphs(model, { dtype, kinds, log: o.log ?? ((l) => process.stderr.write(l + '\n')) });
   return { model, id: resolved.repoId ?? idOrDir, revision: resolved.revision, commit: resolved.commit, graphs, dtype, cacheDtype: cacheIoDtype(dtype) };
 }
 

@@ -9,22 +9,26 @@ export interface ShardJob {
   storeDir: string;
   contextId: string;
   options: ShardWriterOptions;
-  /** per scored layer: [T, D] as the graph returned it: fp16 bits (Uint16Array) or fp32 */
+  /** per scored layer: [T, D] as the graph returned it */
   hidden: (Uint16Array | Float32Array)[];
+  /** what the Uint16Array hidden arrays hold: fp16 or bf16 bit patterns */
+  hiddenBits: 'float16' | 'bfloat16';
   /** per scored layer: [H, T] head-major */
   scores: Float32Array[];
 }
 
-/** Graph output (fp16 bits or fp32) -> the store's 16-bit dtype. */
-export function toStoreBits(h: Uint16Array | Float32Array, dtype: ShardWriterOptions['hiddenDtype']): Uint16Array {
+/** Graph output (fp32, or fp16/bf16 bits) -> the store's 16-bit dtype; a no-op when they agree. */
+export function toStoreBits(h: Uint16Array | Float32Array, bits: 'float16' | 'bfloat16', dtype: ShardWriterOptions['hiddenDtype']): Uint16Array {
   if (h instanceof Float32Array) return dtype === 'bfloat16' ? f32ArrayToBf16(h) : f32ArrayToF16(h);
-  return dtype === 'bfloat16' ? f16ArrayToBf16(h) : h;
+  if (bits === dtype) return h;
+  if (bits === 'float16' && dtype === 'bfloat16') return f16ArrayToBf16(h);
+  throw new Error(`cannot store ${bits} attention inputs as ${dtype}`);
 }
 
 export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
   const writer = await openShardWriter(job.storeDir, job.contextId, job.options);
   try {
-    for (let s = 0; s < job.hidden.length; s++) await writer.writeLayer(s, toStoreBits(job.hidden[s]!, job.options.hiddenDtype), job.scores[s]!);
+    for (let s = 0; s < job.hidden.length; s++) await writer.writeLayer(s, toStoreBits(job.hidden[s]!, job.hiddenBits, job.options.hiddenDtype), job.scores[s]!);
     return await writer.close();
   } catch (e) {
     await writer.abort();

@@ -9,6 +9,7 @@ import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile, parseHubDataRef } from '../hub/index.js';
 import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type HiddenDtype } from '../features/index.js';
 import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js';
+import type { GraphKind } from '../onnx/index.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { kvzipFeeds } from './inputs.js';
@@ -70,7 +71,10 @@ const sha256 = (b: string | Uint8Array) => createHash('sha256').update(b).digest
 export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const t0 = Date.now();
-  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['kvzip'], log });
+  // bf16 stores get bf16 bit patterns straight from the graph (no per-value work on the host)
+  const kind = (hd: HiddenDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
+  const storeDtypeOf = (torchDtype: string): HiddenDtype => o.hiddenDtype ?? (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
+  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for extraction`);
   const { template, reconstruction: rec, ids: prompts, encode } = modelPrompts(tokenizer, spec, m.id, o.template);
@@ -80,7 +84,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     excludeIds: o.excludeDocs,
     resolveHubFile: async (repo: string, file: string) => (await resolveDatasetFile(repo, file, {})).path,
   });
-  const hiddenDtype: HiddenDtype = o.hiddenDtype ?? (spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
+  const hiddenDtype = storeDtypeOf(spec.torchDtype);
 
   const identity = {
     model: {
@@ -142,7 +146,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     }
   }
 
-  const session = await sessionFor(m, 'kvzip', o.device);
+  const session = await sessionFor(m, kind(hiddenDtype), o.device);
   const setupSeconds = (Date.now() - t0) / 1000;
   const timings: { id: string; tokens: number; seconds: number }[] = [];
   const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
@@ -179,6 +183,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
           contextId: ctx.id,
           options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id },
           hidden: res.hidden,
+          hiddenBits: hiddenDtype === 'bfloat16' ? 'bfloat16' : 'float16',
           scores: res.scores,
         },
         (info) => store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds }),

@@ -18,10 +18,13 @@
 import { Graph } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
 import { hiddenIoDtype } from './step-graph.js';
+import { bf16Bits } from './bf16-bits.js';
 
 export interface KvzipGraphOptions {
   /** false: the chunked prefill with attention-input capture only (no reconstruction, no scores) */
   reconstruct: boolean;
+  /** return the attention inputs as bfloat16 bit patterns (uint16) instead of fp16/fp32 */
+  bf16Hidden?: boolean;
 }
 
 export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = { reconstruct: true }): Graph {
@@ -32,7 +35,8 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const layers = Array.from({ length: lastLayer + 1 }, (_, l) => l);
   const H = spec.numKvHeads;
   const d = spec.headDim;
-  const hiddenDtype = hiddenIoDtype(dtype);
+  const hiddenDtype = opts.bf16Hidden ? 'uint16' : hiddenIoDtype(dtype);
+  const toHidden = (b: Graph, x: string) => (opts.bf16Hidden ? bf16Bits(b, x) : b.cast(x, hiddenDtype));
 
   const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
   const numTokens = g.input('num_tokens', 'int64', []);
@@ -63,7 +67,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       b.output(out.presentValue, `v_out.${l}`, dtype);
       if (scored.includes(l)) captured.push(out.attnInput);
     }
-    captured.forEach((x, s) => b.output(b.cast(b.squeeze(x, [0]), hiddenDtype), `hidden_scan.${s}`, hiddenDtype));
+    captured.forEach((x, s) => b.output(toHidden(b, b.squeeze(x, [0])), `hidden_scan.${s}`, hiddenDtype));
   }
   const nPrefill = g.reshape(g.shape(prefillIds, 0, 1), []);
   const loopOut = g.node('Loop', [nPrefill, '', ...layers.flatMap(() => [empty, empty])], { body: prefill }, { outputs: layers.length * 2 + scored.length });

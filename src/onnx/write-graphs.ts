@@ -14,7 +14,7 @@ import { writeFileAtomicSync } from '../util/atomic.js';
  * step_masked: eviction evaluation (per-head keep masks, last-token logits, scored layers' attention
  * inputs and SnapKV window attention); step_masked_full: the same masks with logits at every position
  */
-export type GraphKind = 'step' | 'step_full' | 'kvzip' | 'prefill' | 'step_masked' | 'step_masked_full';
+export type GraphKind = 'step' | 'step_full' | 'kvzip' | 'kvzip_bf16' | 'prefill' | 'prefill_bf16' | 'step_masked' | 'step_masked_full';
 export const ALL_GRAPHS: GraphKind[] = ['step', 'step_full', 'kvzip'];
 
 export interface GraphFiles {
@@ -37,6 +37,8 @@ export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSou
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
     ['kvzip', () => buildKvzipGraph(ctx)],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
+    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true })],
+    ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
   ];

@@ -1,0 +1,58 @@
+// The in-graph bfloat16 bit patterns equal JavaScript's round-to-nearest-even conversion, and
+// the bf16 KVzip graph returns exactly the fp32 graph's attention inputs rounded to bf16.
+import { describe, it, expect } from 'vitest';
+import * as ort from 'onnxruntime-node';
+import { mkdtempSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Graph, encodeModel } from '../../src/onnx/builder.js';
+import { bf16Bits } from '../../src/onnx/bf16-bits.js';
+import { f32ArrayToBf16 } from '../../src/util/half.js';
+import { Rng } from '../../src/util/random.js';
+import { golden, modelDir } from '../helpers/golden.js';
+import { openModel } from '../../src/model/load.js';
+import { ensureGraphs } from '../../src/onnx/index.js';
+import { createSession } from '../../src/runtime/session.js';
+import { kvzipFeeds } from '../../src/kvzip/inputs.js';
+import { scoreContext } from '../../src/kvzip/score-context.js';
+
+describe('bf16Bits', () => {
+  it('matches round-to-nearest-even bf16 bits on edge cases and random values', async () => {
+    const g = new Graph('bits');
+    g.output(bf16Bits(g, g.input('x', 'float32', ['n'])), 'bits', 'uint16', ['n']);
+    const s = await ort.InferenceSession.create(encodeModel(g));
+    const rng = new Rng(1);
+    const values: number[] = [1, -1, 2, 0.5, 3, 1.5, 2 ** -126, -(2 ** -126), 2 ** 127, 3.3895313892515355e38, 65504, 1e-30, -7.25, 0.1, 1 / 3];
+    for (let k = -120; k <= 120; k += 7) values.push(2 ** k, 2 ** k * (1 - 2 ** -9), -(2 ** k) * 1.0078125, 2 ** k * 1.99);
+    for (let i = 0; i < 20000; i++) values.push((rng.next() - 0.5) * 10 ** Math.floor(rng.uniform(-20, 20)));
+    const x = Float32Array.from(values);
+    const got = (await s.run({ x: new ort.Tensor('float32', x, [x.length]) })).bits!.data as Uint16Array;
+    const want = f32ArrayToBf16(x);
+    for (let i = 0; i < x.length; i++) expect(got[i], `value ${x[i]}`).toBe(want[i]);
+  });
+
+  it('is 0 for zeros and bf16 subnormals (documented)', async () => {
+    const g = new Graph('bits');
+    g.output(bf16Bits(g, g.input('x', 'float32', ['n'])), 'bits', 'uint16', ['n']);
+    const s = await ort.InferenceSession.create(encodeModel(g));
+    const out = (await s.run({ x: new ort.Tensor('float32', Float32Array.from([0, -0, 1e-40, -1e-39]), [4]) })).bits!.data as Uint16Array;
+    expect(Array.from(out)).toEqual([0, 0, 0, 0]);
+  });
+});
+
+describe('kvzip_bf16 graph', () => {
+  it('returns the fp32 graph attention inputs rounded to bf16, bit for bit, and the same scores', async () => {
+    const g = golden('qwen3');
+    const model = openModel(modelDir('qwen3'));
+    const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip', 'kvzip_bf16'], cacheDir: mkdtempSync(path.join(os.tmpdir(), 'fkz-bf16-')) });
+    const prompts = { prefixIds: g.ids('kvzip.prefix_ids'), postfixIds: g.ids('kvzip.postfix_ids'), repeatFirstIds: g.ids('kvzip.repeat_first_ids'), repeatNextIds: g.ids('kvzip.repeat_next_ids'), prevPostfixTokens: 8 };
+    const feeds = kvzipFeeds(g.ids('kvzip.ctx_ids'), prompts, { prefillChunk: 16, scoreChunk: 12 });
+    const a = await scoreContext(await createSession(files.paths.kvzip!, { device: 'cpu' }), feeds, 3, 2);
+    const b = await scoreContext(await createSession(files.paths.kvzip_bf16!, { device: 'cpu' }), feeds, 3, 2);
+    for (let s = 0; s < 3; s++) {
+      expect(b.hidden[s]).toBeInstanceOf(Uint16Array);
+      expect(Array.from(b.hidden[s]!)).toEqual(Array.from(f32ArrayToBf16(a.hidden[s] as Float32Array)));
+      expect(Array.from(b.scores[s]!)).toEqual(Array.from(a.scores[s]!));
+    }
+  });
+});
