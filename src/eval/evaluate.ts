@@ -10,7 +10,7 @@ import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { hiddenIoDtype } from '../onnx/step-graph.js';
-import { kvzipFeeds, repeatPasses, type KvzipPrompts, type RepeatPass } from '../kvzip/inputs.js';
+import { kvzipFeeds, repeatPasses, type RepeatPass } from '../kvzip/inputs.js';
 import { scoreContext } from '../kvzip/score-context.js';
 import { compressedPrefill } from './compressed-prefill.js';
 import type { MaskedSessions } from './masked-runner.js';

@@ -45,7 +45,7 @@ export class MaskedCache {
   constructor(
     private readonly sessions: MaskedSessions,
     private readonly spec: ModelSpec,
-    private readonly cacheDtype: DType,
+    cacheDtype: DType,
   ) {
     const dims = [1, spec.numKvHeads, 0, spec.headDim];
     const type = cacheDtype as 'float32' | 'float16';
