@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
 # same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
-# built. Stages (any subset, in order): smoke prefill8b extract8b extract06b train8b
+# built. Stages (any subset, in order): smoke prefill8b extract8b extract06b train8b profile8b
+# (the device tool returns at most 8 files: tar OUTDIR afterwards)
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
 set -uo pipefail
@@ -70,6 +71,11 @@ for stage in "$@"; do
       gpu_peak train8b-ort $FKZ train --features $store --out $work/gates-8b --device cuda --steps 5000 --json \
         > "$out/train8b-ort.json" 2> "$out/train8b-ort.log"
       gpu_peak train8b-torch python3 bench/torch_train.py --features $store --steps ${TORCH_TRAIN_STEPS:-300} --out "$out/train8b-torch.json" 2>&1 | tail -2
+      ;;
+    profile8b)
+      make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -1
+      $TSX bench/prefill.ts --model $models/qwen3-8b --device cuda --ctx 16384 --chunk 16384 --profile "$work/prof8b" --out "$out/profile8b-run.json" > /dev/null 2>&1
+      python3 bench/profile_summary.py $(ls -t $work/prof8b*.json | head -1) | tee "$out/profile8b.txt"
       ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac

@@ -8,20 +8,24 @@ import { ort, parseDevice } from '../src/runtime/session.js';
 import { prefillLayout } from '../src/kvzip/inputs.js';
 import { Rng } from '../src/util/random.js';
 
-const { values: a } = parseArgs({ options: { model: { type: 'string' }, device: { type: 'string', default: 'cuda' }, ctx: { type: 'string', default: '16384,65536' }, chunk: { type: 'string', default: '16000' }, out: { type: 'string' } } });
+const { values: a } = parseArgs({ options: { model: { type: 'string' }, device: { type: 'string', default: 'cuda' }, ctx: { type: 'string', default: '16384,65536' }, chunk: { type: 'string', default: '16000' }, out: { type: 'string' }, profile: { type: 'string' }, kind: { type: 'string', default: 'prefill' } } });
 const device = { device: parseDevice(a.device!) };
 const t0 = Date.now();
-const m = await loadModel(a.model!, { device, kinds: ['prefill'] });
+const kind = a.kind as 'prefill' | 'prefill_bf16';
+const m = await loadModel(a.model!, { device, kinds: [kind] });
 const buildSeconds = (Date.now() - t0) / 1000;
 const t1 = Date.now();
-const session = await sessionFor(m, 'prefill', device);
+// --profile PREFIX: ONNX Runtime's per-node trace (summarise with bench/profile_summary.py)
+const session = a.profile
+  ? await (await import('../src/runtime/session.js')).createSession(m.graphs.paths[kind]!, device, { enableProfiling: true, profileFilePrefix: a.profile })
+  : await sessionFor(m, kind, device);
 const sessionSeconds = (Date.now() - t1) / 1000;
 const spec = m.model.spec;
 const rows = [];
 for (const n of a.ctx!.split(',').map(Number)) {
   const layout = prefillLayout(n, Number(a.chunk));
   const rng = new Rng(n);
-  const ids = new BigInt64Array(layout.chunks * layout.chunkLen).map(() => BigInt(rng.int(150000)));
+  const ids = new BigInt64Array(layout.chunks * layout.chunkLen).map(() => BigInt(rng.int(Math.min(150000, spec.vocabSize))));
   const feeds = {
     prefill_ids: new ort.Tensor('int64', ids, [layout.chunks, layout.chunkLen]),
     num_tokens: new ort.Tensor('int64', BigInt64Array.of(BigInt(n)), []),
@@ -45,6 +49,7 @@ for (const n of a.ctx!.split(',').map(Number)) {
   rows.push(row);
   console.log(JSON.stringify(row));
 }
+if (a.profile) (session as unknown as { endProfiling(): void }).endProfiling();
 const result = { model: a.model, device: a.device, dtype: m.dtype, graph_build_seconds: buildSeconds, session_seconds: sessionSeconds, rss_gib: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2), prefill: rows };
 if (a.out) writeFileSync(a.out, JSON.stringify(result, null, 2));
 console.log(JSON.stringify(result));
