@@ -3,16 +3,10 @@
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../model/safetensors/index.js';
 import { fileError } from '../util/errors.js';
 import type { GateLayerParams, GateSet } from './types.js';
+import { GATE_STATE_KEYS, PARAM_FIELD, gateStateShapes } from '../export/gateTensors.js';
 
-const FIELDS: [keyof GateLayerParams, string, (g: GateSet) => number[]][] = [
-  ['qProjWeight', 'q_proj.weight', (g) => [g.H * g.G * g.r, g.D]],
-  ['qProjBias', 'q_proj.bias', (g) => [g.H * g.G * g.r]],
-  ['kProjWeight', 'k_proj.weight', (g) => [g.H * g.r, g.D]],
-  ['qNormWeight', 'q_norm.weight', (g) => [g.r]],
-  ['kNormWeight', 'k_norm.weight', (g) => [g.r]],
-  ['b', 'b', (g) => [g.H, 1, g.G]],
-  ['kBase', 'k_base', (g) => [g.H, 1, g.S, g.r]],
-];
+/** (GateLayerParams field, state-dict key, shape) of every gate tensor, in the public key order. */
+const FIELDS: [keyof GateLayerParams, string, (g: GateSet) => number[]][] = GATE_STATE_KEYS.map((key) => [PARAM_FIELD[key], key, (g: GateSet) => gateStateShapes(g)[key]]);
 
 export async function writeGateSetFile(file: string, gates: GateSet): Promise<void> {
   const tensors: TensorToWrite[] = [];

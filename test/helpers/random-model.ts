@@ -2,6 +2,7 @@
 // need the Python goldens (those live in test/fixtures and are compared in other tests).
 import { parseModelConfig, type ModelSpec } from '../../src/model/config.js';
 import type { TensorSource } from '../../src/onnx/weights.js';
+import { expectedWeights } from '../../src/model/expected-weights.js';
 
 export function seededRandom(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -27,49 +28,11 @@ export const TINY_CONFIGS: Record<string, Record<string, unknown>> = {
   },
 };
 
-/** HF weight names and shapes for a spec (mirrors what the decoder reads). */
-export function weightShapes(spec: ModelSpec): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  const D = spec.hiddenSize;
-  const q = spec.numHeads * spec.headDim;
-  const kv = spec.numKvHeads * spec.headDim;
-  const p = spec.weightPrefix;
-  m.set(`${p}embed_tokens.weight`, [spec.vocabSize, D]);
-  for (let l = 0; l < spec.numLayers; l++) {
-    const n = (s: string) => `${p}layers.${l}.${s}`;
-    m.set(n('input_layernorm.weight'), [D]);
-    m.set(n('self_attn.q_proj.weight'), [q, D]);
-    m.set(n('self_attn.k_proj.weight'), [kv, D]);
-    m.set(n('self_attn.v_proj.weight'), [kv, D]);
-    m.set(n('self_attn.o_proj.weight'), [D, q]);
-    if (spec.qkvBias) {
-      m.set(n('self_attn.q_proj.bias'), [q]);
-      m.set(n('self_attn.k_proj.bias'), [kv]);
-      m.set(n('self_attn.v_proj.bias'), [kv]);
-    }
-    if (spec.qkNorm) {
-      m.set(n('self_attn.q_norm.weight'), [spec.headDim]);
-      m.set(n('self_attn.k_norm.weight'), [spec.headDim]);
-    }
-    m.set(n('post_attention_layernorm.weight'), [D]);
-    if (spec.sandwichNorms) {
-      m.set(n('pre_feedforward_layernorm.weight'), [D]);
-      m.set(n('post_feedforward_layernorm.weight'), [D]);
-    }
-    m.set(n('mlp.gate_proj.weight'), [spec.intermediateSize, D]);
-    m.set(n('mlp.up_proj.weight'), [spec.intermediateSize, D]);
-    m.set(n('mlp.down_proj.weight'), [D, spec.intermediateSize]);
-  }
-  m.set(`${p}norm.weight`, [D]);
-  if (!spec.tieWordEmbeddings) m.set('lm_head.weight', [spec.vocabSize, D]);
-  return m;
-}
-
 export function randomModel(name: keyof typeof TINY_CONFIGS, seed = 1): { spec: ModelSpec; source: TensorSource } {
   const spec = parseModelConfig(TINY_CONFIGS[name], `${name}/config.json`);
   const rand = seededRandom(seed);
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const [n, shape] of weightShapes(spec)) {
+  for (const { name: n, shape } of expectedWeights(spec)) {
     const size = shape.reduce((a, b) => a * b, 1);
     const isNorm = n.endsWith('norm.weight');
     const data = new Float32Array(size).map(() => (isNorm ? (spec.normOffset ? 0 : 1) + 0.2 * rand() : 0.4 * rand()));
