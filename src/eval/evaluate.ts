@@ -96,6 +96,10 @@ export interface EvalCell {
   agreementPerLayer: number[];
 }
 
+/** EvalOptions recorded in the report's settings (in this order, after the ratios). */
+const SETTING_KEYS = ['scorers', 'level', 'prefillChunk', 'window', 'scoreChunk', 'reconChunk', 'reconChunks', 'kvPairs', 'maxNewTokens', 'snapWindow', 'snapKernel', 'seed'] as const;
+type SettingKey = (typeof SETTING_KEYS)[number];
+
 export interface EvalReport {
   tool: { name: string; version: string };
   command?: string;
@@ -104,23 +108,8 @@ export interface EvalReport {
   template: string;
   data: string;
   contexts: { id: string; tokens: number; docTokens: number; window: number; pairs: number }[];
-  settings: {
-    ratios: number[];
-    scorers: ScorerName[];
-    level: EvictionLevel;
-    prefillChunk: number;
-    window: WindowOptions;
-    scoreChunk: number;
-    reconChunk: number;
-    reconChunks: number;
-    kvPairs: number;
-    maxNewTokens: number;
-    snapWindow: number;
-    snapKernel: number;
-    seed: number;
-    device: string;
-    memory: string;
-  };
+  /** the options that shape the numbers, plus the device and what "kept" means */
+  settings: { ratios: number[] } & Pick<EvalOptions, SettingKey> & { device: string; memory: string };
   reference: { recon: { tokens: number; acc: number; logLik: number }; retrieval: { queries: number; acc: number } };
   cells: EvalCell[];
   /** per scorer, per scored layer, vs the oracle on the uncompressed pass (mean over contexts) */
@@ -336,18 +325,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
     contexts: contextInfo,
     settings: {
       ratios,
-      scorers: o.scorers,
-      level: o.level,
-      prefillChunk: o.prefillChunk,
-      window: o.window,
-      scoreChunk: o.scoreChunk,
-      reconChunk: o.reconChunk,
-      reconChunks: o.reconChunks,
-      kvPairs: o.kvPairs,
-      maxNewTokens: o.maxNewTokens,
-      snapWindow: o.snapWindow,
-      snapKernel: o.snapKernel,
-      seed: o.seed,
+      ...(Object.fromEntries(SETTING_KEYS.map((k) => [k, o[k]])) as Pick<EvalOptions, SettingKey>),
       device: o.device.device,
       memory: 'eviction is simulated by per-head attention masks: evicted KV stays in the cache buffers, so no memory is freed; "kept" is the visible fraction',
     },

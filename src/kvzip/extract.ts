@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type RecipeSummary } from '../data/index.js';
 import { modelPrompts } from './prompts.js';
-import { resolveDatasetFile, parseHubDataRef } from '../hub/index.js';
+import { resolveDatasetFile } from '../hub/index.js';
 import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type HiddenDtype } from '../features/index.js';
 import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js';
 import type { GraphKind } from '../onnx/index.js';
@@ -224,4 +224,3 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
 }
 
 
-export { parseHubDataRef };
