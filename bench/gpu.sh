@@ -2,6 +2,8 @@
 # GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
 # same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
 # built. Stages (any subset, in order): smoke prefill8b extract8b extract06b train8b profile8b
+# profile06b profilex8b profiletrain8b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
+# per-node times are GPU times, not launch times; absolute speed there is not representative)
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
@@ -74,8 +76,25 @@ for stage in "$@"; do
       ;;
     profile8b)
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -1
-      $TSX bench/prefill.ts --model $models/qwen3-8b --device cuda --ctx 16384 --chunk 16384 --profile "$work/prof8b" --out "$out/profile8b-run.json" > /dev/null 2>&1
+      CUDA_LAUNCH_BLOCKING=1 $TSX bench/prefill.ts --model $models/qwen3-8b --device cuda --ctx 16384 --chunk 16384 --profile "$work/prof8b" --out "$out/profile8b-run.json" > /dev/null 2>&1
       python3 bench/profile_summary.py $(ls -t $work/prof8b*.json | head -1) | tee "$out/profile8b.txt"
+      ;;
+    profile06b|profilex8b)
+      # the full extraction (kvzip graph) of 3 contexts, per-node GPU times and node placement warnings
+      if [ $stage = profilex8b ]; then shape=qwen3-8b; else shape=qwen3-0.6b; fi
+      make_model $shape $models/$shape 2>&1 | tail -1
+      [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
+      rm -rf $work/pstore-$shape $work/prof-$stage*
+      CUDA_LAUNCH_BLOCKING=1 FASTKVZIP_ORT_PROFILE=$work/prof-$stage FASTKVZIP_ORT_LOG_LEVEL=2 $FKZ extract --model $models/$shape --data $work/docs20k.jsonl \
+        --out $work/pstore-$shape --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count 3 --cat-count 0 --max-tokens 1000000 --json \
+        > "$out/$stage-run.json" 2> "$out/$stage.log"
+      rm -rf $work/pstore-$shape
+      python3 bench/profile_summary.py $(ls -t $work/prof-$stage*.json | head -1) | tee "$out/$stage.txt"
+      ;;
+    profiletrain8b)
+      CUDA_LAUNCH_BLOCKING=1 FASTKVZIP_ORT_PROFILE=$work/prof-train FASTKVZIP_ORT_LOG_LEVEL=2 $FKZ train --features $work/store-qwen3-8b --out $work/pgates-8b \
+        --device cuda --steps 500 --json > "$out/$stage-run.json" 2> "$out/$stage.log"
+      python3 bench/profile_summary.py $(ls -t $work/prof-train*.json | head -1) | tee "$out/$stage.txt"
       ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac

@@ -48,8 +48,14 @@ function providerFor(opts: DeviceOptions): ort.InferenceSession.ExecutionProvide
   }
 }
 
+/** ORT's log level: FASTKVZIP_ORT_LOG_LEVEL=0..4 (2 shows nodes placed off the chosen EP); errors only by default. */
+function logLevel(): 0 | 1 | 2 | 3 | 4 {
+  const v = Number(process.env.FASTKVZIP_ORT_LOG_LEVEL ?? 3);
+  return (Number.isInteger(v) && v >= 0 && v <= 4 ? v : 3) as 0 | 1 | 2 | 3 | 4;
+}
+
 export function sessionOptions(opts: DeviceOptions): ort.InferenceSession.SessionOptions {
-  const o: ort.InferenceSession.SessionOptions = { executionProviders: [providerFor(opts)], graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  const o: ort.InferenceSession.SessionOptions = { executionProviders: [providerFor(opts)], graphOptimizationLevel: 'all', logSeverityLevel: logLevel() };
   // onnxruntime-node rejects an explicit undefined here
   if (opts.device === 'cpu' && opts.threads) o.intraOpNumThreads = opts.threads;
   return o;
@@ -61,9 +67,11 @@ export async function createSession(
   opts: DeviceOptions,
   extra: Partial<ort.InferenceSession.SessionOptions> = {},
 ): Promise<ort.InferenceSession> {
-  const options = { ...sessionOptions(opts), ...extra };
+  const options = { ...sessionOptions(opts), ...profiling(), ...extra };
   try {
-    return await ort.InferenceSession.create(modelPath, options);
+    const session = await ort.InferenceSession.create(modelPath, options);
+    if (options.enableProfiling) profiled.push(session);
+    return session;
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];
     if (opts.device === 'cuda') {
@@ -77,6 +85,28 @@ export async function createSession(
     }
     throw new UserError(`${modelPath}: ONNX Runtime could not load the model: ${msg}`);
   }
+}
+
+// FASTKVZIP_ORT_PROFILE=PREFIX: ONNX Runtime's per-node trace of every session (for benchmarks;
+// summarise with bench/profile_summary.py). The trace is written when the process exits.
+const profiled: ort.InferenceSession[] = [];
+let flushOnExit = false;
+function profiling(): Partial<ort.InferenceSession.SessionOptions> {
+  const prefix = process.env.FASTKVZIP_ORT_PROFILE;
+  if (!prefix) return {};
+  if (!flushOnExit) {
+    flushOnExit = true;
+    process.once('exit', () => {
+      for (const s of profiled) {
+        try {
+          (s as unknown as { endProfiling(): void }).endProfiling();
+        } catch {
+          // already released: ORT wrote its trace then
+        }
+      }
+    });
+  }
+  return { enableProfiling: true, profileFilePrefix: prefix };
 }
 
 export { ort };
