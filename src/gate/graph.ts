@@ -164,9 +164,69 @@ export interface TrainGraphOptions {
   /** dtype of the projection matmuls (fp32 on CPU; the features' dtype on GPUs) */
   mm: DType;
   momentum: number;
-  /** names of initializers holding the features [L, N, D] and targets [L, N, H] (added by the caller) */
-  features: string;
-  targets: string;
+  /** where the features [L, ·, D] and targets [L, ·, H] come from (added by the caller) */
+  features: RowSource;
+  targets: RowSource;
+}
+
+/**
+ * Rows of every layer of the group at token positions `idx` [B] -> [L, B, ·]. Either one
+ * stacked initializer [L, N, ·], or per layer a list of pieces (e.g. the store's shards).
+ */
+export type RowSource = string | { pieces: RowPiece[][] };
+export interface RowPiece {
+  /** initializer [rows, cols] */
+  name: string;
+  /** first token position it holds */
+  start: number;
+  rows: number;
+  cols: number;
+}
+
+/** ONNX Runtime's CUDA kernels index with int32: keep every tensor the graph builds below 2^31 elements. */
+export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+
+/**
+ * Per layer, contiguous runs of pieces are joined (once per run, outside the step loop) into
+ * blocks of at most `maxElements`; a gather reads each block and keeps the rows that fall in it.
+ * No tensor ever spans layers, so a group's features are held at most twice (pieces + blocks).
+ */
+export function prepareRows(g: Graph, src: RowSource, maxElements = MAX_TENSOR_ELEMENTS): (b: Graph, idx: string) => string {
+  if (typeof src === 'string') return (b, idx) => b.gather(src, idx, 1);
+  const perLayer = src.pieces.map((pieces) => {
+    const blocks: { name: string; start: number; rows: number }[] = [];
+    let run: RowPiece[] = [];
+    const flush = () => {
+      if (run.length === 0) return;
+      const rows = run.reduce((a, p) => a + p.rows, 0);
+      blocks.push({ name: run.length === 1 ? run[0]!.name : g.concat(run.map((p) => p.name), 0), start: run[0]!.start, rows });
+      run = [];
+    };
+    for (const p of pieces) {
+      if (p.rows * p.cols > maxElements) throw new Error(`${p.name}: ${p.rows} x ${p.cols} exceeds ${maxElements} elements`);
+      const rowsSoFar = run.reduce((a, q) => a + q.rows, 0);
+      if (run.length && (rowsSoFar + p.rows) * p.cols > maxElements) flush();
+      run.push(p);
+    }
+    flush();
+    return blocks;
+  });
+  return (b, idx) => {
+    const layers = perLayer.map((blocks) => {
+      if (blocks.length === 1 && blocks[0]!.start === 0) return b.gather(blocks[0]!.name, idx, 0);
+      // Each row comes from exactly one block: select it, so the values are the stored ones bit for bit.
+      let rows = '';
+      for (const blk of blocks) {
+        const local = b.sub(idx, b.constant(blk.start, 'int64'));
+        const inside = b.op('And', [b.op('GreaterOrEqual', [local, b.constant(0, 'int64')]), b.op('Less', [local, b.constant(blk.rows, 'int64')])]);
+        const safe = b.op('Clip', [local, b.constant(0, 'int64'), b.constant(blk.rows - 1, 'int64')]);
+        const got = b.gather(blk.name, safe, 0); // [B, cols]
+        rows = rows ? b.op('Where', [b.unsqueeze(inside, [1]), got, rows]) : got;
+      }
+      return rows;
+    });
+    return layers.length === 1 ? b.unsqueeze(layers[0]!, [0]) : b.concat(layers.map((x) => b.unsqueeze(x, [0])), 0);
+  };
 }
 
 /**
@@ -182,6 +242,8 @@ export function buildTrainGraph(g: Graph, o: TrainGraphOptions): void {
   const batchIdx = g.input('batch_idx', 'int64', ['steps', 'batch']);
   const lr = g.input('lr', 'float32', ['steps']);
   const testIdx = g.input('test_idx', 'int64', ['test']);
+  const featureRows = prepareRows(g, o.features);
+  const targetRows = prepareRows(g, o.targets);
 
   const body = g.subgraph('step');
   const i = body.input('i', 'int64', []);
@@ -190,8 +252,8 @@ export function buildTrainGraph(g: Graph, o: TrainGraphOptions): void {
   const Bf = Object.fromEntries(PARAMS.map((n) => [n, body.input(`${n}.buf.in`, 'float32', paramShape(n, d))])) as Params;
   body.output(body.op('Identity', ['cond']), 'cond_out', 'bool', []);
   const idx = body.gather(batchIdx, i, 0); // [B]
-  const x = body.gather(o.features, idx, 1); // [L,B,D]
-  const y = body.transpose(body.gather(o.targets, idx, 1), [0, 2, 1]); // [L,H,B]
+  const x = featureRows(body, idx); // [L,B,D]
+  const y = body.transpose(targetRows(body, idx), [0, 2, 1]); // [L,H,B]
   const batch = body.cast(body.shape(idx, 0, 1), 'float32');
   const f = gateForward(body, x, P, d, o.mm);
   const { loss, acc } = gateLoss(body, f.s, y);
@@ -213,8 +275,8 @@ export function buildTrainGraph(g: Graph, o: TrainGraphOptions): void {
   g.output(outs[PARAMS.length * 2 + 1]!, 'train_acc', 'float32', ['steps', d.L]);
 
   const final = Object.fromEntries(PARAMS.map((n, j) => [n, outs[j]!])) as Params;
-  const xt = g.gather(o.features, testIdx, 1);
-  const yt = g.transpose(g.gather(o.targets, testIdx, 1), [0, 2, 1]);
+  const xt = featureRows(g, testIdx);
+  const yt = g.transpose(targetRows(g, testIdx), [0, 2, 1]);
   const ft = gateForward(g, xt, final, d, o.mm);
   const tl = gateLoss(g, ft.s, yt);
   g.output(tl.loss, 'test_loss', 'float32', [d.L]);

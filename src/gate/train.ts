@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, rmSync, appendFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Graph, encodeModel, type DType } from '../onnx/builder.js';
-import { buildTrainGraph, PARAMS, paramShape, type GateDims } from './graph.js';
+import { buildTrainGraph, PARAMS, paramShape, type GateDims, type RowPiece } from './graph.js';
 import { initLayer, stack, unstack, zerosLike, type StackedParams } from './state.js';
 import { BatchOrder, lrMultiplier, splitPositions, stepBlocks, subsample, topKRecall } from './schedule.js';
 import type { GateSet, GateLayerParams } from './types.js';
@@ -135,7 +135,7 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   const order = new BatchOrder(trainPos, batch, o.seed);
   const blocks = stepBlocks(o.steps, o.evalEvery);
 
-  // Layer groups under the memory budget (features + targets, twice for the in-graph concat).
+  // Layer groups under the memory budget (features + targets, twice: the shards and their per-layer join).
   const usedShards = shardsUpTo(m, total);
   const usedTokens = usedShards.reduce((a, s) => a + s.tokens, 0);
   const perLayer = 2 * usedTokens * (m.model.D * 2 + m.model.H * 4);
@@ -373,22 +373,23 @@ function shardsUpTo(m: FeatureManifest, total: number) {
 async function trainGraph(storeDir: string, m: FeatureManifest, group: number[], dims: GateDims, mm: DType, momentum: number, nShards: number): Promise<Graph> {
   const g = new Graph('fastkvzip_gate_train');
   const featDtype: DType = m.hiddenDtype;
-  const perLayerHidden: string[] = [];
-  const perLayerScore: string[] = [];
+  const features: RowPiece[][] = [];
+  const targets: RowPiece[][] = [];
   for (const layer of group) {
     const blocks = (await layerBlocks(storeDir, layer)).slice(0, nShards);
-    const hid = blocks.map((b, s) =>
-      g.externalInitializer(`hidden.${layer}.${s}`, featDtype, [b.hidden.rows, b.hidden.cols], { location: `shards/${path.basename(b.file)}`, offset: b.hidden.offset, length: b.hidden.length }),
-    );
-    const sco = blocks.map((b, s) =>
-      g.externalInitializer(`score.${layer}.${s}`, 'float32', [b.score.rows, b.score.cols], { location: `shards/${path.basename(b.file)}`, offset: b.score.offset, length: b.score.length }),
-    );
-    perLayerHidden.push(g.unsqueeze(hid.length > 1 ? g.concat(hid, 0) : g.op('Identity', [hid[0]!]), [0]));
-    perLayerScore.push(g.unsqueeze(sco.length > 1 ? g.concat(sco, 0) : g.op('Identity', [sco[0]!]), [0]));
+    let start = 0;
+    const hid: RowPiece[] = [];
+    const sco: RowPiece[] = [];
+    blocks.forEach((b, s) => {
+      const at = (x: { offset: number; length: number }) => ({ location: `shards/${path.basename(b.file)}`, offset: x.offset, length: x.length });
+      hid.push({ name: g.externalInitializer(`hidden.${layer}.${s}`, featDtype, [b.hidden.rows, b.hidden.cols], at(b.hidden)), start, rows: b.hidden.rows, cols: b.hidden.cols });
+      sco.push({ name: g.externalInitializer(`score.${layer}.${s}`, 'float32', [b.score.rows, b.score.cols], at(b.score)), start, rows: b.score.rows, cols: b.score.cols });
+      start += b.hidden.rows;
+    });
+    features.push(hid);
+    targets.push(sco);
   }
-  const features = perLayerHidden.length > 1 ? g.concat(perLayerHidden, 0) : perLayerHidden[0]!;
-  const targets = perLayerScore.length > 1 ? g.concat(perLayerScore, 0) : perLayerScore[0]!;
-  buildTrainGraph(g, { dims, featureDtype: featDtype, mm, momentum, features, targets });
+  buildTrainGraph(g, { dims, featureDtype: featDtype, mm, momentum, features: { pieces: features }, targets: { pieces: targets } });
   return g;
 }
 

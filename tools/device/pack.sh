@@ -2,7 +2,7 @@
 # A slimmer variant of ../shared/device/pack.sh for this project: the same Node.js +
 # node_modules + ONNX Runtime CUDA 13 provider bundle, without what the GPU machine never
 # uses (other platforms' binaries, the Llama/Gemma tokenizer packages, the TypeScript
-# compiler, bundled tokenizer JS), so it travels in fewer 55 MiB parts. Uses the shared
+# compiler, bundled tokenizer JS), so it travels in fewer parts of 48 MiB (the device copies at most 64 MiB with the working tree). Uses the shared
 # recv.sh / env.sh unchanged. Run from the repo root after `npm ci`.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -32,7 +32,7 @@ tar cf - \
 cp "$cache"/libonnxruntime_providers_*.so "$stage/node_modules/onnxruntime-node/bin/napi-v6/linux/x64/"
 (cd "$stage" && tar cf - node node_modules | xz -T0 -3) > .device/bundle.tar.xz
 rm -rf "$stage"
-(cd .device && split -b 55M -d bundle.tar.xz part && rm bundle.tar.xz)
+(cd .device && split -b 48M -d bundle.tar.xz part && rm bundle.tar.xz)
 cp "$shared/device/recv.sh" "$shared/device/env.sh" .device/
 echo "slim-$key" > .device/key
 n=$(ls .device/part* | wc -l)
