@@ -104,7 +104,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const fwd: ForwardInputs = { positions, ...gqaLengths(b, numTokens, R), rope: new Map() };
     const cStart = b.gather(chunkStarts, i, 0);
     const cLen = b.gather(chunkLens, i, 0);
-    const mask = reducedCausalMask(b, prefixLen, cLen, R); // [R, P + cLen + R], 0 or -inf
+    const mask = reducedCausalMask(b, prefixLen, cLen, R, spec.numHeads / H); // [R·G, P + cLen + R], 0 or -inf
     let h = makeEmbedding(b, ctx, ids);
     const layerScores: string[] = [];
     for (const l of layers) {
@@ -141,17 +141,33 @@ function withDummyCarry(body: Graph): Graph {
 }
 
 /**
- * Additive mask over the reduced key set [prefix | chunk | repeat]: prefix and chunk keys are
- * always visible; repeat query r sees repeat keys 0..r (causal inside the repeat block).
+ * Additive mask [R·G, K] over the reduced key set [prefix | chunk | repeat], one row per
+ * (repeat query r, group member g) in that order: prefix and chunk keys are always visible;
+ * query r sees repeat keys 0..r (causal inside the repeat block).
  */
-function reducedCausalMask(b: Graph, prefixLen: string, cLen: string, R: string): string {
+function reducedCausalMask(b: Graph, prefixLen: string, cLen: string, R: string, G: number): string {
   const visibleBefore = b.add(prefixLen, cLen);
   const width = b.add(visibleBefore, R);
   const cols = b.op('Range', [b.constant(0, 'int64'), width, b.constant(1, 'int64')]); // [K]
-  const rows = b.op('Range', [b.constant(0, 'int64'), R, b.constant(1, 'int64')]); // [R]
+  const rowQuery = b.div(b.op('Range', [b.constant(0, 'int64'), b.mul(R, b.constant(G, 'int64')), b.constant(1, 'int64')]), b.constant(G, 'int64')); // [R·G]: r of each row
   const repeatCol = b.sub(b.unsqueeze(cols, [0]), visibleBefore); // [1, K]: key index inside the repeat block
-  const hidden = b.op('Greater', [repeatCol, b.unsqueeze(rows, [1])]); // [R, K]
+  const hidden = b.op('Greater', [repeatCol, b.unsqueeze(rowQuery, [1])]); // [R·G, K]
   return b.op('Where', [hidden, b.constant(-Infinity, 'float32'), b.constant(0, 'float32')]);
+}
+
+/**
+ * Max over the rows of x [H, rows, K] -> [H, K]. ONNX Runtime's CUDA ReduceMax over a middle
+ * axis is slow (a cuDNN reduction: 33 ms for 8x8192x4096 on an H200, more than the attention
+ * itself), so rows are first folded in windows of 64 by MaxPool (padding counts as -inf), twice,
+ * leaving a handful of rows for ReduceMax. Every window holds at least one real row.
+ */
+export function maxOverRows(b: Graph, x: string): string {
+  const k = 64;
+  let y = b.unsqueeze(x, [1]); // [H, 1, rows, K]
+  for (let stage = 0; stage < 2; stage++) {
+    y = b.op('MaxPool', [y], { kernel_shape: [k, 1], strides: [k, 1], pads: [k - 1, 0, k - 1, 0] });
+  }
+  return b.squeeze(b.reduce('ReduceMax', y, [2], false), [1]);
 }
 
 /**
@@ -178,15 +194,13 @@ function kvzipScore(
     ],
     2,
   ); // [1, H, K, d]
-  const k32 = b.cast(b.squeeze(keys, [0]), 'float32'); // [H, K, d]
-  // queries [1, R, H*G, d] -> [H, G, R, d]
-  const q32 = b.cast(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 2, 0, 3]), 'float32');
-  const kT = b.unsqueeze(b.transpose(k32, [0, 2, 1]), [1]); // [H, 1, d, K]
-  const logits = b.mul(b.matmul(q32, kT), b.constant(1 / Math.sqrt(d), 'float32')); // [H, G, R, K]
+  const kT32 = b.cast(b.transpose(b.squeeze(keys, [0]), [0, 2, 1]), 'float32'); // [H, d, K]
+  // queries [1, R, H·G, d] -> [H, R·G, d]: one row per (repeat query, group member)
+  const q32 = b.cast(b.reshape(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 0, 2, 3]), [H, -1, d]), 'float32');
+  const logits = b.mul(b.matmul(q32, kT32), b.constant(1 / Math.sqrt(d), 'float32')); // [H, R·G, K]
   const probs = b.op('Softmax', [b.add(logits, s.mask)], { axis: -1 });
-  const chunkProbs = b.slice(probs, [s.prefixLen], [b.add(s.prefixLen, s.cLen)], [3]); // [H, G, R, cLen]
-  const best = b.reduce('ReduceMax', chunkProbs, [1, 2], false); // [H, cLen]
+  const best = b.slice(maxOverRows(b, probs), [s.prefixLen], [b.add(s.prefixLen, s.cLen)], [1]); // [H, cLen]
   const pad = b.sub(s.maxChunk, s.cLen);
-  const pads = b.concat([b.constant([0, 0, 0], 'int64'), b.reshape(pad, [1])], 0);
+  const pads = b.concat([b.constant([0, 0, 0], 'int64'), b.reshape(pad, [1])], 0); // [H, cLen] -> [H, C_max]
   return b.op('Pad', [best, pads]);
 }
