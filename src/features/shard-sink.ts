@@ -1,7 +1,11 @@
-// Writes shards one at a time in the background while the caller computes the next context:
-// at most one shard in flight, so host memory holds at most two contexts' features. Falls back
-// to writing in-process when no compiled worker is available (running from TypeScript sources).
+// Writes shards in the background while the caller computes the next contexts: a small pool of
+// worker threads, each writing (converting, hashing, fsyncing) one shard, so a fast GPU is not
+// held back by one core's sha256 or one file's fsync. Shards are recorded strictly in submission
+// order. Host memory is bounded: a submission waits while the shards in flight already hold
+// `maxBytesInFlight` (one shard is always allowed). Falls back to writing in-process when no
+// compiled worker is available (running from TypeScript sources).
 import { existsSync } from 'node:fs';
+import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { runShardJob, type ShardJob } from './shard-job.js';
@@ -9,39 +13,95 @@ import type { ShardInfo } from './types.js';
 
 const WORKER = new URL('./shard-worker.js', import.meta.url);
 
-export class ShardSink {
-  private worker: Worker | null;
-  private inflight: Promise<ShardInfo> | null = null;
+export interface ShardSinkOptions {
+  /** false: write in-process, in series (tests, or no compiled worker) */
+  background?: boolean;
+  /** shards written at the same time (default: 3, fewer on small hosts) */
+  workers?: number;
+  /** bytes of features the shards in flight may hold (default: a quarter of the host's RAM) */
+  maxBytesInFlight?: number;
+}
 
-  constructor(opts: { background?: boolean } = {}) {
-    const usable = (opts.background ?? true) && existsSync(fileURLToPath(WORKER));
-    this.worker = usable ? new Worker(WORKER) : null;
+/** Called in submission order once a shard is complete on disk; `seconds` = its write time. */
+export type OnShardWritten = (info: ShardInfo, seconds: number) => Promise<void>;
+
+interface Slot {
+  worker: Worker;
+  busy: boolean;
+}
+
+export function defaultShardWriters(): number {
+  return Math.max(1, Math.min(3, Math.floor(os.cpus().length / 4)));
+}
+
+export class ShardSink {
+  private readonly background: boolean;
+  private readonly maxWorkers: number;
+  private readonly maxBytes: number;
+  private readonly slots: Slot[] = [];
+  private inflight: { done: Promise<void>; bytes: number }[] = [];
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(opts: ShardSinkOptions = {}) {
+    this.background = (opts.background ?? true) && existsSync(fileURLToPath(WORKER));
+    this.maxWorkers = Math.max(1, opts.workers ?? defaultShardWriters());
+    this.maxBytes = opts.maxBytesInFlight ?? os.totalmem() / 4;
   }
 
-  /** Waits for the shard in flight (if any), then starts `job`; `onDone` runs in submission order. */
-  async submit(job: ShardJob, onDone: (info: ShardInfo) => Promise<void>): Promise<void> {
-    await this.drain();
-    const run = this.worker ? this.inWorker(job) : runShardJob(job);
-    this.inflight = run.then(async (info) => {
-      await onDone(info);
-      return info;
-    });
-    if (!this.worker) await this.inflight; // in-process: nothing to overlap with
+  /** Waits until the job may start (worker free, memory budget), then starts it. */
+  async submit(job: ShardJob, onDone: OnShardWritten): Promise<void> {
+    const bytes = [...job.hidden, ...job.scores].reduce((a, x) => a + x.byteLength, 0);
+    while (this.inflight.length > 0 && (this.inflight.length >= this.maxWorkers || this.bytesInFlight() + bytes > this.maxBytes)) {
+      await this.inflight.shift()!.done;
+    }
+    if (!this.background) {
+      const t = process.hrtime.bigint();
+      const info = await runShardJob(job);
+      await onDone(info, Number(process.hrtime.bigint() - t) / 1e9);
+      return;
+    }
+    const written = this.inWorker(this.freeSlot(), job);
+    // A failure stops every later shard from being recorded (the chain rejects from there on).
+    const recorded = Promise.all([this.tail, written]).then(([, r]) => onDone(r.info, r.seconds));
+    recorded.catch(() => undefined); // awaited by submit/drain; no unhandled-rejection noise meanwhile
+    this.tail = recorded;
+    this.inflight.push({ done: recorded, bytes });
   }
 
   /** Waits until every submitted shard is written and recorded; rethrows a failure. */
   async drain(): Promise<void> {
-    const p = this.inflight;
-    this.inflight = null;
-    if (p) await p;
+    while (this.inflight.length) await this.inflight.shift()!.done;
   }
 
-  private inWorker(job: ShardJob): Promise<ShardInfo> {
-    const w = this.worker!;
+  async close(): Promise<void> {
+    try {
+      await this.drain();
+    } finally {
+      await Promise.all(this.slots.map((s) => s.worker.terminate()));
+      this.slots.length = 0;
+    }
+  }
+
+  private bytesInFlight(): number {
+    return this.inflight.reduce((a, x) => a + x.bytes, 0);
+  }
+
+  private freeSlot(): Slot {
+    const idle = this.slots.find((s) => !s.busy);
+    if (idle) return idle;
+    const slot = { worker: new Worker(WORKER), busy: false };
+    this.slots.push(slot);
+    return slot;
+  }
+
+  private inWorker(slot: Slot, job: ShardJob): Promise<{ info: ShardInfo; seconds: number }> {
+    const w = slot.worker;
+    slot.busy = true;
     return new Promise((resolve, reject) => {
-      const onMessage = (m: { ok: boolean; info?: ShardInfo; error?: string }) => {
+      const onMessage = (m: { ok: boolean; info?: ShardInfo; seconds?: number; error?: string }) => {
         w.off('error', onError);
-        if (m.ok) resolve(m.info!);
+        slot.busy = false;
+        if (m.ok) resolve({ info: m.info!, seconds: m.seconds! });
         else reject(new Error(m.error));
       };
       const onError = (e: Error) => {
@@ -57,14 +117,5 @@ export class ShardSink {
       const transfer = [...sent.hidden, ...sent.scores].map((a) => a.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i);
       w.postMessage(sent, transfer);
     });
-  }
-
-  async close(): Promise<void> {
-    try {
-      await this.drain();
-    } finally {
-      await this.worker?.terminate();
-      this.worker = null;
-    }
   }
 }

@@ -3,8 +3,10 @@ import { parentPort } from 'node:worker_threads';
 import { runShardJob, type ShardJob } from './shard-job.js';
 
 parentPort!.on('message', async (job: ShardJob) => {
+  const t = process.hrtime.bigint();
   try {
-    parentPort!.postMessage({ ok: true, info: await runShardJob(job) });
+    const info = await runShardJob(job);
+    parentPort!.postMessage({ ok: true, info, seconds: Number(process.hrtime.bigint() - t) / 1e9 });
   } catch (e) {
     parentPort!.postMessage({ ok: false, error: (e as Error).message });
   }

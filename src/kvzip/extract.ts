@@ -14,7 +14,7 @@ import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { kvzipFeeds } from './inputs.js';
 import { scoreContext } from './score-context.js';
-import { ShardSink } from '../features/shard-sink.js';
+import { ShardSink, defaultShardWriters } from '../features/shard-sink.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -41,6 +41,8 @@ export interface ExtractOptions {
   ignoreDisk?: boolean;
   quiet?: boolean;
   plainProgress?: boolean;
+  /** shards written at the same time by background workers (default: up to 3, by CPU count) */
+  writers?: number;
   /** progress label (default "extract") */
   label?: string;
   log?: (line: string) => void;
@@ -62,8 +64,23 @@ export interface ExtractSummary {
   peakRssMiB: number;
   /** model resolution, graph build/check and session creation */
   setupSeconds: number;
-  /** per context of this run: tokens and wall seconds (scoring run + writing the shard) */
-  timings: { id: string; tokens: number; seconds: number }[];
+  /**
+   * per context of this run: tokens; wall seconds from its start to the next one's; the ONNX
+   * Runtime run (device work + output copies); waiting for a free shard writer; and the
+   * background write of its shard (conversion, Arrow, sha256, fsync), which overlaps later runs
+   */
+  timings: ContextTiming[];
+  /** sums over `timings` (where the time went) */
+  time: { run: number; waitForWriter: number; write: number; writers: number };
+}
+
+export interface ContextTiming {
+  id: string;
+  tokens: number;
+  seconds: number;
+  run: number;
+  waitForWriter: number;
+  write: number;
 }
 
 const sha256 = (b: string | Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -148,7 +165,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
 
   const session = await sessionFor(m, kind(hiddenDtype), o.device);
   const setupSeconds = (Date.now() - t0) / 1000;
-  const timings: { id: string; tokens: number; seconds: number }[] = [];
+  const timings: ContextTiming[] = [];
   const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
   const progress = createProgress({ label: o.label ?? 'extract', total: plannedTokens, unit: 'tok', quiet: o.quiet, plain: o.plainProgress });
   let interrupted = false;
@@ -159,7 +176,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
-  const sink = new ShardSink();
+  const sink = new ShardSink({ workers: o.writers });
+  const writers = o.writers ?? defaultShardWriters();
   let runTokens = 0;
   let done = 0;
   let beyondMaxPositions = 0;
@@ -175,6 +193,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       const tc = Date.now();
       const feeds = kvzipFeeds(ctx.tokenIds, prompts, { prefillChunk: o.prefillChunk, scoreChunk: o.scoreChunk });
       const res = await scoreContext(session, feeds, spec.scoredLayers.length, spec.numKvHeads);
+      const timing: ContextTiming = { id: ctx.id, tokens: ctx.tokenIds.length, seconds: 0, run: (Date.now() - tc) / 1000, waitForWriter: 0, write: NaN };
+      const tw = Date.now();
       // The shard is written in the background while the next context runs on the device;
       // the manifest records it (in order) only once it is complete on disk.
       await sink.submit(
@@ -186,10 +206,15 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
           hiddenBits: hiddenDtype === 'bfloat16' ? 'bfloat16' : 'float16',
           scores: res.scores,
         },
-        (info) => store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds }),
+        (info, seconds) => {
+          timing.write = +seconds.toFixed(3);
+          return store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds });
+        },
       );
       done++;
-      timings.push({ id: ctx.id, tokens: ctx.tokenIds.length, seconds: (Date.now() - tc) / 1000 });
+      timing.waitForWriter = (Date.now() - tw) / 1000;
+      timing.seconds = (Date.now() - tc) / 1000;
+      timings.push(timing);
       runTokens += ctx.tokenIds.length;
       doneTokens += ctx.tokenIds.length;
       const secs = (Date.now() - t0) / 1000;
@@ -220,6 +245,12 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
     setupSeconds,
     timings,
+    time: {
+      run: +timings.reduce((a, t) => a + t.run, 0).toFixed(3),
+      waitForWriter: +timings.reduce((a, t) => a + t.waitForWriter, 0).toFixed(3),
+      write: +timings.reduce((a, t) => a + (Number.isFinite(t.write) ? t.write : 0), 0).toFixed(3),
+      writers,
+    },
   };
 }
 
