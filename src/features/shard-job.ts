@@ -15,6 +15,8 @@ export interface ShardJob {
   hiddenBits: 'float16' | 'bfloat16';
   /** per scored layer: [H, T] head-major */
   scores: Float32Array[];
+  /** worker: send the hidden buffers back once written (they are recycled by the sender) */
+  returnHidden?: boolean;
 }
 
 /** Graph output (fp32, or fp16/bf16 bits) -> the store's 16-bit dtype; a no-op when they agree. */

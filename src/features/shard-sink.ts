@@ -25,6 +25,14 @@ export interface ShardSinkOptions {
 /** Called in submission order once a shard is complete on disk; `seconds` = its write time. */
 export type OnShardWritten = (info: ShardInfo, seconds: number) => Promise<void>;
 
+/**
+ * The caller's hidden arrays are views over buffers it owns whole: they travel to the writer
+ * without a copy and come back through `recycle` once the shard is written.
+ */
+export interface Recycling {
+  recycle: (buffers: ArrayBuffer[]) => void;
+}
+
 interface Slot {
   worker: Worker;
   busy: boolean;
@@ -49,7 +57,7 @@ export class ShardSink {
   }
 
   /** Waits until the job may start (worker free, memory budget), then starts it. */
-  async submit(job: ShardJob, onDone: OnShardWritten): Promise<void> {
+  async submit(job: ShardJob, onDone: OnShardWritten, recycling?: Recycling): Promise<void> {
     const bytes = [...job.hidden, ...job.scores].reduce((a, x) => a + x.byteLength, 0);
     while (this.inflight.length > 0 && (this.inflight.length >= this.maxWorkers || this.bytesInFlight() + bytes > this.maxBytes)) {
       await this.inflight.shift()!.done;
@@ -57,10 +65,11 @@ export class ShardSink {
     if (!this.background) {
       const t = process.hrtime.bigint();
       const info = await runShardJob(job);
+      recycling?.recycle(job.hidden.map((h) => h.buffer as ArrayBuffer));
       await onDone(info, Number(process.hrtime.bigint() - t) / 1e9);
       return;
     }
-    const written = this.inWorker(this.freeSlot(), job);
+    const written = this.inWorker(this.freeSlot(), job, recycling);
     // A failure stops every later shard from being recorded (the chain rejects from there on).
     const recorded = Promise.all([this.tail, written]).then(([, r]) => onDone(r.info, r.seconds));
     recorded.catch(() => undefined); // awaited by submit/drain; no unhandled-rejection noise meanwhile
@@ -94,13 +103,14 @@ export class ShardSink {
     return slot;
   }
 
-  private inWorker(slot: Slot, job: ShardJob): Promise<{ info: ShardInfo; seconds: number }> {
+  private inWorker(slot: Slot, job: ShardJob, recycling?: Recycling): Promise<{ info: ShardInfo; seconds: number }> {
     const w = slot.worker;
     slot.busy = true;
     return new Promise((resolve, reject) => {
-      const onMessage = (m: { ok: boolean; info?: ShardInfo; seconds?: number; error?: string }) => {
+      const onMessage = (m: { ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }) => {
         w.off('error', onError);
         slot.busy = false;
+        if (m.buffers && recycling) recycling.recycle(m.buffers);
         if (m.ok) resolve({ info: m.info!, seconds: m.seconds! });
         else reject(new Error(m.error));
       };
@@ -111,9 +121,10 @@ export class ShardSink {
       w.once('message', onMessage);
       w.once('error', onError);
       // Hand whole buffers over without copying (the caller must not touch them afterwards);
-      // a view into a larger buffer (e.g. Node's pool) is copied first, so nothing else moves.
+      // a view into a larger buffer (e.g. Node's pool) is copied first, so nothing else moves,
+      // unless the caller owns the whole buffer (recycling): then the view travels as it is.
       const own = <T extends Uint16Array | Float32Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
-      const sent: ShardJob = { ...job, hidden: job.hidden.map(own), scores: job.scores.map(own) };
+      const sent: ShardJob = { ...job, hidden: recycling ? job.hidden : job.hidden.map(own), scores: job.scores.map(own), returnHidden: !!recycling };
       const transfer = [...sent.hidden, ...sent.scores].map((a) => a.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i);
       w.postMessage(sent, transfer);
     });

@@ -6,8 +6,15 @@ parentPort!.on('message', async (job: ShardJob) => {
   const t = process.hrtime.bigint();
   try {
     const info = await runShardJob(job);
-    parentPort!.postMessage({ ok: true, info, seconds: Number(process.hrtime.bigint() - t) / 1e9 });
+    const buffers = returned(job);
+    parentPort!.postMessage({ ok: true, info, seconds: Number(process.hrtime.bigint() - t) / 1e9, buffers }, buffers);
   } catch (e) {
-    parentPort!.postMessage({ ok: false, error: (e as Error).message });
+    const buffers = returned(job);
+    parentPort!.postMessage({ ok: false, error: (e as Error).message, buffers }, buffers);
   }
 });
+
+function returned(job: ShardJob): ArrayBuffer[] {
+  if (!job.returnHidden) return [];
+  return job.hidden.map((h) => h.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i);
+}

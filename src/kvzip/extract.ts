@@ -15,6 +15,7 @@ import type { ComputeDType } from '../onnx/weights.js';
 import { kvzipFeeds } from './inputs.js';
 import { scoreContext } from './score-context.js';
 import { ShardSink, defaultShardWriters } from '../features/shard-sink.js';
+import { HiddenBuffers } from './hidden-buffers.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -177,7 +178,10 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGTERM', onSignal);
 
   const sink = new ShardSink({ workers: o.writers });
+  const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, hiddenDtype === 'bfloat16' ? 'uint16' : m.dtype === 'float32' ? 'float32' : 'float16');
   const writers = o.writers ?? defaultShardWriters();
+  // The graph writes attention inputs straight into recycled host buffers (one set per writer + one).
+  const recycling = { recycle: (b: ArrayBuffer[]) => buffers.give(b, writers + 1) };
   let runTokens = 0;
   let done = 0;
   let beyondMaxPositions = 0;
@@ -192,7 +196,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       }
       const tc = Date.now();
       const feeds = kvzipFeeds(ctx.tokenIds, prompts, { prefillChunk: o.prefillChunk, scoreChunk: o.scoreChunk });
-      const res = await scoreContext(session, feeds, spec.scoredLayers.length, spec.numKvHeads);
+      const res = await scoreContext(session, feeds, spec.scoredLayers.length, spec.numKvHeads, buffers);
       const timing: ContextTiming = { id: ctx.id, tokens: ctx.tokenIds.length, seconds: 0, run: (Date.now() - tc) / 1000, waitForWriter: 0, write: NaN };
       const tw = Date.now();
       // The shard is written in the background while the next context runs on the device;
@@ -210,6 +214,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
           timing.write = +seconds.toFixed(3);
           return store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds });
         },
+        recycling,
       );
       done++;
       timing.waitForWriter = (Date.now() - tw) / 1000;

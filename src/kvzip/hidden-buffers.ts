@@ -1,0 +1,47 @@
+// Host buffers the KVzip graph writes each context's attention inputs into (ONNX Runtime
+// pre-allocated outputs), recycled once their shard is written. Without them every context
+// costs a fresh multi-GB allocation (page faults) and a copy from ONNX Runtime's output into
+// a JavaScript buffer on the main thread (5.9 GB per 20k-token context of an 8B model).
+import type { ort } from '../runtime/session.js';
+
+export type HiddenArray = Uint16Array | Float32Array;
+
+export class HiddenBuffers {
+  private free: ArrayBuffer[][] = [];
+
+  /**
+   * @param layers scored layers (one buffer each)
+   * @param D hidden size
+   * @param type the graph's output type: uint16 (bf16 bits), float16 or float32
+   */
+  constructor(
+    private readonly layers: number,
+    private readonly D: number,
+    readonly type: 'uint16' | 'float16' | 'float32',
+  ) {}
+
+  private get bytesPerValue(): number {
+    return this.type === 'float32' ? 4 : 2;
+  }
+
+  /** Per layer a [ctxLen, D] view over a recycled buffer (or a new one when none is large enough). */
+  take(ctxLen: number): HiddenArray[] {
+    const need = ctxLen * this.D * this.bytesPerValue;
+    const i = this.free.findIndex((set) => set[0]!.byteLength >= need);
+    const set = i >= 0 ? this.free.splice(i, 1)[0]! : Array.from({ length: this.layers }, () => new ArrayBuffer(need));
+    return set.map((b) => (this.type === 'float32' ? new Float32Array(b, 0, ctxLen * this.D) : new Uint16Array(b, 0, ctxLen * this.D)));
+  }
+
+  /** Returns a set's buffers for reuse (keeps at most `keep` sets, dropping the smallest). */
+  give(buffers: ArrayBuffer[], keep = 4): void {
+    if (buffers.length !== this.layers || buffers.some((b) => b.byteLength === 0)) return; // detached or foreign
+    this.free.push(buffers);
+    this.free.sort((a, b) => b[0]!.byteLength - a[0]!.byteLength);
+    this.free.length = Math.min(this.free.length, keep);
+  }
+
+  /** ONNX Runtime fetches writing into `arrays` (outputs hidden.<s> [ctxLen, D]). */
+  fetches(arrays: HiddenArray[], ctxLen: number, tensor: typeof ort.Tensor): Record<string, ort.Tensor> {
+    return Object.fromEntries(arrays.map((a, s) => [`hidden.${s}`, new tensor(this.type, a, [ctxLen, this.D])]));
+  }
+}
