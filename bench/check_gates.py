@@ -10,7 +10,7 @@ fastkvzip run, checked the way their users will load them.
 
     python3 bench/check_gates.py --export EXPORT_DIR --store STORE [--tokens 2000] [--out result.json]
 """
-import argparse, glob, json, math, os, sys
+import argparse, glob, json, os, sys
 
 import numpy as np
 import onnxruntime as ort
@@ -19,28 +19,9 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools", "reference"))
 from read_store import read_shard_layer  # noqa: E402  (independent pyarrow reader)
+from public_gate import public_gate  # noqa: E402
 
 KEYS = {"q_proj.weight", "q_proj.bias", "k_proj.weight", "q_norm.weight", "k_norm.weight", "b", "k_base"}
-
-
-def rms(x, w):  # Qwen3RMSNorm: fp32 statistics, weight * normalized.to(input dtype)
-    dt = x.dtype
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
-    return w * h.to(dt)
-
-
-def public_gate(sd, x):  # x [T, D] in the model dtype -> [H, T] fp32
-    T = x.shape[0]
-    r = sd["q_norm.weight"].shape[-1]
-    H = sd["k_proj.weight"].shape[0] // r
-    q = rms((x @ sd["q_proj.weight"].T + sd["q_proj.bias"]).view(T, H, -1, r), sd["q_norm.weight"])
-    k = rms((x @ sd["k_proj.weight"].T).view(T, H, -1, r), sd["k_norm.weight"])
-    q = q.transpose(0, 1).transpose(-1, -2)  # H, T, r, G
-    k = k.transpose(0, 1)  # H, T, 1, r
-    logit = torch.matmul(k, q) / math.sqrt(r) + sd["b"].unsqueeze(2).float()
-    base = torch.matmul(sd["k_base"], q) / math.sqrt(r)
-    return (1 / (1 + torch.exp(base - logit).sum(2, keepdim=True))).mean(-1).squeeze(-1).float()
 
 
 def main():

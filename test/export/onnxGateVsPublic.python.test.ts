@@ -10,31 +10,15 @@ import { writeOnnxGate } from '../../src/export/onnx-gate.js';
 import { Rng } from '../../src/util/random.js';
 
 const PUBLIC_FORMULA = `
-import sys, json, math, torch
-pt, feats, out, T = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import sys, json, torch
+pt, feats, out, T, ref = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+sys.path.insert(0, ref)
+from public_gate import public_gate
 ck = torch.load(pt, weights_only=False)
-def rms(x, w):  # Qwen3RMSNorm: fp32 statistics, weight * normalized.to(input dtype)
-    dt = x.dtype
-    x = x.float()
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
-    return w * x.to(dt)
 raw = torch.frombuffer(bytearray(open(feats, 'rb').read()), dtype=torch.float32)
 L = len(ck["module"])
 x_all = raw.view(L, T, -1)
-res = []
-for l, sd in enumerate(ck["module"]):
-    dt = sd["q_proj.weight"].dtype
-    r = sd["q_norm.weight"].shape[-1]
-    H = sd["k_proj.weight"].shape[0] // r
-    x = x_all[l].to(dt)
-    q = rms((x @ sd["q_proj.weight"].T + sd["q_proj.bias"]).view(T, H, -1, r), sd["q_norm.weight"])
-    k = rms((x @ sd["k_proj.weight"].T).view(T, H, -1, r), sd["k_norm.weight"])
-    q = q.transpose(0, 1).transpose(-1, -2)  # H, T, r, G
-    k = k.transpose(0, 1)                    # H, T, 1, r
-    logit = torch.matmul(k, q) / math.sqrt(r) + sd["b"].unsqueeze(2).float()
-    base = torch.matmul(sd["k_base"], q) / math.sqrt(r)
-    s = (1 / (1 + torch.exp(base - logit).sum(2, keepdim=True))).mean(-1).squeeze(-1)  # H, T
-    res.append(s.float())
+res = [public_gate(sd, x_all[l].to(sd["q_proj.weight"].dtype)) for l, sd in enumerate(ck["module"])]
 torch.stack(res).numpy().astype("float32").tofile(out)
 print(json.dumps({"layers": L, "dtype": str(ck["module"][0]["q_proj.weight"].dtype)}))
 `;
@@ -54,7 +38,7 @@ describe.skipIf(!torchPython.ok)('exported .pt through the public formula == exp
       const feats = path.join(tmp.dir, `${modelDtype}.x`);
       dumpF32(feats, [x]);
       const out = path.join(tmp.dir, `${modelDtype}.out`);
-      runPython(tmp.dir, 'public_formula.py', PUBLIC_FORMULA, [pt, feats, out, String(T)]);
+      runPython(tmp.dir, 'public_formula.py', PUBLIC_FORMULA, [pt, feats, out, String(T), path.resolve(__dirname, '../../tools/reference')]);
       const bytes = (await import('node:fs')).readFileSync(out);
       const want = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
       // our ONNX gate runs the exported (rounded) parameters when the model is bf16: read them back from the .pt
