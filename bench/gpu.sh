@@ -70,7 +70,7 @@ for stage in "$@"; do
         --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
       rm -rf $work/store-$shape
       gpu_peak $stage-ort $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $work/store-$shape --device cuda \
-        --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 --json > "$out/$stage-ort.json" 2> "$out/$stage-ort.log"
+        --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json > "$out/$stage-ort.json" 2> "$out/$stage-ort.log"
       tail -3 "$out/$stage-ort.log"
       [ -n "${SKIP_TORCH:-}" ] || python3 bench/compare_scores.py --store $work/store-$shape --torch $work/$stage-torch-scores.npz --out "$out/$stage-compare.json" 2>&1 | tail -3
       ;;

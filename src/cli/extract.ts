@@ -75,6 +75,7 @@ export function extractCommand(): Command {
     .option('--no-resume', 'refuse to continue an existing store')
     .option('--ignore-disk-check', 'start even when the disk looks too small')
     .option('--writers <n>', 'shards written in parallel in the background (each holds one context\'s features in RAM; default: up to 3 by CPU count)', (v) => positiveInt(v, '--writers'))
+    .option('--runners <n>', 'ONNX Runtime sessions running contexts at once, each in a worker thread with its own copy of the weights on the device (2 overlaps output copies with device work; default 1)', (v) => positiveInt(v, '--runners'))
     .option('--json', 'print a JSON summary on stdout');
   addDeviceOptions(cmd);
   return cmd.action(async (o) => {
@@ -96,6 +97,7 @@ export function extractCommand(): Command {
       resume: o.resume,
       ignoreDisk: o.ignoreDiskCheck,
       writers: o.writers,
+      runners: o.runners,
     });
     if (o.json) printJson({ ...summary, recipe: { ...summary.recipe, contexts: undefined } });
     else process.stderr.write(`extracted ${summary.contexts.thisRun} context(s), ${summary.tokens.thisRun} tokens in ${summary.seconds.toFixed(1)} s (${Math.round(summary.tokensPerSecond)} tok/s; runs ${summary.time.run.toFixed(1)} s, waiting for ${summary.time.writers} shard writer(s) ${summary.time.waitForWriter.toFixed(1)} s); store: ${summary.store} (${summary.contexts.done} contexts, ${summary.tokens.total} tokens)\n`);

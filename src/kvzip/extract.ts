@@ -4,16 +4,16 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type RecipeSummary } from '../data/index.js';
+import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type RecipeSummary, type ScoringContext } from '../data/index.js';
 import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile } from '../hub/index.js';
 import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type HiddenDtype } from '../features/index.js';
-import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js';
+import { loadModel, type LoadedModel } from '../cli/model-session.js';
 import type { GraphKind } from '../onnx/index.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { kvzipFeeds } from './inputs.js';
-import { scoreContext } from './score-context.js';
+import { inProcessRunner, workerRunner, workerRunnersAvailable, type ContextRunner, type RunResult } from './context-runner.js';
 import { ShardSink, defaultShardWriters } from '../features/shard-sink.js';
 import { HiddenBuffers } from './hidden-buffers.js';
 import { createProgress } from '../util/progress.js';
@@ -44,6 +44,12 @@ export interface ExtractOptions {
   plainProgress?: boolean;
   /** shards written at the same time by background workers (default: up to 3, by CPU count) */
   writers?: number;
+  /**
+   * ONNX Runtime sessions running contexts at the same time, each in a worker thread with its
+   * own copy of the weights on the device (default 1, in-process): with 2, one context's output
+   * copies to host memory overlap the next context's device work
+   */
+  runners?: number;
   /** progress label (default "extract") */
   label?: string;
   log?: (line: string) => void;
@@ -66,8 +72,8 @@ export interface ExtractSummary {
   /** model resolution, graph build/check and session creation */
   setupSeconds: number;
   /**
-   * per context of this run: tokens; wall seconds from its start to the next one's; the ONNX
-   * Runtime run (device work + output copies); waiting for a free shard writer; and the
+   * per context of this run: tokens; wall seconds from its dispatch to its hand-over to a writer;
+   * the ONNX Runtime run (device work + output copies); waiting for a free shard writer; and the
    * background write of its shard (conversion, Arrow, sha256, fsync), which overlaps later runs
    */
   timings: ContextTiming[];
@@ -164,7 +170,18 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     }
   }
 
-  const session = await sessionFor(m, kind(hiddenDtype), o.device);
+  // Runners: one in-process session, or --runners N worker threads with a session each.
+  const runnerSpec = { modelPath: m.graphs.paths[kind(hiddenDtype)]!, device: o.device, numScored: spec.scoredLayers.length, numKvHeads: spec.numKvHeads };
+  const nRunners = o.runners ?? 1;
+  if (nRunners > 1 && !workerRunnersAvailable()) throw new UserError('--runners > 1 needs the compiled build (npm run build), not the TypeScript sources');
+  const runners: ContextRunner[] = [];
+  try {
+    for (let i = 0; i < nRunners; i++) runners.push(nRunners > 1 ? await workerRunner(runnerSpec) : await inProcessRunner(runnerSpec));
+  } catch (e) {
+    await Promise.all(runners.map((r) => r.release()));
+    await store.release();
+    throw e;
+  }
   const setupSeconds = (Date.now() - t0) / 1000;
   const timings: ContextTiming[] = [];
   const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
@@ -180,13 +197,49 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   const sink = new ShardSink({ workers: o.writers });
   const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, hiddenDtype === 'bfloat16' ? 'uint16' : m.dtype === 'float32' ? 'float32' : 'float16');
   const writers = o.writers ?? defaultShardWriters();
-  // The graph writes attention inputs straight into recycled host buffers (one set per writer + one).
-  const recycling = { recycle: (b: ArrayBuffer[]) => buffers.give(b, writers + 1) };
+  // The graph writes attention inputs straight into recycled host buffers (a set per runner and writer, + one).
+  const recycling = { recycle: (b: ArrayBuffer[]) => buffers.give(b, writers + nRunners + 1) };
   let runTokens = 0;
   let done = 0;
   let beyondMaxPositions = 0;
   let doneTokens = store.manifest.totals.tokens;
+  // Contexts in flight on the runners, oldest first; they are handed to the writers in this order.
+  const inFlight: { ctx: ScoringContext; started: number; result: Promise<RunResult> }[] = [];
+
+  const finishOldest = async () => {
+    const { ctx, started, result } = inFlight.shift()!;
+    const res = await result;
+    const timing: ContextTiming = { id: ctx.id, tokens: ctx.tokenIds.length, seconds: 0, run: +res.runSeconds.toFixed(3), waitForWriter: 0, write: NaN };
+    const tw = Date.now();
+    // The shard is written in the background while the next contexts run on the device;
+    // the manifest records it (in order) only once it is complete on disk.
+    await sink.submit(
+      {
+        storeDir: o.out,
+        contextId: ctx.id,
+        options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id },
+        hidden: res.hidden,
+        hiddenBits: hiddenDtype === 'bfloat16' ? 'bfloat16' : 'float16',
+        scores: res.scores,
+      },
+      (info, seconds) => {
+        timing.write = +seconds.toFixed(3);
+        return store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds });
+      },
+      recycling,
+    );
+    done++;
+    timing.waitForWriter = (Date.now() - tw) / 1000;
+    timing.seconds = (Date.now() - started) / 1000;
+    timings.push(timing);
+    runTokens += ctx.tokenIds.length;
+    doneTokens += ctx.tokenIds.length;
+    const secs = (Date.now() - t0) / 1000;
+    progress.update(Math.min(doneTokens, plannedTokens), { contexts: store.completed.size + 0, 'tok/s': Math.round(runTokens / secs) });
+  };
+
   try {
+    let next = 0;
     for await (const ctx of run.contexts) {
       if (interrupted) break;
       const total = prompts.prefixIds.length + ctx.tokenIds.length;
@@ -194,44 +247,23 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
         beyondMaxPositions++;
         log(`warning: ${ctx.id} has ${total} tokens, beyond the model's ${spec.maxPositions} trained positions; processing anyway (RoPE extrapolates)`);
       }
-      const tc = Date.now();
+      // Every runner busy: the oldest context (on the runner we are about to reuse) finishes first.
+      if (inFlight.length >= runners.length) await finishOldest();
       const feeds = kvzipFeeds(ctx.tokenIds, prompts, { prefillChunk: o.prefillChunk, scoreChunk: o.scoreChunk });
-      const res = await scoreContext(session, feeds, spec.scoredLayers.length, spec.numKvHeads, buffers);
-      const timing: ContextTiming = { id: ctx.id, tokens: ctx.tokenIds.length, seconds: 0, run: (Date.now() - tc) / 1000, waitForWriter: 0, write: NaN };
-      const tw = Date.now();
-      // The shard is written in the background while the next context runs on the device;
-      // the manifest records it (in order) only once it is complete on disk.
-      await sink.submit(
-        {
-          storeDir: o.out,
-          contextId: ctx.id,
-          options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id },
-          hidden: res.hidden,
-          hiddenBits: hiddenDtype === 'bfloat16' ? 'bfloat16' : 'float16',
-          scores: res.scores,
-        },
-        (info, seconds) => {
-          timing.write = +seconds.toFixed(3);
-          return store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds });
-        },
-        recycling,
-      );
-      done++;
-      timing.waitForWriter = (Date.now() - tw) / 1000;
-      timing.seconds = (Date.now() - tc) / 1000;
-      timings.push(timing);
-      runTokens += ctx.tokenIds.length;
-      doneTokens += ctx.tokenIds.length;
-      const secs = (Date.now() - t0) / 1000;
-      progress.update(Math.min(doneTokens, plannedTokens), { contexts: store.completed.size + 0, 'tok/s': Math.round(runTokens / secs) });
+      const runner = runners[next++ % runners.length]!;
+      const result = runner.run(feeds, buffers.take(ctx.tokenIds.length));
+      result.catch(() => undefined); // awaited in order by finishOldest
+      inFlight.push({ ctx, started: Date.now(), result });
     }
+    while (inFlight.length) await finishOldest();
     await sink.drain();
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     progress.stop();
+    await Promise.allSettled(inFlight.map((f) => f.result));
     await sink.close().catch(() => undefined);
-    await session.release();
+    await Promise.all(runners.map((r) => r.release()));
   }
   const summary = run.summary();
   const manifest = await store.finish(!interrupted && summary.complete);

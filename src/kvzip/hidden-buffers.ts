@@ -2,7 +2,9 @@
 // pre-allocated outputs), recycled once their shard is written. Without them every context
 // costs a fresh multi-GB allocation (page faults) and a copy from ONNX Runtime's output into
 // a JavaScript buffer on the main thread (5.9 GB per 20k-token context of an 8B model).
-import type { ort } from '../runtime/session.js';
+import { ort } from '../runtime/session.js';
+
+const { Tensor } = ort;
 
 export type HiddenArray = Uint16Array | Float32Array;
 
@@ -17,7 +19,7 @@ export class HiddenBuffers {
   constructor(
     private readonly layers: number,
     private readonly D: number,
-    readonly type: 'uint16' | 'float16' | 'float32',
+    readonly type: HiddenType,
   ) {}
 
   private get bytesPerValue(): number {
@@ -25,11 +27,12 @@ export class HiddenBuffers {
   }
 
   /** Per layer a [ctxLen, D] view over a recycled buffer (or a new one when none is large enough). */
-  take(ctxLen: number): HiddenArray[] {
+  take(ctxLen: number): HiddenTarget {
     const need = ctxLen * this.D * this.bytesPerValue;
     const i = this.free.findIndex((set) => set[0]!.byteLength >= need);
     const set = i >= 0 ? this.free.splice(i, 1)[0]! : Array.from({ length: this.layers }, () => new ArrayBuffer(need));
-    return set.map((b) => (this.type === 'float32' ? new Float32Array(b, 0, ctxLen * this.D) : new Uint16Array(b, 0, ctxLen * this.D)));
+    const arrays = set.map((b) => (this.type === 'float32' ? new Float32Array(b, 0, ctxLen * this.D) : new Uint16Array(b, 0, ctxLen * this.D)));
+    return { arrays, type: this.type };
   }
 
   /** Returns a set's buffers for reuse (keeps at most `keep` sets, dropping the smallest). */
@@ -39,9 +42,17 @@ export class HiddenBuffers {
     this.free.sort((a, b) => b[0]!.byteLength - a[0]!.byteLength);
     this.free.length = Math.min(this.free.length, keep);
   }
+}
 
-  /** ONNX Runtime fetches writing into `arrays` (outputs hidden.<s> [ctxLen, D]). */
-  fetches(arrays: HiddenArray[], ctxLen: number, tensor: typeof ort.Tensor): Record<string, ort.Tensor> {
-    return Object.fromEntries(arrays.map((a, s) => [`hidden.${s}`, new tensor(this.type, a, [ctxLen, this.D])]));
-  }
+export type HiddenType = 'uint16' | 'float16' | 'float32';
+
+/** Where a run writes its attention inputs: one [ctxLen, D] array per scored layer. */
+export interface HiddenTarget {
+  arrays: HiddenArray[];
+  type: HiddenType;
+}
+
+/** ONNX Runtime fetches writing the outputs hidden.<s> [ctxLen, D] into `t.arrays`. */
+export function hiddenFetches(t: HiddenTarget, ctxLen: number): Record<string, ort.Tensor> {
+  return Object.fromEntries(t.arrays.map((a, s) => [`hidden.${s}`, new Tensor(t.type, a, [ctxLen, a.length / ctxLen])]));
 }

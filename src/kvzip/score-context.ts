@@ -2,7 +2,7 @@
 // in the feature store's layouts.
 import { ort } from '../runtime/session.js';
 import type { KvzipFeeds } from './inputs.js';
-import type { HiddenBuffers } from './hidden-buffers.js';
+import { hiddenFetches, type HiddenTarget } from './hidden-buffers.js';
 
 export interface ContextScores {
   /** per scored layer: attention inputs [ctx_len, D], fp16 bits (Uint16Array) or fp32 */
@@ -26,14 +26,13 @@ export function feedsToTensors(f: KvzipFeeds): Record<string, ort.Tensor> {
   };
 }
 
-/** `buffers`: optional host buffers the attention inputs are written into (see HiddenBuffers). */
-export async function scoreContext(session: ort.InferenceSession, feeds: KvzipFeeds, numScored: number, numKvHeads: number, buffers?: HiddenBuffers): Promise<ContextScores> {
+/** `into`: optional host arrays the attention inputs are written into (see HiddenBuffers). */
+export async function scoreContext(session: ort.InferenceSession, feeds: KvzipFeeds, numScored: number, numKvHeads: number, into?: HiddenTarget): Promise<ContextScores> {
   const ctxLen = feeds.numTokens - feeds.prefixLen;
-  const into = buffers?.take(ctxLen);
   const out = into
-    ? await session.run(feedsToTensors(feeds), { ...buffers!.fetches(into, ctxLen, ort.Tensor), scores: null } as unknown as ort.InferenceSession.FetchesType)
+    ? await session.run(feedsToTensors(feeds), { ...hiddenFetches(into, ctxLen), scores: null } as unknown as ort.InferenceSession.FetchesType)
     : await session.run(feedsToTensors(feeds));
-  const hidden = into ?? Array.from({ length: numScored }, (_, s) => out[`hidden.${s}`]!.data as Uint16Array | Float32Array);
+  const hidden = into?.arrays ?? Array.from({ length: numScored }, (_, s) => out[`hidden.${s}`]!.data as Uint16Array | Float32Array);
   const raw = out.scores!;
   const [nPass, L, H, C] = raw.dims as number[];
   if (L !== numScored || H !== numKvHeads) throw new Error(`unexpected scores shape ${raw.dims}`);

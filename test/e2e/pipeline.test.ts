@@ -125,6 +125,16 @@ describe('sharded extraction and training resume', () => {
     expect(b.shards.map((s) => [s.contextId, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.sha256]));
   });
 
+  it('extract --runners 2 --writers 3 (two sessions in worker threads, parallel writers) equals the single-runner store', async () => {
+    const out = path.join(tmp, 'runners2');
+    const r = fkz([...EXTRACT, '--runners', '2', '--writers', '3', '--out', out, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).time.writers).toBe(3);
+    const a = await readManifest(store);
+    const b = await readManifest(out);
+    expect(b.shards.map((s) => [s.contextId, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.sha256]));
+  });
+
   it('a training killed after a checkpoint resumes to the same final gates', async () => {
     const args = ['train', '--features', store, '--steps', '400', '--batch', '256', '--threads', '1', '--eval-every', '50'];
     const full = path.join(tmp, 'train-full');
