@@ -104,6 +104,7 @@ for stage in "$@"; do
         > "$out/$stage-run.json" 2> "$out/$stage.log"
       rm -rf $work/pstore-$shape
       python3 bench/profile_summary.py $(ls -t $work/prof-$stage*.json | head -1) | tee "$out/$stage.txt"
+      gzip -c $(ls -t $work/prof-$stage*.json | head -1) > "$out/$stage-trace.json.gz" # the raw trace, for node-level questions
       ;;
     profiletrain8b)
       CUDA_LAUNCH_BLOCKING=1 FASTKVZIP_ORT_PROFILE=$work/prof-train FASTKVZIP_ORT_LOG_LEVEL=2 $FKZ train --features $work/store-qwen3-8b --out $work/pgates-8b \
