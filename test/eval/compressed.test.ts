@@ -6,7 +6,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openEvalModel, randomGates, type EvalModel } from './helpers.js';
-import { modelDir } from '../helpers/golden.js';
+import { modelDir, maxAbsDiff } from '../helpers/golden.js';
 import { StepRunner } from '../../src/runtime/step.js';
 import { compressedPrefill } from '../../src/eval/compressed-prefill.js';
 import { gateScorer, kvzipScorer, randomScorer, snapkvScorer, windowScorer, type Scorer, type ScorerDims, type ScorerName } from '../../src/eval/scorers.js';
@@ -16,13 +16,6 @@ import { scoreContext } from '../../src/kvzip/score-context.js';
 import { reconstruction } from '../../src/eval/measures.js';
 import { PUBLIC_WINDOW } from '../../src/eval/eviction.js';
 import { templateFor, reconstructionPrompts, sotuCorpus } from '../../src/data/index.js';
-
-const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-};
 
 const prompts = { prefixIds: [3, 4, 5, 6], postfixIds: [7, 8], repeatFirstIds: [9, 10, 11], repeatNextIds: [12, 13], prevPostfixTokens: 8 };
 const WIN = { ...PUBLIC_WINDOW, windowRatio: 0.05 };
@@ -55,9 +48,9 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       for (const scorer of scorers) {
         const run = await compressedPrefill({ step: m.masked, full: m.maskedFull }, spec, 'float32', prompts.prefixIds, ctx, scorer, { ratio: 1, level: 'pair', prefillChunk: 40, window: WIN });
         expect(run.kept).toBe(1);
-        expect(maxAbs(run.lastLogits, refLast)).toBe(0);
+        expect(maxAbsDiff(run.lastLogits, refLast)).toBe(0);
         const rep = await run.cache.forward(pass.ids, { logits: 'all', keepCache: false });
-        expect(maxAbs(rep.logits, refRepeat)).toBe(0);
+        expect(maxAbsDiff(rep.logits, refRepeat)).toBe(0);
         for (const sc of run.scores) for (const v of sc) expect(Number.isFinite(v)).toBe(true);
         names.push(scorer.name);
       }
@@ -77,7 +70,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       }
       const full = await compressedPrefill({ step: m.masked, full: m.maskedFull }, spec, 'float32', prompts.prefixIds, ctx, scorers[3]!, { ratio: 1, level: 'pair', prefillChunk: 40, window: WIN });
       const cut = await compressedPrefill({ step: m.masked, full: m.maskedFull }, spec, 'float32', prompts.prefixIds, ctx, scorers[3]!, { ratio: 0.3, level: 'pair', prefillChunk: 40, window: WIN });
-      expect(maxAbs(full.lastLogits, cut.lastLogits)).toBeGreaterThan(1e-5);
+      expect(maxAbsDiff(full.lastLogits, cut.lastLogits)).toBeGreaterThan(1e-5);
     });
   });
 }

@@ -10,13 +10,7 @@ import { writeModelGraphs } from '../../src/onnx/write-graphs.js';
 import { createSession, ort } from '../../src/runtime/session.js';
 import { StepRunner } from '../../src/runtime/step.js';
 import { MaskedCache } from '../../src/eval/masked-runner.js';
-
-const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-};
+import { maxAbsDiff } from '../helpers/golden.js';
 
 for (const name of ['qwen3', 'gemma3'] as const) {
   describe(`masked step graph (${name})`, () => {
@@ -40,13 +34,13 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       for (const [a, b] of [[0, 12], [12, 20], [20, 29]] as const) {
         const ref = await plain.forward(ids.slice(a, b));
         const got = await cache.forward(ids.slice(a, b), { logits: 'all' });
-        expect(maxAbs(got.logits, ref.logits!)).toBe(0);
+        expect(maxAbsDiff(got.logits, ref.logits!)).toBe(0);
       }
       const ref = await plain.forward([5]);
       const last = await cache.forward([5], { snapWindow: 4 });
       const V = spec.vocabSize;
-      expect(maxAbs(last.logits, ref.logits!.subarray(ref.logits!.length - V))).toBe(0);
-      spec.scoredLayers.forEach((l, s) => expect(maxAbs(last.attnInputs[s]!, ref.attnInputs.get(l)!)).toBe(0));
+      expect(maxAbsDiff(last.logits, ref.logits!.subarray(ref.logits!.length - V))).toBe(0);
+      spec.scoredLayers.forEach((l, s) => expect(maxAbsDiff(last.attnInputs[s]!, ref.attnInputs.get(l)!)).toBe(0));
     });
 
     it('hiding positions in every head equals removing them from the cache', async () => {
@@ -78,7 +72,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
         feeds[`past_value.${l}`] = pick(pre.raw[`present_value.${l}`]!);
       }
       const ref = await step.run(feeds);
-      expect(maxAbs(got.logits, ref.logits!.data as Float32Array)).toBeLessThan(1e-4);
+      expect(maxAbsDiff(got.logits, ref.logits!.data as Float32Array)).toBeLessThan(1e-4);
     });
 
     it('a mask on one head changes results, and only through that head', async () => {
@@ -91,9 +85,9 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       const base = await run(null);
       const h0 = await run(0);
       const h1 = await run(1);
-      expect(maxAbs(base, h0)).toBeGreaterThan(1e-4);
-      expect(maxAbs(base, h1)).toBeGreaterThan(1e-4);
-      expect(maxAbs(h0, h1)).toBeGreaterThan(1e-4);
+      expect(maxAbsDiff(base, h0)).toBeGreaterThan(1e-4);
+      expect(maxAbsDiff(base, h1)).toBeGreaterThan(1e-4);
+      expect(maxAbsDiff(h0, h1)).toBeGreaterThan(1e-4);
     });
 
     it('SnapKV window attention equals a plain-JS softmax over visible keys', async () => {
@@ -139,7 +133,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
           }
         }
       }
-      expect(maxAbs(got.snap[s]!, expected)).toBeLessThan(1e-5);
+      expect(maxAbsDiff(got.snap[s]!, expected)).toBeLessThan(1e-5);
     });
   });
 }

@@ -11,13 +11,7 @@ import { createSession } from '../../src/runtime/session.js';
 import { StepRunner } from '../../src/runtime/step.js';
 import { kvzipFeeds } from '../../src/kvzip/inputs.js';
 import { scoreContext } from '../../src/kvzip/score-context.js';
-
-const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-};
+import { maxAbsDiff } from '../helpers/golden.js';
 
 for (const name of ['qwen3', 'gemma3'] as const) {
   describe(`graph self-consistency (${name})`, () => {
@@ -37,10 +31,10 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       const b1 = await two.forward(ids.slice(0, 9));
       const b2 = await two.forward(ids.slice(9));
       const logitsB = new Float32Array([...b1.logits!, ...b2.logits!]);
-      expect(maxAbs(a.logits!, logitsB)).toBeLessThan(1e-4);
+      expect(maxAbsDiff(a.logits!, logitsB)).toBeLessThan(1e-4);
       for (let l = 0; l < spec.numLayers; l++) {
         const cat = new Float32Array([...(b1.attnInputs.get(l) as Float32Array), ...(b2.attnInputs.get(l) as Float32Array)]);
-        expect(maxAbs(a.attnInputs.get(l)!, cat)).toBeLessThan(1e-5);
+        expect(maxAbsDiff(a.attnInputs.get(l)!, cat)).toBeLessThan(1e-5);
       }
     });
 
@@ -54,7 +48,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       const full = await runner.forward([...prompts.prefixIds, ...ids]);
       spec.scoredLayers.forEach((l, s) => {
         const ref = (full.attnInputs.get(l) as Float32Array).subarray(prompts.prefixIds.length * spec.hiddenSize);
-        expect(maxAbs(res.hidden[s]!, ref)).toBeLessThan(1e-5);
+        expect(maxAbsDiff(res.hidden[s]!, ref)).toBeLessThan(1e-5);
       });
       for (const sc of res.scores) for (const v of sc) expect(v >= 0 && v <= 1).toBe(true);
     });
@@ -111,7 +105,7 @@ describe('KVzip graph scores equal a plain-JS SPEC §1 implementation', () => {
           const ref = jsScores(q, k, { R: pass.ids.length, Hq: spec.numHeads, H: spec.numKvHeads, d: spec.headDim, NR: N + pass.ids.length, P: 4, cStart: 4 + pass.start, cLen: pass.length, N });
           const got = new Float32Array(spec.numKvHeads * pass.length);
           for (let h = 0; h < spec.numKvHeads; h++) got.set(res.scores[s]!.subarray(h * res.ctxLen + pass.start, h * res.ctxLen + pass.start + pass.length), h * pass.length);
-          expect(maxAbs(got, ref)).toBeLessThan(1e-5);
+          expect(maxAbsDiff(got, ref)).toBeLessThan(1e-5);
         });
       }
     });
