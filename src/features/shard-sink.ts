@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { runShardJob, type ShardJob } from './shard-job.js';
 import type { ShardInfo } from './types.js';
+import { request, buffersOf } from '../util/worker-request.js';
 
 const WORKER = new URL('./shard-worker.js', import.meta.url);
 
@@ -103,30 +104,17 @@ export class ShardSink {
     return slot;
   }
 
-  private inWorker(slot: Slot, job: ShardJob, recycling?: Recycling): Promise<{ info: ShardInfo; seconds: number }> {
-    const w = slot.worker;
+  private async inWorker(slot: Slot, job: ShardJob, recycling?: Recycling): Promise<{ info: ShardInfo; seconds: number }> {
+    // Hand whole buffers over without copying (the caller must not touch them afterwards);
+    // a view into a larger buffer (e.g. Node's pool) is copied first, so nothing else moves,
+    // unless the caller owns the whole buffer (recycling): then the view travels as it is.
+    const own = <T extends Uint16Array | Float32Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
+    const sent: ShardJob = { ...job, hidden: recycling ? job.hidden : job.hidden.map(own), scores: job.scores.map(own), returnHidden: !!recycling };
     slot.busy = true;
-    return new Promise((resolve, reject) => {
-      const onMessage = (m: { ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }) => {
-        w.off('error', onError);
-        slot.busy = false;
-        if (m.buffers && recycling) recycling.recycle(m.buffers);
-        if (m.ok) resolve({ info: m.info!, seconds: m.seconds! });
-        else reject(new Error(m.error));
-      };
-      const onError = (e: Error) => {
-        w.off('message', onMessage);
-        reject(e);
-      };
-      w.once('message', onMessage);
-      w.once('error', onError);
-      // Hand whole buffers over without copying (the caller must not touch them afterwards);
-      // a view into a larger buffer (e.g. Node's pool) is copied first, so nothing else moves,
-      // unless the caller owns the whole buffer (recycling): then the view travels as it is.
-      const own = <T extends Uint16Array | Float32Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
-      const sent: ShardJob = { ...job, hidden: recycling ? job.hidden : job.hidden.map(own), scores: job.scores.map(own), returnHidden: !!recycling };
-      const transfer = [...sent.hidden, ...sent.scores].map((a) => a.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i);
-      w.postMessage(sent, transfer);
-    });
+    const m = await request<{ ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }>(slot.worker, sent, buffersOf([...sent.hidden, ...sent.scores]));
+    slot.busy = false;
+    if (m.buffers && recycling) recycling.recycle(m.buffers);
+    if (!m.ok) throw new Error(m.error);
+    return { info: m.info!, seconds: m.seconds! };
   }
 }

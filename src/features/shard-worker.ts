@@ -1,6 +1,7 @@
 // Worker-thread entry: runs ShardJobs posted by ShardSink (src/features/shard-sink.ts).
 import { parentPort } from 'node:worker_threads';
 import { runShardJob, type ShardJob } from './shard-job.js';
+import { buffersOf } from '../util/worker-request.js';
 
 parentPort!.on('message', async (job: ShardJob) => {
   const t = process.hrtime.bigint();
@@ -15,6 +16,5 @@ parentPort!.on('message', async (job: ShardJob) => {
 });
 
 function returned(job: ShardJob): ArrayBuffer[] {
-  if (!job.returnHidden) return [];
-  return job.hidden.map((h) => h.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i);
+  return job.returnHidden ? buffersOf(job.hidden) : [];
 }

@@ -11,6 +11,7 @@ import { scoreContext, type ContextScores } from './score-context.js';
 import type { KvzipFeeds } from './inputs.js';
 import type { HiddenTarget } from './hidden-buffers.js';
 import { UserError } from '../util/errors.js';
+import { request, buffersOf } from '../util/worker-request.js';
 
 export interface RunResult extends ContextScores {
   /** seconds inside ONNX Runtime's run (device work and output copies) */
@@ -54,26 +55,15 @@ type Reply = { ok: true; res?: RunResult } | { ok: false; error: string; userErr
 export async function workerRunner(spec: RunnerSpec): Promise<ContextRunner> {
   const worker = new Worker(WORKER);
   let busy: Promise<unknown> = Promise.resolve();
-  const call = (msg: unknown, transfer: ArrayBuffer[] = []) =>
-    new Promise<Reply>((resolve, reject) => {
-      const onMessage = (m: Reply) => {
-        worker.off('error', onError);
-        if (m.ok) resolve(m);
-        else reject(m.userError ? new UserError(m.error) : new Error(m.error));
-      };
-      const onError = (e: Error) => {
-        worker.off('message', onMessage);
-        reject(e);
-      };
-      worker.once('message', onMessage);
-      worker.once('error', onError);
-      worker.postMessage(msg, transfer);
-    });
+  const call = async (msg: unknown, transfer: ArrayBuffer[] = []) => {
+    const m = await request<Reply>(worker, msg, transfer);
+    if (!m.ok) throw m.userError ? new UserError(m.error) : new Error(m.error);
+    return m;
+  };
   await call({ kind: 'init', spec });
   return {
     run(feeds, into) {
-      const transfer = into ? into.arrays.map((a) => a.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i) : [];
-      const p = busy.then(() => call({ kind: 'run', feeds, into }, transfer)).then((r) => (r as { res: RunResult }).res);
+      const p = busy.then(() => call({ kind: 'run', feeds, into }, into ? buffersOf(into.arrays) : [])).then((r) => (r as { res: RunResult }).res);
       busy = p.catch(() => undefined);
       return p;
     },

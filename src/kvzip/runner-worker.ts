@@ -1,34 +1,28 @@
-// Worker-thread entry of a context runner (src/kvzip/context-runner.ts): owns one ONNX Runtime
-// session and runs the KVzip graph on the contexts it is sent.
+// Worker-thread entry of a context runner (src/kvzip/context-runner.ts): owns one in-process
+// runner (an ONNX Runtime session) and runs the KVzip graph on the contexts it is sent.
 import { parentPort } from 'node:worker_threads';
-import { createSession, type ort } from '../runtime/session.js';
-import { scoreContext } from './score-context.js';
-import type { RunnerSpec } from './context-runner.js';
+import { inProcessRunner, type ContextRunner, type RunnerSpec } from './context-runner.js';
 import type { KvzipFeeds } from './inputs.js';
 import type { HiddenTarget } from './hidden-buffers.js';
 import { UserError } from '../util/errors.js';
+import { buffersOf } from '../util/worker-request.js';
 
-let session: ort.InferenceSession | null = null;
-let spec: RunnerSpec | null = null;
+let runner: ContextRunner | null = null;
 
 type Msg = { kind: 'init'; spec: RunnerSpec } | { kind: 'run'; feeds: KvzipFeeds; into?: HiddenTarget } | { kind: 'release' };
 
 parentPort!.on('message', async (m: Msg) => {
   try {
     if (m.kind === 'init') {
-      spec = m.spec;
-      session = await createSession(spec.modelPath, spec.device);
+      runner = await inProcessRunner(m.spec);
       parentPort!.postMessage({ ok: true });
     } else if (m.kind === 'run') {
-      const t = process.hrtime.bigint();
-      const res = await scoreContext(session!, m.feeds, spec!.numScored, spec!.numKvHeads, m.into);
-      const runSeconds = Number(process.hrtime.bigint() - t) / 1e9;
+      const res = await runner!.run(m.feeds, m.into);
       // the hidden arrays are the caller's buffers when given (ORT's own outputs are copied instead)
-      const transfer = [...(m.into ? res.hidden : []), ...res.scores].map((a) => a.buffer as ArrayBuffer).filter((b, i, all) => all.indexOf(b) === i);
-      parentPort!.postMessage({ ok: true, res: { ...res, runSeconds } }, transfer);
+      parentPort!.postMessage({ ok: true, res }, buffersOf([...(m.into ? res.hidden : []), ...res.scores]));
     } else {
-      await session?.release();
-      session = null;
+      await runner?.release();
+      runner = null;
       parentPort!.postMessage({ ok: true });
     }
   } catch (e) {
