@@ -16,6 +16,7 @@ import { kvzipFeeds } from './inputs.js';
 import { inProcessRunner, workerRunner, workerRunnersAvailable, type ContextRunner, type RunResult } from './context-runner.js';
 import { ShardSink, defaultShardWriters } from '../features/shard-sink.js';
 import { HiddenBuffers } from './hidden-buffers.js';
+import { kvzipHiddenType } from '../onnx/kvzip-graph.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -195,7 +196,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGTERM', onSignal);
 
   const sink = new ShardSink({ workers: o.writers });
-  const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, hiddenDtype === 'bfloat16' ? 'uint16' : m.dtype === 'float32' ? 'float32' : 'float16');
+  const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipHiddenType(m.dtype, kind(hiddenDtype) === 'kvzip_bf16'));
   const writers = o.writers ?? defaultShardWriters();
   // The graph writes attention inputs straight into recycled host buffers (a set per runner and writer, + one).
   const recycling = { recycle: (b: ArrayBuffer[]) => buffers.give(b, writers + nRunners + 1) };
@@ -235,7 +236,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     runTokens += ctx.tokenIds.length;
     doneTokens += ctx.tokenIds.length;
     const secs = (Date.now() - t0) / 1000;
-    progress.update(Math.min(doneTokens, plannedTokens), { contexts: store.completed.size + 0, 'tok/s': Math.round(runTokens / secs) });
+    progress.update(Math.min(doneTokens, plannedTokens), { contexts: store.completed.size, 'tok/s': Math.round(runTokens / secs) });
   };
 
   try {

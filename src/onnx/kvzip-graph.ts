@@ -15,7 +15,7 @@
 // Outputs:
 //   hidden.<s>    [N - P, D]            attention input of scored layer s (fp16, or fp32 for fp32 graphs)
 //   scores        [n_r, L_s, H, C_max]  fp32, chunk i's scores in [:, :, :chunk_lens[i]]
-import { Graph } from './builder.js';
+import { Graph, type DType } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
 import { hiddenIoDtype } from './step-graph.js';
 import { bf16Bits } from './bf16-bits.js';
@@ -27,6 +27,11 @@ export interface KvzipGraphOptions {
   bf16Hidden?: boolean;
 }
 
+/** Type of the graph's attention-input outputs hidden.<s>: bf16 bit patterns, or fp16 (fp32 for fp32 graphs). */
+export function kvzipHiddenType(dtype: DType, bf16Hidden: boolean): 'uint16' | 'float16' | 'float32' {
+  return bf16Hidden ? 'uint16' : (hiddenIoDtype(dtype) as 'float16' | 'float32');
+}
+
 export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = { reconstruct: true }): Graph {
   const { spec, dtype } = ctx;
   const g = new Graph(opts.reconstruct ? 'fastkvzip_kvzip' : 'fastkvzip_prefill');
@@ -35,7 +40,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const layers = Array.from({ length: lastLayer + 1 }, (_, l) => l);
   const H = spec.numKvHeads;
   const d = spec.headDim;
-  const hiddenDtype = opts.bf16Hidden ? 'uint16' : hiddenIoDtype(dtype);
+  const hiddenDtype = kvzipHiddenType(dtype, !!opts.bf16Hidden);
   const toHidden = (b: Graph, x: string) => (opts.bf16Hidden ? bf16Bits(b, x) : b.cast(x, hiddenDtype));
 
   const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
