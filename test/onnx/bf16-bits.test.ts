@@ -1,12 +1,15 @@
 // The in-graph bfloat16 bit patterns equal JavaScript's round-to-nearest-even conversion, and
-// the bf16 KVzip graph returns exactly the fp32 graph's attention inputs rounded to bf16.
+// the bf16 KVzip graph returns exactly the fp32 graph's attention inputs rounded to bf16, through
+// a CPU-only identity so that on CUDA they leave the device via pinned memory.
 import { describe, it, expect } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { mkdtempSync } from 'node:fs';
+import onnxProto from 'onnx-proto';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Graph, encodeModel } from '../../src/onnx/builder.js';
 import { bf16Bits } from '../../src/onnx/bf16-bits.js';
+import { viaPinnedHost } from '../../src/onnx/kvzip-graph.js';
 import { f32ArrayToBf16 } from '../../src/util/half.js';
 import { Rng } from '../../src/util/random.js';
 import { golden, modelDir } from '../helpers/golden.js';
@@ -40,7 +43,29 @@ describe('bf16Bits', () => {
   });
 });
 
+describe('viaPinnedHost', () => {
+  it('is the identity on every uint16 value', async () => {
+    const g = new Graph('pinned');
+    g.output(viaPinnedHost(g, g.input('x', 'uint16', ['n'])), 'y', 'uint16', ['n']);
+    const s = await ort.InferenceSession.create(encodeModel(g));
+    const x = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const y = (await s.run({ x: new ort.Tensor('uint16', x, [x.length]) })).y!.data as Uint16Array;
+    expect(Buffer.from(y.buffer, y.byteOffset, y.byteLength).equals(Buffer.from(x.buffer))).toBe(true);
+  });
+});
+
 describe('kvzip_bf16 graph', () => {
+  it('produces every attention-input output with the CPU-only BitwiseAnd (pinned-memory route on CUDA)', () => {
+    const model = openModel(modelDir('qwen3'));
+    const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip_bf16', 'prefill_bf16'], cacheDir: mkdtempSync(path.join(os.tmpdir(), 'fkz-pin-')) });
+    for (const kind of ['kvzip_bf16', 'prefill_bf16'] as const) {
+      const graph = onnxProto.onnx.ModelProto.decode(readFileSync(files.paths[kind]!)).graph!;
+      const hidden = graph.output!.filter((o) => o.name!.startsWith('hidden.'));
+      expect(hidden.length).toBe(model.spec.scoredLayers.length);
+      for (const o of hidden) expect(graph.node!.find((n) => n.output!.includes(o.name!))?.opType, `${kind} ${o.name}`).toBe('BitwiseAnd');
+    }
+  });
+
   it('returns the fp32 graph attention inputs rounded to bf16, bit for bit, and the same scores', async () => {
     const g = golden('qwen3');
     const model = openModel(modelDir('qwen3'));
