@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { addDeviceOptions, deviceFrom, intArg, positiveInt, printJson } from './common.js';
 import { extract, EXTRACT_DEFAULTS } from '../kvzip/extract.js';
 import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/index.js';
-import { UserError } from '../util/errors.js';
+import { UserError, SilentExit } from '../util/errors.js';
+import { shouldRelaunch, relaunch, exitWithParent } from '../util/host-malloc.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import type { HiddenDtype } from '../features/index.js';
 
@@ -79,6 +80,9 @@ export function extractCommand(): Command {
     .option('--json', 'print a JSON summary on stdout');
   addDeviceOptions(cmd);
   return cmd.action(async (o) => {
+    // on CUDA every context returns GBs of attention inputs: re-run with glibc keeping freed blocks
+    if (shouldRelaunch(o.device === 'cuda')) throw new SilentExit(await relaunch());
+    exitWithParent();
     const summary = await extract({
       model: o.model,
       revision: o.revision,

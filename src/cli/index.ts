@@ -1,6 +1,6 @@
 // fastkvzip command line: one subcommand per pipeline stage, each in its own file.
 import { Command, CommanderError } from 'commander';
-import { UserError } from '../util/errors.js';
+import { UserError, SilentExit } from '../util/errors.js';
 import { generateCommand } from './generate.js';
 import { convertCommand } from './convert.js';
 import { extractCommand } from './extract.js';
@@ -31,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode;
+    if (e instanceof SilentExit) return e.exitCode;
     if (e instanceof UserError) {
       process.stderr.write(`fastkvzip: ${e.message}\n`);
       return e.exitCode;

@@ -20,6 +20,7 @@ import { kvzipHiddenType } from '../onnx/kvzip-graph.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
+import { hostMallocReuses } from '../util/host-malloc.js';
 
 export interface ExtractOptions {
   model: string;
@@ -70,6 +71,8 @@ export interface ExtractSummary {
   manifest: Pick<FeatureManifest, 'complete' | 'totals'>;
   /** peak resident host memory of this process */
   peakRssMiB: number;
+  /** 'reuse': glibc keeps freed blocks for the next context (src/util/host-malloc.ts); else 'default' */
+  hostMalloc: 'reuse' | 'default';
   /** model resolution, graph build/check and session creation */
   setupSeconds: number;
   /**
@@ -281,6 +284,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     recipe: summary,
     manifest: { complete: manifest.complete, totals: manifest.totals },
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+    hostMalloc: hostMallocReuses() ? 'reuse' : 'default',
     setupSeconds,
     timings,
     time: {

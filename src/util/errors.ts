@@ -6,6 +6,14 @@ export class UserError extends Error {
   }
 }
 
+/** Ends a command with this exit code and nothing printed (the output came from elsewhere, e.g. a re-run). */
+export class SilentExit extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exit ${exitCode}`);
+    this.name = 'SilentExit';
+  }
+}
+
 /** `file: problem` — the shape every bad-input message takes. */
 export function fileError(file: string, problem: string): UserError {
   return new UserError(`${file}: ${problem}`);

@@ -38,6 +38,7 @@ describe('extract -> store -> train -> export (CPU, tiny model, SOTU)', () => {
     const s = JSON.parse(r.stdout);
     expect(s.contexts.done).toBe(4);
     expect(s.manifest.complete).toBe(true);
+    expect(s.hostMalloc).toBe('default'); // the re-run is for --device cuda
   });
 
   it('the reader opens it layer by layer with the documented shapes', async () => {
@@ -133,6 +134,21 @@ describe('sharded extraction and training resume', () => {
     const a = await readManifest(store);
     const b = await readManifest(out);
     expect(b.shards.map((s) => [s.contextId, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.sha256]));
+  });
+
+  it('extract re-run with glibc keeping freed blocks (FASTKVZIP_HOST_MALLOC=on; automatic with --device cuda) writes the same store', async () => {
+    const run = (args: string[]) => spawnSync(process.execPath, [BIN, ...args], { env: { ...env, FASTKVZIP_HOST_MALLOC: 'on' }, encoding: 'utf8', cwd: tmp });
+    const out = path.join(tmp, 'malloc');
+    const r = run([...EXTRACT, '--out', out, '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).hostMalloc).toBe('reuse');
+    const a = await readManifest(store);
+    const b = await readManifest(out);
+    expect(b.shards.map((s) => [s.contextId, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.sha256]));
+    // a failing run's message and exit code come through the re-run
+    const bad = run([...EXTRACT, '--data', path.join(tmp, 'missing.jsonl'), '--out', path.join(tmp, 'malloc-bad')]);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('missing.jsonl');
   });
 
   it('a training killed after a checkpoint resumes to the same final gates', async () => {
