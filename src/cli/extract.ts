@@ -66,7 +66,12 @@ export function extractCommand(): Command {
     .description('run the frozen model over a corpus and store attention inputs + exact KVzip scores (resumable)')
     .requiredOption('--model <dir|repo>', 'local HF model folder or hub repo id')
     .option('--revision <rev>', 'hub revision (branch, tag or commit)')
-    .requiredOption('--out <dir>', 'feature store directory');
+    .requiredOption('--out <dir>', 'feature store directory')
+    .addHelpText(
+      'after',
+      '\nEnvironment:\n  FASTKVZIP_HOST_MALLOC=auto|on|off  with --device cuda (auto) the command re-runs itself once with glibc keeping\n' +
+        '                                     freed memory, so each context\'s GBs of outputs are not page-faulted again (README "GPUs")',
+    );
   addRecipeOptions(cmd)
     .option('--prefill-chunk <n>', 'longest prefill chunk', (v) => positiveInt(v, '--prefill-chunk'), EXTRACT_DEFAULTS.prefillChunk)
     .option('--score-chunk <n>', 'reconstruction chunk', (v) => positiveInt(v, '--score-chunk'), EXTRACT_DEFAULTS.scoreChunk)
