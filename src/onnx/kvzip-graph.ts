@@ -136,11 +136,10 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
 
 /**
  * Identity on uint16 that only the CPU execution provider implements (BitwiseAnd with 0xFFFF).
- * A graph output computed on CUDA is copied by ONNX Runtime into the caller's pageable host
- * buffer (about 1.3 GB/s on the H200 machine: 4.5 s of an 8B model's 5.9 GB per 20k-token
- * context). A CPU node's input is instead brought over by a MemcpyToHost node into CUDA-pinned
- * memory, which moves at full PCIe speed, and the CPU node then writes the caller's buffer.
- * Give `name` when the result is a graph output.
+ * A graph output computed on CUDA is copied by ONNX Runtime straight into a pageable host buffer;
+ * a CPU node's input instead arrives through a MemcpyToHost node in CUDA-pinned memory (DMA at
+ * full speed), and the CPU node then writes the output. On an H200 this took a 0.6B-shaped 20k
+ * context from 2.48 to 2.08 s (BENCHMARKS.md). Give `name` when the result is a graph output.
  */
 export function viaPinnedHost(g: Graph, x: string, name?: string): string {
   // named like the graph output it feeds, so no (CUDA) Identity sits between it and the caller
