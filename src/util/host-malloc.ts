@@ -6,6 +6,7 @@
 // output costs 1.8 s of faults on the 2-core VM, 0.11 s once the pages are reused). glibc reads
 // its malloc tunables only at process start, so the command re-runs itself once with them set.
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 
 /** glibc malloc: never mmap, never trim, so freed output blocks are reused in place. */
 export const REUSE_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4611686018427387904';
@@ -32,7 +33,8 @@ export function relaunchEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proces
  * on, and the exit code (or signal) becomes ours. Resolves to the child's exit code.
  */
 export function relaunch(): Promise<number> {
-  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: relaunchEnv() });
+  // its own process group: a terminal's Ctrl-C reaches the child once, through us, not twice
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: relaunchEnv(), detached: true });
   const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as NodeJS.Signals[]).map((sig) => [sig, forward(sig)] as const);
   for (const [sig, h] of handlers) process.on(sig, h);
@@ -40,7 +42,7 @@ export function relaunch(): Promise<number> {
     child.once('error', reject);
     child.once('exit', (code, signal) => {
       for (const [sig, h] of handlers) process.off(sig, h);
-      resolve(code ?? 128 + (signal === 'SIGINT' ? 2 : signal === 'SIGKILL' ? 9 : 15));
+      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });
 }

@@ -151,6 +151,31 @@ describe('sharded extraction and training resume', () => {
     expect(bad.stderr).toContain('missing.jsonl');
   });
 
+  it('Ctrl-C (SIGINT to the parent) stops the re-run gracefully with 130, and a rerun completes the same store', async () => {
+    const out = path.join(tmp, 'malloc-int');
+    const menv = { ...env, FASTKVZIP_HOST_MALLOC: 'on' };
+    const child = spawn(process.execPath, [BIN, ...EXTRACT, '--out', out], { env: menv, cwd: tmp, stdio: 'ignore' });
+    const code = await new Promise<number | null>((resolve) => {
+      const t = setInterval(() => {
+        if (existsSync(path.join(out, 'manifest.json'))) {
+          clearInterval(t);
+          child.kill('SIGINT');
+        }
+      }, 10);
+      child.on('exit', (c) => {
+        clearInterval(t);
+        resolve(c);
+      });
+    });
+    expect(code).toBe(130);
+    expect((await readManifest(out)).complete).toBe(false);
+    const r = spawnSync(process.execPath, [BIN, ...EXTRACT, '--out', out, '--json'], { env: menv, encoding: 'utf8', cwd: tmp });
+    expect(r.status, r.stderr).toBe(0);
+    const a = await readManifest(store);
+    const b = await readManifest(out);
+    expect(b.shards.map((s) => [s.contextId, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.sha256]));
+  });
+
   it('a training killed after a checkpoint resumes to the same final gates', async () => {
     const args = ['train', '--features', store, '--steps', '400', '--batch', '256', '--threads', '1', '--eval-every', '50'];
     const full = path.join(tmp, 'train-full');
