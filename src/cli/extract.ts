@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import { addDeviceOptions, deviceFrom, intArg, positiveInt, printJson } from './common.js';
 import { extract, EXTRACT_DEFAULTS } from '../kvzip/extract.js';
 import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/index.js';
-import { UserError, SilentExit } from '../util/errors.js';
-import { shouldRelaunch, relaunch, exitWithParent } from '../util/host-malloc.js';
+import { UserError } from '../util/errors.js';
+import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import type { HiddenDtype } from '../features/index.js';
 
@@ -86,8 +86,7 @@ export function extractCommand(): Command {
   addDeviceOptions(cmd);
   return cmd.action(async (o) => {
     // on CUDA every context returns GBs of attention inputs: re-run with glibc keeping freed blocks
-    if (shouldRelaunch(o.device === 'cuda')) throw new SilentExit(await relaunch());
-    exitWithParent();
+    await reuseFreedHostMemory(o.device === 'cuda');
     const summary = await extract({
       model: o.model,
       revision: o.revision,

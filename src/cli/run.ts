@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import * as path from 'node:path';
 import { printJson, intArg } from './common.js';
 import { loadConfig, listPresets, type PipelineConfig } from '../config.js';
+import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import { extract, type ExtractSummary } from '../kvzip/extract.js';
 import { train, type TrainSummary } from '../gate/train.js';
 import { exportTrained, type ExportResult } from './export.js';
@@ -103,6 +104,8 @@ export function runCommand(): Command {
     .option('--json', 'print the JSON summary on stdout')
     .action(async (o) => {
       const config = loadConfig(o.config);
+      // its extraction on CUDA returns GBs per context, as `extract --device cuda` does
+      await reuseFreedHostMemory((o.device ?? config.extract.device) === 'cuda');
       const out = path.resolve(o.out ?? path.join('runs', config.name));
       const s = await runPipeline({ config, out, device: o.device, threads: o.threads, quiet: o.quiet });
       if (o.json) return printJson(s);

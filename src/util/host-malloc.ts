@@ -7,6 +7,7 @@
 // its malloc tunables only at process start, so the command re-runs itself once with them set.
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
+import { SilentExit } from './errors.js';
 
 /** glibc malloc: never mmap, never trim, so freed output blocks are reused in place. */
 export const REUSE_TUNABLES = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4611686018427387904';
@@ -59,4 +60,14 @@ export function exitWithParent(env: NodeJS.ProcessEnv = process.env): void {
   setInterval(() => {
     if (process.ppid !== parent) process.exit(137);
   }, 500).unref();
+}
+
+/**
+ * First thing in a command whose runs return GBs of host outputs (`wanted`: on CUDA): re-run with
+ * REUSE_TUNABLES when shouldRelaunch says so (throws SilentExit with the re-run's exit code);
+ * in the re-run itself, follow the parent.
+ */
+export async function reuseFreedHostMemory(wanted: boolean): Promise<void> {
+  if (shouldRelaunch(wanted)) throw new SilentExit(await relaunch());
+  exitWithParent();
 }
