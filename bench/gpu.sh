@@ -7,7 +7,8 @@
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
 # Environment: EXTRACT_FLAGS (extra `extract` flags, e.g. "--runners 2"), EXTRACT_CONTEXTS (contexts
 # per extract stage), STORE_ROOT (where stores go; default the disk), KEEP_STORE (keep a store put
-# under STORE_ROOT), SKIP_TORCH (fastkvzip side only), TORCH_TRAIN_STEPS.
+# under STORE_ROOT), SKIP_TORCH (fastkvzip side only), TORCH_TRAIN_STEPS, TORCH_SCORE_DTYPES (the
+# reference's score precisions to time, default "tf32,bf16": see bench/torch_extract.py).
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
 set -uo pipefail
@@ -57,7 +58,7 @@ for stage in "$@"; do
     smoke|host)
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
       df -h / /dev/shm | tee -a "$out/gpu.txt"
-      { nproc; free -g; lscpu | grep -E 'Model name|^CPU\(s\)'; } >> "$out/gpu.txt"
+      { nproc; free -g; lscpu | grep -E 'Model name|^CPU\(s\)'; ldd --version | head -1; echo "THP $(cat /sys/kernel/mm/transparent_hugepage/enabled)"; } >> "$out/gpu.txt"
       # the feature store's disk: sequential write with fsync (what a shard write ends with)
       dd if=/dev/zero of=$work/ddtest bs=16M count=256 conv=fdatasync 2>&1 | tail -1 | tee "$out/disk.txt"; rm -f $work/ddtest
       node -e "const c=require('crypto');const b=Buffer.alloc(1<<30,7);let t=process.hrtime.bigint();c.createHash('sha256').update(b).digest();console.log('sha256 GB/s',(1.074/(Number(process.hrtime.bigint()-t)/1e9)).toFixed(2))" | tee -a "$out/disk.txt"
@@ -74,7 +75,7 @@ for stage in "$@"; do
       make_model $shape $models/$shape 2>&1 | tail -2
       [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
       [ -n "${SKIP_TORCH:-}" ] || gpu_peak $stage-torch python3 bench/torch_extract.py --model $models/$shape --docs $work/docs20k.jsonl --contexts $n \
-        --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
+        --score-dtype ${TORCH_SCORE_DTYPES:-tf32,bf16} --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
       rm -rf $work/store-$shape $stores/store-$shape
       gpu_peak $stage-ort $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape --device cuda \
         --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json > "$out/$stage-ort.json" 2> "$out/$stage-ort.log"
