@@ -111,7 +111,12 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const fwd: ForwardInputs = { positions, ...gqaLengths(b, numTokens, R), rope: new Map() };
     const cStart = b.gather(chunkStarts, i, 0);
     const cLen = b.gather(chunkLens, i, 0);
-    const mask = reducedCausalMask(b, prefixLen, cLen, R, spec.numHeads / H); // [R·G, P + cLen + R], 0 or -inf
+    const keyCount = b.add(b.add(prefixLen, cLen), R); // P + cLen + R reduced keys ...
+    const align = b.constant(KEY_ALIGN, 'int64');
+    const paddedKeyCount = b.mul(b.div(b.add(keyCount, b.sub(align, b.constant(1, 'int64'))), align), align); // ... rounded up
+    const mask = reducedCausalMask(b, prefixLen, cLen, R, paddedKeyCount, spec.numHeads / H); // [R·G, K_pad], 0 or -inf
+    const keyPadShape = b.concat([b.constant([1, H], 'int64'), b.reshape(b.sub(paddedKeyCount, keyCount), [1]), b.constant([d], 'int64')], 0);
+    const keyPad = b.op('Expand', [b.cast(b.constant(0, 'float32'), dtype), keyPadShape]); // zero keys [1, H, K_pad - K, d]
     let h = makeEmbedding(b, ctx, ids);
     const layerScores: string[] = [];
     for (const l of layers) {
@@ -120,7 +125,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       if (scored.includes(l)) {
         layerScores.push(
           b.within(`score.${l}`, () =>
-            kvzipScore(b, ctx, out.query, out.presentKey, { prefixLen, cStart, cLen, numTokens, R, mask, maxChunk }),
+            kvzipScore(b, ctx, out.query, out.presentKey, { prefixLen, cStart, cLen, numTokens, R, mask, keyPad, maxChunk }),
           ),
         );
       }
@@ -160,17 +165,23 @@ function withDummyCarry(body: Graph): Graph {
 }
 
 /**
- * Additive mask [R·G, K] over the reduced key set [prefix | chunk | repeat], one row per
- * (repeat query r, group member g) in that order: prefix and chunk keys are always visible;
- * query r sees repeat keys 0..r (causal inside the repeat block).
+ * The reduced key set is padded with zero keys to a multiple of this many, so the rows of the
+ * fp32 logits stay 128-byte aligned for the GEMM, the mask add, Softmax and MaxPool kernels; the
+ * mask hides the padding.
  */
-function reducedCausalMask(b: Graph, prefixLen: string, cLen: string, R: string, G: number): string {
+const KEY_ALIGN = 32;
+
+/**
+ * Additive mask [R·G, width] over the reduced key set [prefix | chunk | repeat | padding], one
+ * row per (repeat query r, group member g) in that order: prefix and chunk keys are always
+ * visible; query r sees repeat keys 0..r (causal inside the repeat block); padding is hidden.
+ */
+function reducedCausalMask(b: Graph, prefixLen: string, cLen: string, R: string, width: string, G: number): string {
   const visibleBefore = b.add(prefixLen, cLen);
-  const width = b.add(visibleBefore, R);
-  const cols = b.op('Range', [b.constant(0, 'int64'), width, b.constant(1, 'int64')]); // [K]
+  const cols = b.op('Range', [b.constant(0, 'int64'), width, b.constant(1, 'int64')]); // [width]
   const rowQuery = b.div(b.op('Range', [b.constant(0, 'int64'), b.mul(R, b.constant(G, 'int64')), b.constant(1, 'int64')]), b.constant(G, 'int64')); // [R·G]: r of each row
-  const repeatCol = b.sub(b.unsqueeze(cols, [0]), visibleBefore); // [1, K]: key index inside the repeat block
-  const hidden = b.op('Greater', [repeatCol, b.unsqueeze(rowQuery, [1])]); // [R·G, K]
+  const repeatCol = b.sub(b.unsqueeze(cols, [0]), visibleBefore); // [1, width]: key index inside the repeat block
+  const hidden = b.op('Greater', [repeatCol, b.unsqueeze(rowQuery, [1])]); // [R·G, width]
   return b.op('Where', [hidden, b.constant(-Infinity, 'float32'), b.constant(0, 'float32')]);
 }
 
@@ -199,7 +210,7 @@ function kvzipScore(
   ctx: DecoderContext,
   query: string, // [1, R, Hq, d]
   presentKey: string, // [1, H, N + R, d]
-  s: { prefixLen: string; cStart: string; cLen: string; numTokens: string; R: string; mask: string; maxChunk: string },
+  s: { prefixLen: string; cStart: string; cLen: string; numTokens: string; R: string; mask: string; keyPad: string; maxChunk: string },
 ): string {
   const { spec } = ctx;
   const H = spec.numKvHeads;
@@ -210,13 +221,14 @@ function kvzipScore(
       b.slice(presentKey, [0], [s.prefixLen], [2]),
       b.slice(presentKey, [s.cStart], [b.add(s.cStart, s.cLen)], [2]),
       b.slice(presentKey, [s.numTokens], [b.add(s.numTokens, s.R)], [2]),
+      s.keyPad,
     ],
     2,
-  ); // [1, H, K, d]
-  const kT32 = b.cast(b.transpose(b.squeeze(keys, [0]), [0, 2, 1]), 'float32'); // [H, d, K]
+  ); // [1, H, K_pad, d]
+  const kT32 = b.cast(b.transpose(b.squeeze(keys, [0]), [0, 2, 1]), 'float32'); // [H, d, K_pad]
   // queries [1, R, H·G, d] -> [H, R·G, d]: one row per (repeat query, group member)
   const q32 = b.cast(b.reshape(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 0, 2, 3]), [H, -1, d]), 'float32');
-  const logits = b.mul(b.matmul(q32, kT32), b.constant(1 / Math.sqrt(d), 'float32')); // [H, R·G, K]
+  const logits = b.mul(b.matmul(q32, kT32), b.constant(1 / Math.sqrt(d), 'float32')); // [H, R·G, K_pad]
   const probs = b.op('Softmax', [b.add(logits, s.mask)], { axis: -1 });
   const best = b.slice(maxOverRows(b, probs), [s.prefixLen], [b.add(s.prefixLen, s.cLen)], [1]); // [H, cLen]
   const pad = b.sub(s.maxChunk, s.cLen);
