@@ -197,7 +197,11 @@ export class Graph {
       v.every((e) => typeof e === 'number')
         ? this.constant(v as number[], 'int64', undefined, 'idx')
         : this.concat(v.map((e) => (typeof e === 'number' ? this.constant([e], 'int64', undefined, 'idx') : this.reshape(e, [1]))), 0);
-    return this.op('Slice', [x, vec(starts), vec(ends), this.constant(axes, 'int64', undefined, 'axes')]);
+    return this.sliceVec(x, vec(starts), vec(ends), axes);
+  }
+  /** Slice with start/end already built as 1-D int64 tensors (share them between many slices). */
+  sliceVec(x: string, starts: string, ends: string, axes: number[]) {
+    return this.op('Slice', [x, starts, ends, this.constant(axes, 'int64', undefined, 'axes')]);
   }
   reduce(op: 'ReduceMax' | 'ReduceSum' | 'ReduceMean', x: string, axes: number[], keepdims = true) {
     return this.op(op, [x, this.constant(axes, 'int64', undefined, 'axes')], { keepdims: keepdims ? 1 : 0 });

@@ -117,6 +117,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const mask = reducedCausalMask(b, prefixLen, cLen, R, paddedKeyCount, spec.numHeads / H); // [R·G, K_pad], 0 or -inf
     const keyPadShape = b.concat([b.constant([1, H], 'int64'), b.reshape(b.sub(paddedKeyCount, keyCount), [1]), b.constant([d], 'int64')], 0);
     const keyPad = b.op('Expand', [b.cast(b.constant(0, 'float32'), dtype), keyPadShape]); // zero keys [1, H, K_pad - K, d]
+    const bounds = scoreBounds(b, { prefixLen, cStart, cLen, numTokens, R, maxChunk });
     let h = makeEmbedding(b, ctx, ids);
     const layerScores: string[] = [];
     for (const l of layers) {
@@ -125,7 +126,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       if (scored.includes(l)) {
         layerScores.push(
           b.within(`score.${l}`, () =>
-            kvzipScore(b, ctx, out.query, out.presentKey, { prefixLen, cStart, cLen, numTokens, R, mask, keyPad, maxChunk }),
+            kvzipScore(b, ctx, out.query, out.presentKey, { mask, keyPad, bounds }),
           ),
         );
       }
@@ -201,6 +202,43 @@ export function maxOverRows(b: Graph, x: string): string {
 }
 
 /**
+ * The index vectors every scored layer slices and pads with, built once per reconstruction pass.
+ * ONNX Runtime reads Slice bounds and Pad amounts on the host; computed per layer, each would be
+ * a separate device value and a synchronising copy to the host (≈ 8 per layer and pass: 2,600 per
+ * 8B context in the session-4 profile).
+ */
+interface ScoreBounds {
+  /** [P]: end of the prefix keys, start of the context-chunk scores */
+  prefixEnd: string;
+  /** [cStart], [cStart + cLen]: the context chunk's keys in the cache */
+  chunkStart: string;
+  chunkEnd: string;
+  /** [N], [N + R]: the repeat keys */
+  repeatStart: string;
+  repeatEnd: string;
+  /** [P + cLen]: end of the chunk's columns in the reduced key set */
+  chunkColumnsEnd: string;
+  /** Pad amounts [H, cLen] -> [H, C_max] */
+  scorePads: string;
+}
+
+function scoreBounds(
+  b: Graph,
+  s: { prefixLen: string; cStart: string; cLen: string; numTokens: string; R: string; maxChunk: string },
+): ScoreBounds {
+  const vec = (x: string) => b.reshape(x, [1]);
+  return {
+    prefixEnd: vec(s.prefixLen),
+    chunkStart: vec(s.cStart),
+    chunkEnd: vec(b.add(s.cStart, s.cLen)),
+    repeatStart: vec(s.numTokens),
+    repeatEnd: vec(b.add(s.numTokens, s.R)),
+    chunkColumnsEnd: vec(b.add(s.prefixLen, s.cLen)),
+    scorePads: b.concat([b.constant([0, 0, 0], 'int64'), vec(b.sub(s.maxChunk, s.cLen))], 0),
+  };
+}
+
+/**
  * score[h, j] = max over the G query heads of KV head h and over repeat queries of
  * softmax_{prefix ∪ chunk ∪ repeat}(q·k/√d)[j], for j in the chunk; fp32 throughout.
  * Returns [H, C_max] (zero padded past the chunk length).
@@ -210,7 +248,7 @@ function kvzipScore(
   ctx: DecoderContext,
   query: string, // [1, R, Hq, d]
   presentKey: string, // [1, H, N + R, d]
-  s: { prefixLen: string; cStart: string; cLen: string; numTokens: string; R: string; mask: string; keyPad: string; maxChunk: string },
+  s: { mask: string; keyPad: string; bounds: ScoreBounds },
 ): string {
   const { spec } = ctx;
   const H = spec.numKvHeads;
@@ -218,9 +256,9 @@ function kvzipScore(
   const d = spec.headDim;
   const keys = b.concat(
     [
-      b.slice(presentKey, [0], [s.prefixLen], [2]),
-      b.slice(presentKey, [s.cStart], [b.add(s.cStart, s.cLen)], [2]),
-      b.slice(presentKey, [s.numTokens], [b.add(s.numTokens, s.R)], [2]),
+      b.sliceVec(presentKey, b.constant([0], 'int64', undefined, 'idx'), s.bounds.prefixEnd, [2]),
+      b.sliceVec(presentKey, s.bounds.chunkStart, s.bounds.chunkEnd, [2]),
+      b.sliceVec(presentKey, s.bounds.repeatStart, s.bounds.repeatEnd, [2]),
       s.keyPad,
     ],
     2,
@@ -230,8 +268,6 @@ function kvzipScore(
   const q32 = b.cast(b.reshape(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 0, 2, 3]), [H, -1, d]), 'float32');
   const logits = b.mul(b.matmul(q32, kT32), b.constant(1 / Math.sqrt(d), 'float32')); // [H, R·G, K_pad]
   const probs = b.op('Softmax', [b.add(logits, s.mask)], { axis: -1 });
-  const best = b.slice(maxOverRows(b, probs), [s.prefixLen], [b.add(s.prefixLen, s.cLen)], [1]); // [H, cLen]
-  const pad = b.sub(s.maxChunk, s.cLen);
-  const pads = b.concat([b.constant([0, 0, 0], 'int64'), b.reshape(pad, [1])], 0); // [H, cLen] -> [H, C_max]
-  return b.op('Pad', [best, pads]);
+  const best = b.sliceVec(maxOverRows(b, probs), s.bounds.prefixEnd, s.bounds.chunkColumnsEnd, [1]); // [H, cLen]
+  return b.op('Pad', [best, s.bounds.scorePads]); // [H, C_max]
 }
