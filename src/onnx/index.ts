@@ -13,7 +13,7 @@ import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 
 /** Bump when graph code changes in a way that changes the files. */
-export const BUILDER_VERSION = '5';
+export const BUILDER_VERSION = '6';
 
 export { writeModelGraphs, type GraphFiles, type GraphKind };
 

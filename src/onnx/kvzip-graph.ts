@@ -107,17 +107,19 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
     const R = b.gather(repeatLens, i, 0);
     const ids = b.unsqueeze(b.slice(b.gather(repeatIds, i, 0), [0], [R], [0]), [0]); // [1, R]
-    const positions = b.unsqueeze(b.op('Range', [numTokens, b.add(numTokens, R), b.constant(1, 'int64')]), [0]);
+    const repeatEnd = b.add(numTokens, R); // the pass's tokens sit at cache positions [N, N + R)
+    const positions = b.unsqueeze(b.op('Range', [numTokens, repeatEnd, b.constant(1, 'int64')]), [0]);
     const fwd: ForwardInputs = { positions, ...gqaLengths(b, numTokens, R), rope: new Map() };
     const cStart = b.gather(chunkStarts, i, 0);
     const cLen = b.gather(chunkLens, i, 0);
-    const keyCount = b.add(b.add(prefixLen, cLen), R); // P + cLen + R reduced keys ...
+    const visibleBefore = b.add(prefixLen, cLen); // prefix and chunk keys: visible to every repeat query
+    const keyCount = b.add(visibleBefore, R); // P + cLen + R reduced keys ...
     const align = b.constant(KEY_ALIGN, 'int64');
     const paddedKeyCount = b.mul(b.div(b.add(keyCount, b.sub(align, b.constant(1, 'int64'))), align), align); // ... rounded up
-    const mask = reducedCausalMask(b, prefixLen, cLen, R, paddedKeyCount, spec.numHeads / H); // [R·G, K_pad], 0 or -inf
+    const mask = reducedCausalMask(b, visibleBefore, R, paddedKeyCount, spec.numHeads / H); // [R·G, K_pad], 0 or -inf
     const keyPadShape = b.concat([b.constant([1, H], 'int64'), b.reshape(b.sub(paddedKeyCount, keyCount), [1]), b.constant([d], 'int64')], 0);
     const keyPad = b.op('Expand', [b.cast(b.constant(0, 'float32'), dtype), keyPadShape]); // zero keys [1, H, K_pad - K, d]
-    const bounds = scoreBounds(b, { prefixLen, cStart, cLen, numTokens, R, maxChunk });
+    const bounds = scoreBounds(b, { prefixLen, cStart, cLen, numTokens, repeatEnd, visibleBefore, maxChunk });
     let h = makeEmbedding(b, ctx, ids);
     const layerScores: string[] = [];
     for (const l of layers) {
@@ -177,8 +179,7 @@ const KEY_ALIGN = 32;
  * row per (repeat query r, group member g) in that order: prefix and chunk keys are always
  * visible; query r sees repeat keys 0..r (causal inside the repeat block); padding is hidden.
  */
-function reducedCausalMask(b: Graph, prefixLen: string, cLen: string, R: string, width: string, G: number): string {
-  const visibleBefore = b.add(prefixLen, cLen);
+function reducedCausalMask(b: Graph, visibleBefore: string, R: string, width: string, G: number): string {
   const cols = b.op('Range', [b.constant(0, 'int64'), width, b.constant(1, 'int64')]); // [width]
   const rowQuery = b.div(b.op('Range', [b.constant(0, 'int64'), b.mul(R, b.constant(G, 'int64')), b.constant(1, 'int64')]), b.constant(G, 'int64')); // [R·G]: r of each row
   const repeatCol = b.sub(b.unsqueeze(cols, [0]), visibleBefore); // [1, width]: key index inside the repeat block
@@ -224,7 +225,7 @@ interface ScoreBounds {
 
 function scoreBounds(
   b: Graph,
-  s: { prefixLen: string; cStart: string; cLen: string; numTokens: string; R: string; maxChunk: string },
+  s: { prefixLen: string; cStart: string; cLen: string; numTokens: string; repeatEnd: string; visibleBefore: string; maxChunk: string },
 ): ScoreBounds {
   const vec = (x: string) => b.reshape(x, [1]);
   return {
@@ -232,8 +233,8 @@ function scoreBounds(
     chunkStart: vec(s.cStart),
     chunkEnd: vec(b.add(s.cStart, s.cLen)),
     repeatStart: vec(s.numTokens),
-    repeatEnd: vec(b.add(s.numTokens, s.R)),
-    chunkColumnsEnd: vec(b.add(s.prefixLen, s.cLen)),
+    repeatEnd: vec(s.repeatEnd),
+    chunkColumnsEnd: vec(s.visibleBefore),
     scorePads: b.concat([b.constant([0, 0, 0], 'int64'), vec(b.sub(s.maxChunk, s.cLen))], 0),
   };
 }
