@@ -30,7 +30,7 @@ export function toStoreBits(h: Uint16Array | Float32Array, bits: 'float16' | 'bf
 export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
   const writer = await openShardWriter(job.storeDir, job.contextId, job.options);
   try {
-    for (let s = 0; s < job.hidden.length; s++) await writer.writeLayer(s, toStoreBits(job.hidden[s]!, job.hiddenBits, job.options.hiddenDtype), job.scores[s]!);
+    for (let s = 0; s < job.hidden.length; s++) await writer.writeLayer(job.options.layers[s]!, toStoreBits(job.hidden[s]!, job.hiddenBits, job.options.hiddenDtype), job.scores[s]!);
     return await writer.close();
   } catch (e) {
     await writer.abort();
