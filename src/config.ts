@@ -21,7 +21,16 @@ export interface PipelineConfig {
   /** JSON file of document ids to leave out */
   excludeDocs?: string;
   recipe: Partial<RecipeOptions>;
-  extract: { prefillChunk: number; scoreChunk: number; device?: string; threads?: number; hiddenDtype?: 'float16' | 'bfloat16' };
+  extract: {
+    prefillChunk: number;
+    scoreChunk: number;
+    device?: string;
+    threads?: number;
+    hiddenDtype?: 'float16' | 'bfloat16';
+    /** "none" or "yarn:<factor>:<original positions>" (src/model/rope-override.ts) */
+    ropeOverride?: string;
+    allowLongContexts?: boolean;
+  };
   train: { steps: number; batch: number; lr: number; momentum: number; seed: number; rank: number; sinks: number; device?: string; threads?: number };
   export: { formats: ('pt' | 'safetensors' | 'onnx')[] };
 }

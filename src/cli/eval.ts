@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { addDeviceOptions, deviceFrom, floatArg, intArg, positiveInt, printJson } from './common.js';
 import { readDocList } from './extract.js';
 import { loadConfig, listPresets } from '../config.js';
+import { parseRopeOverride } from '../model/rope-override.js';
 import { evaluate, EVAL_DEFAULTS, type EvalOptions } from '../eval/evaluate.js';
 import { EVICTION_LEVELS, PUBLIC_WINDOW, type EvictionLevel } from '../eval/eviction.js';
 import { SCORER_NAMES, type ScorerName } from '../eval/scorers.js';
@@ -55,6 +56,7 @@ export function evalCommand(): Command {
     .option('--snap-window <n>', 'SnapKV observation window', (v) => positiveInt(v, '--snap-window'), EVAL_DEFAULTS.snapWindow)
     .option('--snap-kernel <n>', 'SnapKV pooling kernel (odd)', (v) => positiveInt(v, '--snap-kernel'), EVAL_DEFAULTS.snapKernel)
     .option('--template <name>', 'chat template from configs/templates.json')
+    .option('--rope-override <spec>', "run the model with another RoPE: none, or yarn:<factor>:<original positions> (default: the preset's, else none)")
     .option('--seed <n>', 'seed (pairs, random scorer)', (v) => intArg(v, '--seed'), EVAL_DEFAULTS.seed)
     .option('--notes <file>', 'markdown appended to eval.md (findings)')
     .requiredOption('--out <dir>', 'output folder (eval.json, eval.md, quality.svg)')
@@ -99,6 +101,7 @@ export function evalCommand(): Command {
       snapWindow: o.snapWindow,
       snapKernel: o.snapKernel,
       template: o.template ?? preset?.template,
+      ropeOverride: parseRopeOverride(o.ropeOverride ?? preset?.extract.ropeOverride ?? 'none'),
       seed: o.seed,
       device: deviceFrom(o),
       dtype: o.dtype as ComputeDType | undefined,

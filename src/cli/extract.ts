@@ -8,6 +8,7 @@ import { UserError } from '../util/errors.js';
 import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import type { HiddenDtype } from '../features/index.js';
+import { parseRopeOverride, QWEN3_PUBLIC_YARN } from '../model/rope-override.js';
 
 /** Document ids from a JSON file: an array, or an object with a "heldout" / "documents" array. */
 export function readDocList(file: string): string[] {
@@ -76,6 +77,8 @@ export function extractCommand(): Command {
     .option('--prefill-chunk <n>', 'longest prefill chunk', (v) => positiveInt(v, '--prefill-chunk'), EXTRACT_DEFAULTS.prefillChunk)
     .option('--score-chunk <n>', 'reconstruction chunk', (v) => positiveInt(v, '--score-chunk'), EXTRACT_DEFAULTS.scoreChunk)
     .option('--template <name>', 'chat template from configs/templates.json (default: chosen from the model)')
+    .option('--rope-override <spec>', `run the model with another RoPE: none, or yarn:<factor>:<original positions> (${QWEN3_PUBLIC_YARN} is the public extraction's Qwen3 setup: max positions 131,072); recorded in the store`, 'none')
+    .option('--allow-long-contexts', "score contexts needing more positions than the model was trained on (refused by default: RoPE extrapolates and the scores are not the model's)", false)
     .addOption(new Option('--hidden-dtype <dtype>', 'stored attention-input dtype (default: the model dtype)').choices(['float16', 'bfloat16']))
     .option('--shard <i/n>', 'process contexts with index % n == i (merge the stores afterwards)', parseShard)
     .option('--no-resume', 'refuse to continue an existing store')
@@ -101,6 +104,8 @@ export function extractCommand(): Command {
       prefillChunk: o.prefillChunk,
       scoreChunk: o.scoreChunk,
       template: o.template,
+      ropeOverride: parseRopeOverride(o.ropeOverride),
+      allowLongContexts: o.allowLongContexts,
       shard: o.shard,
       resume: o.resume,
       ignoreDisk: o.ignoreDiskCheck,

@@ -6,6 +6,7 @@ import { createSession, sessionOptions, type DeviceOptions, ort } from '../runti
 import type { ComputeDType } from '../onnx/weights.js';
 import { cacheIoDtype } from '../onnx/step-graph.js';
 import type { DType } from '../onnx/builder.js';
+import type { RopeOverride } from '../model/rope-override.js';
 
 export interface LoadedModel {
   model: OpenedModel;
@@ -25,13 +26,15 @@ export interface LoadModelOptions {
   /** graph kinds to build (or a function of the model, when the choice depends on it) */
   kinds: GraphKind[] | ((spec: OpenedModel['spec']) => GraphKind[]);
   requireTokenizer?: boolean;
+  /** run the model with this RoPE instead of its config's (part of the graphs' identity) */
+  ropeOverride?: RopeOverride | null;
   log?: (line: string) => void;
 }
 
 export async function loadModel(idOrDir: string, o: LoadModelOptions): Promise<LoadedModel> {
   sessionOptions(o.device); // a missing execution provider fails here, before any download or build
   const resolved = await resolveModel(idOrDir, { revision: o.revision });
-  const model = openModel(resolved.dir, { requireTokenizer: o.requireTokenizer ?? true });
+  const model = openModel(resolved.dir, { requireTokenizer: o.requireTokenizer ?? true, ropeOverride: o.ropeOverride });
   const dtype = o.dtype ?? defaultComputeDtype(o.device.device, model.spec.torchDtype);
   const kinds = typeof o.kinds === 'function' ? o.kinds(model.spec) : o.kinds;
   const graphs = ensureGraphs(model, { dtype, kinds, log: o.log ?? ((l) => process.stderr.write(l + '\n')) });

@@ -5,6 +5,7 @@ import { printJson, intArg } from './common.js';
 import { loadConfig, listPresets, type PipelineConfig } from '../config.js';
 import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import { extract, type ExtractSummary } from '../kvzip/extract.js';
+import { parseRopeOverride } from '../model/rope-override.js';
 import { train, type TrainSummary } from '../gate/train.js';
 import { exportTrained, type ExportResult } from './export.js';
 import { readDocList } from './extract.js';
@@ -48,6 +49,8 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     prefillChunk: c.extract.prefillChunk,
     scoreChunk: c.extract.scoreChunk,
     template: c.template,
+    ropeOverride: parseRopeOverride(c.extract.ropeOverride ?? 'none', `${c.source}: extract.ropeOverride`),
+    allowLongContexts: c.extract.allowLongContexts,
     resume: true,
     quiet: o.quiet,
     plainProgress: o.plainProgress,

@@ -7,6 +7,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { modelPrompts } from '../kvzip/prompts.js';
 import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js';
+import type { RopeOverride } from '../model/rope-override.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { hiddenIoDtype } from '../onnx/step-graph.js';
@@ -53,6 +54,8 @@ export interface EvalOptions {
   snapWindow: number;
   snapKernel: number;
   template?: string;
+  /** run the model with this RoPE instead of its config's (as the gates' store was extracted) */
+  ropeOverride?: RopeOverride | null;
   seed: number;
   device: DeviceOptions;
   dtype?: ComputeDType;
@@ -178,7 +181,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
   for (const r of o.ratios) if (!(r > 0 && r <= 1)) throw new UserError(`--ratios: every ratio must be in (0, 1] (got ${r})`);
   if (o.scorers.includes('gates') && !o.gates) throw new UserError('--gates is required for the gates scorer (or leave gates out of --scorers)');
 
-  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_masked', 'step_masked_full', 'kvzip'], log });
+  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_masked', 'step_masked_full', 'kvzip'], ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for evaluation`);
   const { template, ids: prompts, encode } = modelPrompts(tokenizer, spec, m.id, o.template);

@@ -21,6 +21,8 @@ import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { hostMallocReuses } from '../util/host-malloc.js';
+import { formatRopeOverride, QWEN3_PUBLIC_YARN, type RopeOverride } from '../model/rope-override.js';
+import type { ModelSpec } from '../model/config.js';
 
 export interface ExtractOptions {
   model: string;
@@ -38,6 +40,10 @@ export interface ExtractOptions {
   scoreChunk: number;
   /** template name from configs/templates.json (default: chosen from the model) */
   template?: string;
+  /** run the model with this RoPE instead of its config's (the public Qwen3 setup: YaRN x4 over 32,768) */
+  ropeOverride?: RopeOverride | null;
+  /** score contexts that need more positions than the model was trained on (refused by default) */
+  allowLongContexts?: boolean;
   shard?: { index: number; count: number };
   resume: boolean;
   /** skip the disk-space refusal (the estimate is still printed) */
@@ -102,7 +108,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   // bf16 stores get bf16 bit patterns straight from the graph (no per-value work on the host)
   const kind = (hd: HiddenDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
   const storeDtypeOf = (torchDtype: string): HiddenDtype => o.hiddenDtype ?? (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
-  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], log });
+  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for extraction`);
   const { template, reconstruction: rec, ids: prompts, encode } = modelPrompts(tokenizer, spec, m.id, o.template);
@@ -126,6 +132,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       G: spec.numHeads / spec.numKvHeads,
       scoredLayers: spec.scoredLayers,
       numLayers: spec.numLayers,
+      // only when set, so stores of the model's own RoPE keep the identity they always had
+      ...(o.ropeOverride ? { ropeOverride: formatRopeOverride(o.ropeOverride) } : {}),
     },
     recipe: {
       corpus: corpus.description as unknown as Record<string, string>,
@@ -149,6 +157,18 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     },
     hiddenDtype,
   };
+
+  // Contexts the recipe is certain to make (its minimum lengths) must fit the model's positions.
+  const limit = positionLimit(spec);
+  const repeatMin = prompts.repeatFirstIds.length + prompts.postfixIds.length + 1;
+  const certain = [
+    ...(recipe.catCount > 0 ? [{ what: `the concatenated contexts (--cat-min-tokens ${recipe.catMinTokens})`, tokens: recipe.catMinTokens }] : []),
+    ...(recipe.tenKCount > 0 ? [{ what: `the one-document contexts (--min-doc-tokens ${recipe.minDocTokens})`, tokens: recipe.minDocTokens }] : []),
+  ];
+  for (const c of certain) {
+    const positions = prompts.prefixIds.length + c.tokens + repeatMin;
+    if (positions > limit.positions && !o.allowLongContexts) throw longContextError(`${c.what} need at least ${positions.toLocaleString('en-US')} positions`, limit, m.id, spec);
+  }
 
   // Disk estimate before any heavy work: the budget bounds what this run can write.
   // The recipe cannot yield more than its budget, nor more than its set sizes allow.
@@ -246,14 +266,16 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     let next = 0;
     for await (const ctx of run.contexts) {
       if (interrupted) break;
-      const total = prompts.prefixIds.length + ctx.tokenIds.length;
-      if (total > spec.maxPositions) {
+      const feeds = kvzipFeeds(ctx.tokenIds, prompts, { prefillChunk: o.prefillChunk, scoreChunk: o.scoreChunk });
+      // the reconstruction passes run at positions after the whole context
+      const positions = feeds.numTokens + feeds.repeatShape[1];
+      if (positions > limit.positions) {
+        if (!o.allowLongContexts) throw longContextError(`context ${ctx.id} (${ctx.tokenIds.length.toLocaleString('en-US')} tokens) needs ${positions.toLocaleString('en-US')} positions with its prompts and reconstruction passes`, limit, m.id, spec);
         beyondMaxPositions++;
-        log(`warning: ${ctx.id} has ${total} tokens, beyond the model's ${spec.maxPositions} trained positions; processing anyway (RoPE extrapolates)`);
+        log(`warning: ${ctx.id} needs ${positions} positions, beyond ${limit.why}; processing anyway (--allow-long-contexts)`);
       }
       // Every runner busy: the oldest context (on the runner we are about to reuse) finishes first.
       if (inFlight.length >= runners.length) await finishOldest();
-      const feeds = kvzipFeeds(ctx.tokenIds, prompts, { prefillChunk: o.prefillChunk, scoreChunk: o.scoreChunk });
       const runner = runners[next++ % runners.length]!;
       const result = runner.run(feeds, buffers.take(ctx.tokenIds.length));
       result.catch(() => undefined); // awaited in order by finishOldest
@@ -297,3 +319,20 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
 }
 
 
+
+/** How many positions the model runs as it was trained (or, for DCA checkpoints, as full attention). */
+export function positionLimit(spec: ModelSpec): { positions: number; why: string } {
+  if (spec.dualChunkSize !== null && spec.dualChunkSize < spec.maxPositions) {
+    return { positions: spec.dualChunkSize, why: `the ${spec.dualChunkSize.toLocaleString('en-US')}-position chunk of its dual chunk attention, which is not implemented (within one chunk it is full attention)` };
+  }
+  return { positions: spec.maxPositions, why: `the model's ${spec.maxPositions.toLocaleString('en-US')} trained positions (max_position_embeddings)` };
+}
+
+function longContextError(what: string, limit: { positions: number; why: string }, modelId: string, spec: ModelSpec): UserError {
+  const fixes = [
+    ...(spec.family === 'qwen3' && spec.rope.type !== 'yarn' ? [`--rope-override ${QWEN3_PUBLIC_YARN} (the public extraction's Qwen3 setup)`] : []),
+    'a smaller --max-doc-tokens / --cat-min-tokens',
+    '--allow-long-contexts to score them anyway',
+  ];
+  return new UserError(`${modelId}: ${what}, beyond ${limit.why}; use ${fixes.join(', or ')}`);
+}

@@ -70,6 +70,12 @@ export interface ModelSpec {
   scoredLayers: number[];
   /** weight name prefix before "layers." / "embed_tokens" (e.g. "model." or "language_model.model.") */
   weightPrefix: string;
+  /**
+   * Qwen2.5-1M's dual_chunk_attention_config.chunk_size: DCA is not implemented (neither by
+   * transformers, which the public extraction runs), and up to this many positions it is plain
+   * full attention, so longer contexts are refused; null when the config has none
+   */
+  dualChunkSize: number | null;
 }
 
 interface FamilyQuirks {
@@ -244,6 +250,12 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
   }
   if (quirks.family !== 'gemma3' && c.hidden_act && c.hidden_act !== 'silu') throw fileError(file, `unsupported hidden_act "${c.hidden_act}"`);
 
+  refuseUnimplemented(c, quirks.family, file);
+  const dca = c.dual_chunk_attention_config;
+  if (dca !== undefined && dca !== null && !(isObject(dca) && Number.isSafeInteger(dca.chunk_size) && dca.chunk_size > 0)) {
+    throw fileError(file, '"dual_chunk_attention_config" has no positive integer "chunk_size"');
+  }
+
   return {
     family: quirks.family,
     architecture: (raw.architectures ?? [])[0] ?? '',
@@ -279,7 +291,36 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
     eosTokenIds: eos === undefined || eos === null ? [] : Array.isArray(eos) ? eos : [eos],
     scoredLayers,
     weightPrefix: isWrapper ? 'language_model.model.' : 'model.',
+    dualChunkSize: dca ? dca.chunk_size : null,
   };
+}
+
+const isObject = (v: unknown): v is Record<string, any> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * Config fields that change the model's math and that the graph builder does not implement:
+ * refused by name rather than silently ignored. (Fields that do not change the math, such as
+ * pretraining_tp's split matmuls or use_cache, are not listed.)
+ */
+function refuseUnimplemented(c: any, family: Family, file: string): void {
+  const refuse = (field: string, why: string) => {
+    throw fileError(file, `"${field}" ${why}; fastkvzip does not implement it, and ignoring it would change the model's outputs`);
+  };
+  if (Array.isArray(c.layer_types)) {
+    const bad = c.layer_types.find((t: unknown) => t !== 'full_attention' && t !== 'sliding_attention');
+    if (bad !== undefined) refuse('layer_types', `contains ${JSON.stringify(bad)} (supported: full_attention, sliding_attention)`);
+  }
+  if (family === 'qwen3' && c.use_sliding_window === true) refuse('use_sliding_window', 'is true (Qwen3 sliding-window layers)');
+  if (family === 'llama' && c.use_sliding_window === true) refuse('use_sliding_window', 'is true');
+  if (c.use_bidirectional_attention === true) refuse('use_bidirectional_attention', 'is true (bidirectional attention)');
+  if (typeof c.attention_chunk_size === 'number') refuse('attention_chunk_size', `is ${c.attention_chunk_size} (chunked local attention)`);
+  if (Array.isArray(c.no_rope_layers)) refuse('no_rope_layers', 'is set (layers without RoPE)');
+  if (c.quantization_config) refuse('quantization_config', 'is set (quantized checkpoint)');
+  for (const rp of [c.rope_scaling, c.rope_parameters, c.rope_parameters?.full_attention, c.rope_parameters?.sliding_attention]) {
+    if (!isObject(rp)) continue;
+    for (const k of ['mscale', 'mscale_all_dim', 'short_factor', 'long_factor']) if (rp[k] !== undefined && rp[k] !== null) refuse(`rope_scaling.${k}`, `is set`);
+    if (rp.truncate === false) refuse('rope_scaling.truncate', 'is false');
+  }
 }
 
 /** Read and parse `<dir>/config.json`, with errors that name the file. */

@@ -5,6 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileError } from '../util/errors.js';
 import { loadModelConfig, type ModelSpec } from './config.js';
+import { applyRopeOverride, type RopeOverride } from './rope-override.js';
 import { expectedWeights } from './expected-weights.js';
 import { openSafetensors, type SafetensorsIndex } from './safetensors/index.js';
 import { loadTokenizer, type Tokenizer } from './tokenizer.js';
@@ -14,9 +15,13 @@ export interface OpenedModel {
   spec: ModelSpec;
   weights: SafetensorsIndex;
   tokenizer: Tokenizer | null;
+  /** the RoPE the model runs with instead of its config's (null: its own) */
+  ropeOverride: RopeOverride | null;
 }
 
 export interface OpenModelOptions {
+  /** run the model with this RoPE instead of its config's (applied to `spec`) */
+  ropeOverride?: RopeOverride | null;
   /** fail when tokenizer.json is missing (default true); when false, a present one is still loaded */
   requireTokenizer?: boolean;
 }
@@ -40,7 +45,8 @@ export function openModel(dir: string, opts: OpenModelOptions = {}): OpenedModel
   if (!existsSync(abs)) throw fileError(abs, 'missing (not a model folder)');
   if (!statSync(abs).isDirectory()) throw fileError(abs, 'not a folder (a model folder holds config.json, tokenizer.json and *.safetensors)');
 
-  let spec = loadModelConfig(abs);
+  const ropeOverride = opts.ropeOverride ?? null;
+  let spec = applyRopeOverride(loadModelConfig(abs), ropeOverride);
   const weights = openSafetensors(abs);
   const prefix = detectWeightPrefix(spec, weights);
   if (prefix !== spec.weightPrefix) spec = { ...spec, weightPrefix: prefix };
@@ -74,5 +80,5 @@ export function openModel(dir: string, opts: OpenModelOptions = {}): OpenedModel
       throw fileError(tokenizer.file, `${what} token id ${id} is outside config.json's vocab_size ${spec.vocabSize}`);
     }
   }
-  return { dir: abs, spec, weights, tokenizer };
+  return { dir: abs, spec, weights, tokenizer, ropeOverride };
 }

@@ -48,6 +48,8 @@ export function graphKey(model: OpenedModel, dtype: ComputeDType): string {
   const h = createHash('sha256');
   h.update(`builder ${BUILDER_VERSION}\n${dtype}\n`);
   h.update(readFileSync(path.join(model.dir, 'config.json')));
+  // the graphs bake the RoPE tables in: an override is part of their identity
+  if (model.ropeOverride) h.update(`rope ${JSON.stringify(model.spec.rope)} ${JSON.stringify(model.spec.ropeLocal)}\n`);
   for (const f of model.weights.files) {
     const st = statSync(f);
     h.update(`${path.basename(f)} ${st.size} ${st.mtimeMs}\n`);
