@@ -46,3 +46,22 @@ export function maxAbs(a: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
   return m;
 }
+
+/** Tiny models laid out as the real hub checkpoints (tools/reference/layout_golden.py, part D). */
+export const LAYOUT_NAMES = ['qwen3-8b', 'qwen2.5-7b-instruct-1m', 'llama-3.1-8b-instruct', 'gemma-3-12b-it'] as const;
+export type LayoutName = (typeof LAYOUT_NAMES)[number];
+
+export function layoutDir(name: LayoutName): string {
+  return path.join(FIXTURES, 'layouts', name);
+}
+
+/** Largest |a - b| relative to the rounding step of a 16-bit float holding b: the store keeps fp16/bf16. */
+export function maxHalfRoundingRatio(stored: ArrayLike<number>, want: ArrayLike<number>, mantissaBits: 7 | 10): number {
+  if (stored.length !== want.length) throw new Error(`length ${stored.length} vs ${want.length}`);
+  let m = 0;
+  for (let i = 0; i < want.length; i++) {
+    const ulp = Math.max(Math.abs(want[i]!), 2 ** -14) * 2 ** -mantissaBits;
+    m = Math.max(m, Math.abs(stored[i]! - want[i]!) / ulp);
+  }
+  return m;
+}

@@ -205,7 +205,7 @@ def record_attn_inputs(model, layers):
 @contextlib.contextmanager
 def record_rope(model):
     """Wrap the modeling module's apply_rotary_pos_emb; record (q, k, cos) after RoPE, in call order."""
-    mod = sys.modules[type(model).__module__]
+    mod = sys.modules[getattr(model, "rope_module", type(model).__module__)]
     orig = getattr(mod, "apply_rotary_pos_emb", None)
     if orig is None:
         fail(f"{mod.__name__} has no apply_rotary_pos_emb to wrap")
@@ -265,7 +265,7 @@ def model_golden(name, model, spec, ids):
     for l in range(L):
         for cos, positions in ((rope_one[l][2], torch.arange(T)), (rope_ch[L + l][2], torch.arange(PROMPT_SPLIT, T))):
             check(name, f"layer {l} RoPE cos table vs expected", max_diff(cos.reshape(-1, d),
-                  rope_cos(spec["inv_freq"][l], positions)), 1e-5)
+                  rope_cos(spec["inv_freq"][l], positions) * spec.get("rope_scale", 1.0)), 1e-5)
     logits = torch.cat([a.logits[0], b.logits[0]])
     diff_logits = max_diff(logits, one.logits[0])
     check(name, "chunked vs one-shot logits", diff_logits, TOL_CHUNKED)
@@ -294,7 +294,7 @@ def model_golden(name, model, spec, ids):
 
 
 # ---------------------------------------------------------------- part B: KVzip golden
-def kvzip_golden(name, model, spec, kv_ids):
+def kvzip_golden(name, model, spec, kv_ids, prefill_chunk=PREFILL_CHUNK, score_chunk=SCORE_CHUNK, texts=None):
     prefix, ctx = kv_ids["prefix"], kv_ids["ctx"]
     prefill = prefix + ctx
     P, N, L = len(prefix), len(prefill), model.config.num_hidden_layers
@@ -302,8 +302,8 @@ def kvzip_golden(name, model, spec, kv_ids):
     with torch.no_grad():
         past = None
         with record_attn_inputs(model, scored) as rec:
-            for s in range(0, N, PREFILL_CHUNK):
-                past = forward(model, prefill[s:s + PREFILL_CHUNK], past=past, start=s).past_key_values
+            for s in range(0, N, prefill_chunk):
+                past = forward(model, prefill[s:s + prefill_chunk], past=past, start=s).past_key_values
         with record_attn_inputs(model, scored) as rec_one:
             one = forward(model, prefill)
         hidden = torch.stack([torch.cat(rec[l])[P:] for l in scored])  # [L_s, ctx_len, D]
@@ -314,7 +314,7 @@ def kvzip_golden(name, model, spec, kv_ids):
             if ctx_keys[l].shape[1] != N:
                 fail(f"{name}: layer {l} cache holds {ctx_keys[l].shape[1]} keys after prefill, expected {N}")
 
-        plan = repeat_plan(ctx, SCORE_CHUNK, kv_ids["repeat_first"], kv_ids["repeat_next"], kv_ids["postfix"],
+        plan = repeat_plan(ctx, score_chunk, kv_ids["repeat_first"], kv_ids["repeat_next"], kv_ids["postfix"],
                            PREV_POSTFIX_TOKENS)
         per_layer = {l: [] for l in scored}
         attn_check = 0.0
@@ -353,13 +353,13 @@ def kvzip_golden(name, model, spec, kv_ids):
         tensors[f"kvzip.{key}_ids"] = torch.tensor(kv_ids[key], dtype=torch.int64)
     for i, (_, _, rep) in enumerate(plan):
         tensors[f"kvzip.repeat_input.{i}"] = torch.tensor(rep, dtype=torch.int64)
-    meta = {"prefill_chunk": PREFILL_CHUNK, "score_chunk": SCORE_CHUNK, "prev_postfix_tokens": PREV_POSTFIX_TOKENS,
+    meta = {"prefill_chunk": prefill_chunk, "score_chunk": score_chunk, "prev_postfix_tokens": PREV_POSTFIX_TOKENS,
             "scored_layers": scored, "prefix_len": P, "ctx_len": len(ctx), "prefill_len": N,
             "chunks": [{"start": s, "end": e, "repeat_len": len(r)} for s, e, r in plan],
             "score_scale": "1/sqrt(head_dim)", "softmax_dtype": "float32",
             "attention_check_max_abs": attn_check,
-            "texts": {"prefix": KV_PREFIX_TEXT, "ctx": KV_CTX_TEXT, "repeat_first": KV_REPEAT_FIRST_TEXT,
-                      "repeat_next": KV_REPEAT_NEXT_TEXT, "postfix": KV_POSTFIX_TEXT}}
+            "texts": texts or {"prefix": KV_PREFIX_TEXT, "ctx": KV_CTX_TEXT, "repeat_first": KV_REPEAT_FIRST_TEXT,
+                                "repeat_next": KV_REPEAT_NEXT_TEXT, "postfix": KV_POSTFIX_TEXT}}
     return tensors, meta
 
 

@@ -100,3 +100,24 @@ def rope_cos(inv_freq, positions):
     """cos table [T, head_dim] in the HF half-split layout (freqs repeated twice)."""
     freqs = positions.float().unsqueeze(1) * inv_freq.unsqueeze(0)
     return torch.cat([freqs, freqs], dim=-1).cos()
+
+
+def inv_freq_yarn(theta, head_dim, factor, original_max, beta_fast=32.0, beta_slow=1.0):
+    """YaRN (Peng et al.): dimensions that rotate more than beta_fast times over the original
+    context keep their frequency, those under beta_slow are divided by factor, a linear ramp in
+    between (correction dims floored/ceiled); cos/sin are scaled by 0.1·ln(factor) + 1.
+    Returns (inv_freq, attention_factor)."""
+    pos_freqs = theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    extrapolation, interpolation = 1.0 / pos_freqs, 1.0 / (factor * pos_freqs)
+
+    def correction_dim(rotations):
+        return head_dim * math.log(original_max / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low = max(math.floor(correction_dim(beta_fast)), 0)
+    high = min(math.ceil(correction_dim(beta_slow)), head_dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    keep = 1 - ramp  # weight of the original (extrapolated) frequency
+    inv = interpolation * (1 - keep) + extrapolation * keep
+    return inv, (0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0)

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gate_golden  # noqa: E402
 
 MODEL_NAMES = ["llama", "qwen2", "qwen3", "gemma3"]
-MAX_TOTAL_BYTES = 10 * 1024 * 1024
+LAYOUT_PARTS = ["layouts", "cli"]
+MAX_TOTAL_BYTES = 16 * 1024 * 1024
 
 
 def folder_bytes(path):
@@ -28,10 +29,10 @@ def folder_bytes(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="fixture root, e.g. test/fixtures")
-    ap.add_argument("--only", default="", help=f"comma list of: gate,{','.join(MODEL_NAMES)} (default: all)")
+    ap.add_argument("--only", default="", help=f"comma list of: gate,{','.join(MODEL_NAMES + LAYOUT_PARTS)} (default: all)")
     args = ap.parse_args()
     only = [s for s in args.only.split(",") if s]
-    unknown = set(only) - set(["gate"] + MODEL_NAMES)
+    unknown = set(only) - set(["gate"] + MODEL_NAMES + LAYOUT_PARTS)
     if unknown:
         sys.exit(f"--only: unknown part(s) {sorted(unknown)}")
     torch.set_num_threads(min(4, os.cpu_count() or 1))
@@ -45,6 +46,10 @@ def main():
     if models:
         import hf_golden  # needs transformers + tokenizers
         hf_golden.make(args.out, only=models)
+    layout_parts = [p for p in LAYOUT_PARTS if not only or p in only]
+    if layout_parts:
+        import layout_golden  # real checkpoint layouts (part D) and CLI goldens (part E); needs part A's models
+        layout_golden.make(args.out, only=layout_parts if only else None)
 
     total = folder_bytes(args.out)
     print(f"fixtures under {args.out}: {total / 1e6:.2f} MB")
