@@ -2,7 +2,7 @@
 // (i = position in gates.layers), with the description in `__metadata__` (strings only).
 import type { GateLayerParams, GateModelDtype, GateSet } from '../gate/types.js';
 import { openSafetensors, rawToF32, writeSafetensors, type SafetensorsDType, type TensorToWrite } from '../model/safetensors/index.js';
-import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, validateGateSet, type TensorDtype } from './gateTensors.js';
+import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, validateGateSet, type TensorDtype } from '../gate/gate-tensors.js';
 import { fileError } from '../util/errors.js';
 
 const ST_DTYPE: Record<Exclude<TensorDtype, 'float64'>, SafetensorsDType> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };

@@ -51,4 +51,4 @@ export { readGatePt, openTorchCheckpoint, type ReadGatePtOptions, type TorchChec
 export { writeGateSafetensors, readGateSafetensors, gateSafetensorsMetadata, metricsSummary } from './gateSafetensors.js';
 export { renderModelCard, writeModelCard, type TrainSummary, type LayerSummary, type ModelCardOptions } from './modelCard.js';
 export { gateFileName, gateFolderName, gateRelativePath, type GateFileFormat } from './naming.js';
-export { validateGateSet, GATE_STATE_KEYS, gateStateShapes, gateStateDtypes } from './gateTensors.js';
+export { validateGateSet, GATE_STATE_KEYS, gateStateShapes, gateStateDtypes } from '../gate/gate-tensors.js';

@@ -1,7 +1,7 @@
 // Read a gate checkpoint (ours, or a public one made by torch.save) back into a GateSet.
 // Only the zip format (torch >= 1.6) is understood; tensors come back as fp32 copies.
 import type { GateLayerParams, GateMetrics, GateModelDtype, GateSet } from '../gate/types.js';
-import { GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, gateStateShapes, numel, type GateStateKey } from './gateTensors.js';
+import { GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, gateStateShapes, numel, type GateStateKey } from '../gate/gate-tensors.js';
 import { unpickle, UnpickleError } from './pickleReader.js';
 import { contiguousStrides, NdArray, TensorRef, torchCheckpointGlobals, torchPersistentLoad } from './torchPickle.js';
 import { ZipReader } from './zipReader.js';

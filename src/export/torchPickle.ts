@@ -4,7 +4,7 @@
 import { py, type PyValue } from './pickleWriter.js';
 import type { PyBuildable, PyCallable } from './pickleReader.js';
 import { UnpickleError } from './pickleReader.js';
-import type { TensorDtype } from './gateTensors.js';
+import type { TensorDtype } from '../gate/gate-tensors.js';
 
 /** torch.<Name>Storage for each dtype we write. */
 export const TORCH_STORAGE: Record<TensorDtype, string> = {

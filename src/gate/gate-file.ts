@@ -3,7 +3,7 @@
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../model/safetensors/index.js';
 import { fileError } from '../util/errors.js';
 import type { GateLayerParams, GateSet } from './types.js';
-import { GATE_STATE_KEYS, PARAM_FIELD, gateStateShapes } from '../export/gateTensors.js';
+import { GATE_STATE_KEYS, PARAM_FIELD, gateStateShapes } from './gate-tensors.js';
 
 /** (GateLayerParams field, state-dict key, shape) of every gate tensor, in the public key order. */
 const FIELDS: [keyof GateLayerParams, string, (g: GateSet) => number[]][] = GATE_STATE_KEYS.map((key) => [PARAM_FIELD[key], key, (g: GateSet) => gateStateShapes(g)[key]]);

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { readGateSafetensors, writeGateSafetensors } from '../../src/export/gateSafetensors.js';
-import { GATE_STATE_KEYS, PARAM_FIELD, gateLayerTensors, gateStateDtypes } from '../../src/export/gateTensors.js';
+import { GATE_STATE_KEYS, PARAM_FIELD, gateLayerTensors, gateStateDtypes } from '../../src/gate/gate-tensors.js';
 import { bf16ArrayToF32, f32ArrayToBf16 } from '../../src/util/half.js';
 import { dumpF32, makeGateSet, runPython, tempDir, torchPython } from './helpers.js';
 

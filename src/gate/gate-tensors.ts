@@ -1,7 +1,7 @@
-// The exported tensors of one gate layer: names, shapes and dtypes as the public
-// checkpoints have them (SPEC §3/§5), plus the checks every exporter runs first.
+// The gate tensor schema: the state-dict keys, shapes and dtypes of one gate layer as the public
+// checkpoints have them (SPEC §3/§5), plus the checks every writer runs first.
 import { endianness } from 'node:os';
-import type { GateLayerParams, GateModelDtype, GateSet } from '../gate/types.js';
+import type { GateLayerParams, GateModelDtype, GateSet } from './types.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { UserError } from '../util/errors.js';
 
