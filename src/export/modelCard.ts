@@ -103,7 +103,9 @@ export function renderModelCard(gates: GateSet, summary?: TrainSummary, options:
   L.push('## Files', '');
   L.push(`- \`${relPath}\` — ${gates.layers.length} gates, rank r = ${gates.r}, ${gates.S} sink keys, query group G = ${gates.G}, ${gates.H} KV heads, input size D = ${gates.D}.`);
   L.push(
-    `- Dtypes: \`q_proj\`, \`k_proj\` and \`b\` in the model dtype (${gates.modelDtype}); \`q_norm\`, \`k_norm\` and \`k_base\` in float32.`,
+    format === 'onnx'
+      ? `- Dtypes: every parameter in float32 (the trained master copies; the model is ${gates.modelDtype}).`
+      : `- Dtypes: \`q_proj\`, \`k_proj\` and \`b\` in the model dtype (${gates.modelDtype}); \`q_norm\`, \`k_norm\` and \`k_base\` in float32.`,
   );
   L.push(
     contiguous
@@ -192,6 +194,12 @@ export function renderModelCard(gates: GateSet, summary?: TrainSummary, options:
         '',
       );
     }
+  } else if (format === 'onnx') {
+    L.push(`With ONNX Runtime; the parameters (fp32) are in \`${relPath}.data\`, which must stay beside the model. Input \`attn_input\` [gates, tokens, D] holds the attention inputs (input-RMSNorm outputs) of the gated layers in the order of the metadata key \`layers\`; output \`scores\` [gates, H, tokens]:`, '');
+    L.push('```python', 'import numpy as np, onnxruntime as ort', 'from huggingface_hub import snapshot_download', '');
+    L.push(`root = snapshot_download("${repo}")`);
+    L.push(`session = ort.InferenceSession(f"{root}/${relPath}")`);
+    L.push(`scores = session.run(["scores"], {"attn_input": np.zeros((${gates.layers.length}, 8, ${gates.D}), np.float32)})[0]`, '```', '');
   } else {
     L.push('With the `safetensors` package; tensors are named `layers.{i}.{key}`, and the metadata key `layers` gives the model layer of each i:', '');
     L.push('```python', 'import json', 'from huggingface_hub import hf_hub_download', 'from safetensors import safe_open', '');
