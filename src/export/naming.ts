@@ -1,4 +1,4 @@
-// File layout of published gates (SPEC §5): `<model basename, lower case>/q{G}_dim{r}_sink{S}.pt`.
+// File layout of published gates (docs/method.md §5): `<model basename, lower case>/q{G}_dim{r}_sink{S}.pt`.
 import { UserError } from '../util/errors.js';
 
 export type GateFileFormat = 'pt' | 'safetensors' | 'onnx';

@@ -1,5 +1,5 @@
 // The gate tensor schema: the state-dict keys, shapes and dtypes of one gate layer as the public
-// checkpoints have them (SPEC §3/§5), plus the checks every writer runs first.
+// checkpoints have them (docs/method.md §3, §5), plus the checks every writer runs first.
 import { endianness } from 'node:os';
 import type { GateLayerParams, GateModelDtype, GateSet } from './types.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';

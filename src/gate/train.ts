@@ -1,4 +1,4 @@
-// `fastkvzip train`: fit the gates on a feature store, the public recipe by default (SPEC §4).
+// `fastkvzip train`: fit the gates on a feature store, the public recipe by default (docs/method.md §4).
 //
 // The loop (batch order, lr schedule, metrics, checkpoints) lives here in TypeScript; the math
 // (forward, analytic backward, SGD-momentum update) runs in ONNX Runtime, K steps per
