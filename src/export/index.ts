@@ -6,11 +6,11 @@ import * as path from 'node:path';
 import { writeGateFile } from '../gate/gate-file.js';
 import type { GateSet } from '../gate/types.js';
 import { uploadFolder } from '../hub/index.js';
-import { writeModelCard, type TrainSummary } from './modelCard.js';
+import { writeModelCard, type TrainSummary } from './model-card.js';
 import { gateFileName, gateFolderName, type GateFileFormat } from './naming.js';
 import { writeOnnxGate } from './onnx-gate.js';
 import { readGates } from './read-gates.js';
-import { writeGatePt, type WriteGatePtOptions } from './writeGatePt.js';
+import { writeGatePt, type WriteGatePtOptions } from './write-gate-pt.js';
 import { UserError } from '../util/errors.js';
 
 export const GATE_FILE_FORMATS: readonly GateFileFormat[] = ['pt', 'safetensors', 'onnx'];
@@ -88,9 +88,9 @@ export async function exportTrained(o: ExportOptions): Promise<ExportResult> {
   return result;
 }
 
-export { writeGatePt, type WriteGatePtOptions } from './writeGatePt.js';
-export { readGatePt, openTorchCheckpoint, type ReadGatePtOptions, type TorchCheckpoint } from './readGatePt.js';
+export { writeGatePt, type WriteGatePtOptions } from './write-gate-pt.js';
+export { readGatePt, type ReadGatePtOptions } from './read-gate-pt.js';
 export { readGates, resolveGatesFile, GATE_FILE_EXTENSIONS, type ReadGatesOptions } from './read-gates.js';
 export { writeOnnxGate, readOnnxGate, type OnnxGateOptions } from './onnx-gate.js';
-export { renderModelCard, writeModelCard, type TrainSummary, type LayerSummary, type ModelCardOptions } from './modelCard.js';
+export { renderModelCard, writeModelCard, type TrainSummary, type LayerSummary, type ModelCardOptions } from './model-card.js';
 export { gateFileName, gateFolderName, gateRelativePath, type GateFileFormat } from './naming.js';

@@ -7,7 +7,7 @@ import { readGateFile } from '../gate/gate-file.js';
 import { GATES_FILE } from '../gate/train.js';
 import type { GateSet } from '../gate/types.js';
 import { readOnnxGate } from './onnx-gate.js';
-import { readGatePt } from './readGatePt.js';
+import { readGatePt } from './read-gate-pt.js';
 import { UserError } from '../util/errors.js';
 
 export const GATE_FILE_EXTENSIONS = ['.safetensors', '.pt', '.onnx'] as const;

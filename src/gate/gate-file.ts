@@ -8,7 +8,8 @@
 //             the gate set's own meta (model id, revision, recipe, ...).
 import type { GateLayerParams, GateMetrics, GateModelDtype, GateSet } from './types.js';
 import { openSafetensors, writeSafetensors, type SafetensorsDType, type TensorToWrite } from '../model/safetensors/index.js';
-import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, validateGateSet, type TensorDtype } from './gate-tensors.js';
+import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, validateGateSet } from './gate-tensors.js';
+import type { TensorDtype } from '../util/dtype.js';
 import { fileError } from '../util/errors.js';
 
 const ST_DTYPE: Record<Exclude<TensorDtype, 'float64'>, SafetensorsDType> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };

@@ -4,10 +4,7 @@ import { endianness } from 'node:os';
 import type { GateLayerParams, GateModelDtype, GateSet } from './types.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { UserError } from '../util/errors.js';
-
-export type TensorDtype = 'float32' | 'float16' | 'bfloat16' | 'float64';
-
-export const DTYPE_BYTES: Record<TensorDtype, number> = { float32: 4, float16: 2, bfloat16: 2, float64: 8 };
+import type { TensorDtype } from '../util/dtype.js';
 
 /** State-dict keys in the order we write them. */
 export const GATE_STATE_KEYS = [

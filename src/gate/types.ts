@@ -1,5 +1,5 @@
 // In-memory representation of trained Fast KVzip gates (docs/method.md §3). The trainer produces
-// it; the exporters (src/export/) write it; readGatePt reads public files back into it.
+// it; the exporters (src/export/) write it; export/read-gates.ts reads any gates file back into it.
 
 /** One gated layer; fp32 master copies in PyTorch layouts (row-major, nn.Linear [out, in]). */
 export interface GateLayerParams {
