@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { writeGateFile } from '../gate/gate-file.js';
 import type { GateSet } from '../gate/types.js';
 import { uploadFolder } from '../hub/index.js';
-import { writeModelCard, type TrainSummary } from './model-card.js';
+import { writeModelCard, type CardSummary } from './model-card.js';
 import { gateFileName, gateFolderName, type GateFileFormat } from './naming.js';
 import { writeOnnxGate } from './onnx-gate.js';
 import { readGates } from './read-gates.js';
@@ -22,7 +22,7 @@ export interface ExportGatesOptions {
   modelId?: string;
   /** write README.md beside the folder when true (default false) */
   card?: boolean;
-  summary?: TrainSummary;
+  summary?: CardSummary;
   /** hub repository named in the card's loading snippets */
   repoId?: string;
   pt?: WriteGatePtOptions;
@@ -77,7 +77,7 @@ export interface ExportResult {
 export async function exportTrained(o: ExportOptions): Promise<ExportResult> {
   const { file: gatesFile, gates } = await readGates(o.gates);
   const summaryFile = path.join(path.dirname(gatesFile), 'summary.json');
-  const summary: TrainSummary | undefined = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : undefined;
+  const summary: CardSummary | undefined = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : undefined;
   const modelId = o.modelId ?? gates.meta?.model_id ?? 'model';
   const r = await exportGates(gates, { outDir: o.out, format: o.format, modelId, card: true, summary, repoId: o.push });
   const result: ExportResult = { files: r.card ? [...r.files, r.card] : r.files, folder: path.dirname(r.file) };
@@ -92,5 +92,5 @@ export { writeGatePt, type WriteGatePtOptions } from './write-gate-pt.js';
 export { readGatePt, type ReadGatePtOptions } from './read-gate-pt.js';
 export { readGates, resolveGatesFile, GATE_FILE_EXTENSIONS, type ReadGatesOptions } from './read-gates.js';
 export { writeOnnxGate, readOnnxGate, type OnnxGateOptions } from './onnx-gate.js';
-export { renderModelCard, writeModelCard, type TrainSummary, type LayerSummary, type ModelCardOptions } from './model-card.js';
+export { renderModelCard, writeModelCard, type CardSummary, type CardLayer, type ModelCardOptions } from './model-card.js';
 export { gateFileName, gateFolderName, gateRelativePath, type GateFileFormat } from './naming.js';

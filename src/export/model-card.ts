@@ -1,39 +1,17 @@
 // README.md (Hugging Face model card) for exported gates: the training setup, per-layer
 // held-out results, and how to load the file. Rendered only from facts passed in.
+import type { LayerResult, TrainSummary } from '../gate/train.js';
 import type { GateSet } from '../gate/types.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { gateFileName, gateFolderName, type GateFileFormat } from './naming.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 
-/** Per-layer results of the final evaluation (held-out unless named train). */
-export interface LayerSummary {
-  /** model layer index */
-  layer: number;
-  testLoss: number;
-  testAcc: number;
-  trainLoss?: number;
-  trainAcc?: number;
-  /** recall of KVzip's top 30 % by the gate's top 30 % (held-out tokens, mean over heads) */
-  recall30?: number;
-}
+/** Per-layer results of the final evaluation as the card reads them (the trainer's LayerResult; older summaries lack the optional parts). */
+export type CardLayer = Pick<LayerResult, 'layer' | 'testLoss' | 'testAcc'> & Partial<Pick<LayerResult, 'trainLoss' | 'trainAcc' | 'recall30'>>;
 
-/**
- * What the card needs to know about the run. A structural subset of the trainer's
- * summary (src/gate/train.ts), so that object can be passed as is.
- */
-export interface TrainSummary {
-  device?: string;
-  steps: number;
-  batch: number;
-  lr: number;
-  seed: number;
-  /** wall-clock training time */
-  seconds?: number;
-  tokens?: { total: number; train: number; test: number };
-  layers?: LayerSummary[];
-  /** other settings worth listing (momentum, evalEvery, ...) */
-  options?: Record<string, unknown>;
-}
+/** What the card reads of the trainer's summary (src/gate/train.ts), which can be passed as is. */
+export type CardSummary = Pick<TrainSummary, 'steps' | 'batch' | 'lr' | 'seed'> &
+  Partial<Pick<TrainSummary, 'device' | 'seconds' | 'tokens' | 'options'>> & { layers?: CardLayer[] };
 
 export interface ModelCardOptions {
   /** file format the card describes (default 'pt') */
@@ -66,7 +44,7 @@ function parseJsonObject(s: string | undefined): Record<string, unknown> | undef
 const show = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify(v));
 
 /** Per-layer rows: the summary's when given, else the last evaluation in gates.metrics. */
-function layerRows(gates: GateSet, summary: TrainSummary | undefined): LayerSummary[] {
+function layerRows(gates: GateSet, summary: CardSummary | undefined): CardLayer[] {
   if (summary?.layers && summary.layers.length > 0) return summary.layers;
   const m = gates.metrics;
   const last = (rows: number[][] | undefined) => rows?.at(-1);
@@ -76,7 +54,7 @@ function layerRows(gates: GateSet, summary: TrainSummary | undefined): LayerSumm
 }
 
 /** The card's Markdown text (deterministic for the same inputs). */
-export function renderModelCard(gates: GateSet, summary?: TrainSummary, options: ModelCardOptions = {}): string {
+export function renderModelCard(gates: GateSet, summary?: CardSummary, options: ModelCardOptions = {}): string {
   const format = options.format ?? 'pt';
   const meta = gates.meta ?? {};
   const modelId = options.modelId ?? meta.model_id ?? meta.modelId ?? 'unknown-model';
@@ -220,6 +198,6 @@ export function renderModelCard(gates: GateSet, summary?: TrainSummary, options:
 }
 
 /** Write the card atomically. */
-export async function writeModelCard(file: string, gates: GateSet, summary?: TrainSummary, options?: ModelCardOptions): Promise<void> {
+export async function writeModelCard(file: string, gates: GateSet, summary?: CardSummary, options?: ModelCardOptions): Promise<void> {
   await writeFileAtomic(file, renderModelCard(gates, summary, options));
 }

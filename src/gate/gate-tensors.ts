@@ -1,7 +1,7 @@
 // The gate tensor schema: the state-dict keys, shapes and dtypes of one gate layer as the public
 // checkpoints have them (docs/method.md §3, §5), plus the checks every writer runs first.
 import { endianness } from 'node:os';
-import type { GateLayerParams, GateModelDtype, GateSet } from './types.js';
+import type { GateDims, GateLayerParams, GateModelDtype, GateSet } from './types.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { UserError } from '../util/errors.js';
 import type { TensorDtype } from '../util/dtype.js';
@@ -36,15 +36,7 @@ export const PARAM_FIELD: Record<GateStateKey, keyof GateLayerParams> = {
   k_base: 'kBase',
 };
 
-export interface GateDims {
-  D: number;
-  H: number;
-  G: number;
-  r: number;
-  S: number;
-}
-
-export function gateStateShapes({ D, H, G, r, S }: GateDims): Record<GateStateKey, number[]> {
+export function gateStateShapes({ D, H, G, r, S }: Omit<GateDims, 'L'>): Record<GateStateKey, number[]> {
   return {
     'q_proj.weight': [H * G * r, D],
     'q_proj.bias': [H * G * r],

@@ -15,16 +15,9 @@
 //   RMSNorm:  ∂γ = Σ dq ⊙ n;   da = (dn − n · mean_r(dn ⊙ n)) / ρ   with dn = dq ⊙ γ
 //   Linear:   ∂Wqᵀ = xᵀ da,  ∂c = Σ_b da,  ∂Wkᵀ = xᵀ du
 import { Graph, type DType } from '../onnx/builder.js';
+import type { GateDims } from './types.js';
 
-export interface GateDims {
-  /** layers in this group */
-  L: number;
-  D: number;
-  H: number;
-  G: number;
-  r: number;
-  S: number;
-}
+export type { GateDims } from './types.js';
 
 /**
  * Training-state layout (fp32, leading layer axis). Projections are stored transposed

@@ -19,6 +19,16 @@ export interface GateLayerParams {
   kBase: Float32Array;
 }
 
+/** Sizes of gates: L of them (a gate set, or a training group of layers), input D, H KV heads, group size G, rank r, S sinks. */
+export interface GateDims {
+  L: number;
+  D: number;
+  H: number;
+  G: number;
+  r: number;
+  S: number;
+}
+
 export type GateModelDtype = 'float32' | 'float16' | 'bfloat16';
 
 /** Per-evaluation, per-layer metrics: each is [numEvals][numLayers]. */

@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { exportGates } from '../../src/export/index.js';
 import { gateFileName, gateFolderName, gateRelativePath } from '../../src/export/naming.js';
-import { renderModelCard, type TrainSummary } from '../../src/export/model-card.js';
+import { renderModelCard, type CardSummary } from '../../src/export/model-card.js';
 import { readGatePt } from '../../src/export/read-gate-pt.js';
 import { makeGateSet, tempDir } from './helpers.js';
 
@@ -24,7 +24,7 @@ describe('gate file naming', () => {
   });
 });
 
-const summary: TrainSummary = {
+const summary: CardSummary = {
   device: 'cuda (NVIDIA H200)',
   steps: 5000,
   batch: 1000,
