@@ -3,7 +3,7 @@
 //   tsx bench/prefill.ts --model DIR --device cuda --ctx 16384,65536 --chunk 16000 --out prefill-ort.json
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { loadModel, sessionFor } from '../src/cli/model-session.js';
+import { loadModel, sessionFor } from '../src/runtime/model-session.js';
 import { ort, parseDevice } from '../src/runtime/session.js';
 import { prefillLayout } from '../src/kvzip/inputs.js';
 import { Rng } from '../src/util/random.js';

@@ -1,6 +1,6 @@
 """PyTorch/transformers reference of fastkvzip's extraction, for side-by-side GPU timing.
 
-Does what the public code does for each context (SPEC §1): chunked prefill with sdpa
+Does what the public code does for each context (docs/method.md §1): chunked prefill with sdpa
 (16k chunks) capturing every layer's attention input and copying it to host memory, then the
 reconstruction passes (2k chunks) one after another on the context's cache, computing the
 KVzip score (reduced softmax, max over repeat queries and group heads), and cropping the
@@ -10,7 +10,7 @@ The score's precision is a choice (--score-dtype, several may be timed in one ca
   fp32  logits and softmax in fp32, the logits GEMM on CUDA cores (torch's default for fp32);
   tf32  the same, with the logits GEMM on TF32 tensor cores. The queries and keys are bf16
         values, which TF32 holds exactly, so this differs from fp32 only in summation order:
-        it is SPEC §1's computation done as fast as torch does it, the fair same-computation
+        it is docs/method.md §1's computation done as fast as torch does it, the fair same-computation
         reference for fastkvzip (which computes logits and softmax in fp32);
   bf16  logits and softmax in bf16, as the public code does (HINTS.md's ≈ 5,000 ctx tok/s).
 The causal mask is added in place to the repeat block only, as the public code does.

@@ -1,7 +1,7 @@
 // `fastkvzip generate`: greedy continuation of a prompt — the quickest proof a model runs.
 import { Command } from 'commander';
 import { addDeviceOptions, deviceFrom, positiveInt, printJson } from './common.js';
-import { loadModel, sessionFor } from './model-session.js';
+import { loadModel, sessionFor } from '../runtime/model-session.js';
 import { generateGreedy } from '../runtime/generate.js';
 import { UserError } from '../util/errors.js';
 import type { ComputeDType } from '../onnx/weights.js';

@@ -7,7 +7,7 @@ import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import { extract, type ExtractSummary } from '../kvzip/extract.js';
 import { parseRopeOverride } from '../model/rope-override.js';
 import { train, type TrainSummary } from '../gate/train.js';
-import { exportTrained, type ExportResult } from './export.js';
+import { exportTrained, type ExportResult } from '../export/index.js';
 import { readDocList } from './extract.js';
 import { formatTrainTable } from './train.js';
 import { parseDevice, type Device } from '../runtime/session.js';

@@ -1,4 +1,4 @@
-// The document recipe (SPEC §2): a corpus -> scoring contexts, in a deterministic order that
+// The document recipe (docs/method.md §2): a corpus -> scoring contexts, in a deterministic order that
 // depends only on the corpus, these options and (when documents carry no token count) the
 // tokenizer — so a rerun re-creates the same contexts with the same ids (resume relies on it).
 //
@@ -44,7 +44,7 @@ export interface RecipeOptions {
   useSourceTokenCounts: boolean;
 }
 
-/** The public recipe (SPEC §2). */
+/** The public recipe (docs/method.md §2). */
 export const DEFAULT_RECIPE: Readonly<RecipeOptions> = Object.freeze({
   minDocTokens: 10_000,
   maxDocTokens: 30_000,

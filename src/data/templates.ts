@@ -1,4 +1,4 @@
-// Chat templates (SPEC §1.4) and reconstruction prompts (SPEC §1.2), read from
+// Chat templates (docs/method.md §1.4) and reconstruction prompts (docs/method.md §1.2), read from
 // configs/templates.json: strings live in config, code only picks and fills them.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

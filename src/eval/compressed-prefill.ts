@@ -1,4 +1,4 @@
-// Chunked prefill with eviction after every chunk (SPEC §6): run a chunk over the masked
+// Chunked prefill with eviction after every chunk (docs/method.md §6): run a chunk over the masked
 // cache, score its context tokens, then hide what the eviction plan drops. Later chunks,
 // questions and reconstruction passes only see what was kept, per (layer, head).
 import { MaskedCache, type MaskedSessions } from './masked-runner.js';

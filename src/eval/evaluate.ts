@@ -6,7 +6,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { modelPrompts } from '../kvzip/prompts.js';
-import { loadModel, sessionFor, type LoadedModel } from '../cli/model-session.js';
+import { loadModel, sessionFor, type LoadedModel } from '../runtime/model-session.js';
 import type { RopeOverride } from '../model/rope-override.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';

@@ -1,4 +1,4 @@
-// Which KV entries survive chunked prefill with eviction (SPEC §6), restating the public
+// Which KV entries survive chunked prefill with eviction (docs/method.md §6), restating the public
 // Fast KVzip semantics (prefill/model/wrapper.py `prefill`, attention/score.py `_threshold*`):
 //
 // - The prefix (template system prompt + instruction) is never evicted and is not counted:

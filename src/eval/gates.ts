@@ -1,30 +1,16 @@
-// Trained gates for evaluation: find the file behind --gates, check it fits the model, and
+// Trained gates for evaluation: read --gates (any gates file or folder), check it fits the model, and
 // run it as the exported ONNX gate model (attn_input [L, T, D] -> scores [L, H, T]).
-import { existsSync, mkdtempSync, statSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readGateSetFile } from '../gate/gate-file.js';
-import { readGatePt } from '../export/readGatePt.js';
-import { writeOnnxGate } from '../export/onnx-gate.js';
+import { readGates, writeOnnxGate } from '../export/index.js';
 import type { GateSet } from '../gate/types.js';
 import type { ModelSpec } from '../model/config.js';
 import { createSession, ort, type DeviceOptions } from '../runtime/session.js';
-import { UserError, fileError } from '../util/errors.js';
-
-/** A gates file, or a folder holding one: `train` output (gates.safetensors), a `run` folder (train/gates.safetensors). */
-export function resolveGatesFile(arg: string): string {
-  if (!existsSync(arg)) throw new UserError(`${arg}: no such gates file or folder`);
-  if (!statSync(arg).isDirectory()) return arg;
-  for (const rel of ['gates.safetensors', path.join('train', 'gates.safetensors')]) {
-    const f = path.join(arg, rel);
-    if (existsSync(f)) return f;
-  }
-  throw new UserError(`${arg}: no gates.safetensors in this folder or its train/ (pass the output of \`fastkvzip train\` or \`run\`, or a .safetensors/.pt file)`);
-}
+import { fileError } from '../util/errors.js';
 
 export async function loadGates(arg: string, spec: ModelSpec): Promise<{ file: string; gates: GateSet }> {
-  const file = resolveGatesFile(arg);
-  const gates = file.endsWith('.pt') ? await readGatePt(file, { layers: spec.scoredLayers }) : readGateSetFile(file);
+  const { file, gates } = await readGates(arg, { layers: spec.scoredLayers });
   const want = { D: spec.hiddenSize, H: spec.numKvHeads, G: spec.numHeads / spec.numKvHeads };
   if (gates.D !== want.D || gates.H !== want.H || gates.G !== want.G) {
     throw fileError(file, `gates are for D=${gates.D}, H=${gates.H}, G=${gates.G} but the model has D=${want.D}, H=${want.H}, G=${want.G}`);

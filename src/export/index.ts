@@ -1,12 +1,19 @@
-// Entry point for `export`: write gates as <outDir>/<model basename>/q{G}_dim{r}_sink{S}.<format>,
-// optionally with a README.md model card at <outDir>/README.md (the hub repo root).
+// Entry point for `export`: write gates as <outDir>/<model basename>/q{G}_dim{r}_sink{S}.<format>
+// (.onnx with its .onnx.data), optionally with a README.md model card at <outDir>/README.md (the
+// hub repo root); exportTrained is the whole command: read any gates file, export, push.
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { writeGateFile } from '../gate/gate-file.js';
 import type { GateSet } from '../gate/types.js';
-import { writeGateSafetensors } from './gateSafetensors.js';
-import { writeModelCard, type TrainSummary } from './modelCard.js';
+import { uploadFolder } from '../hub/index.js';
+import { writeModelCard, type CardSummary } from './model-card.js';
 import { gateFileName, gateFolderName, type GateFileFormat } from './naming.js';
-import { writeGatePt, type WriteGatePtOptions } from './writeGatePt.js';
+import { writeOnnxGate } from './onnx-gate.js';
+import { readGates } from './read-gates.js';
+import { writeGatePt, type WriteGatePtOptions } from './write-gate-pt.js';
 import { UserError } from '../util/errors.js';
+
+export const GATE_FILE_FORMATS: readonly GateFileFormat[] = ['pt', 'safetensors', 'onnx'];
 
 export interface ExportGatesOptions {
   outDir: string;
@@ -15,7 +22,7 @@ export interface ExportGatesOptions {
   modelId?: string;
   /** write README.md beside the folder when true (default false) */
   card?: boolean;
-  summary?: TrainSummary;
+  summary?: CardSummary;
   /** hub repository named in the card's loading snippets */
   repoId?: string;
   pt?: WriteGatePtOptions;
@@ -24,6 +31,8 @@ export interface ExportGatesOptions {
 export interface ExportedGates {
   /** absolute path of the gate file */
   file: string;
+  /** every file written for the gates (the ONNX model has its parameters beside it) */
+  files: string[];
   /** path inside outDir, with `/` (the hub path) */
   relativePath: string;
   /** absolute path of README.md when written */
@@ -33,12 +42,14 @@ export interface ExportedGates {
 export async function exportGates(gates: GateSet, options: ExportGatesOptions): Promise<ExportedGates> {
   const modelId = options.modelId ?? gates.meta?.model_id;
   if (!modelId) throw new UserError('export: the model id is unknown (the gate set has no meta.model_id); pass one');
-  if (options.format !== 'pt' && options.format !== 'safetensors') throw new UserError(`export: unknown format "${String(options.format)}" (use pt or safetensors)`);
+  if (!GATE_FILE_FORMATS.includes(options.format)) throw new UserError(`export: unknown format "${String(options.format)}" (use ${GATE_FILE_FORMATS.join(', ')})`);
   const relativePath = `${gateFolderName(modelId)}/${gateFileName(gates, options.format)}`;
   const file = path.resolve(options.outDir, ...relativePath.split('/'));
+  const files = [file];
   if (options.format === 'pt') await writeGatePt(file, gates, options.pt);
-  else await writeGateSafetensors(file, gates);
-  const result: ExportedGates = { file, relativePath };
+  else if (options.format === 'safetensors') await writeGateFile(file, gates, { dtypes: 'published' });
+  else files.push(`${writeOnnxGate(path.dirname(file), path.basename(file, '.onnx'), gates)}.data`);
+  const result: ExportedGates = { file, files, relativePath };
   if (options.card) {
     result.card = path.resolve(options.outDir, 'README.md');
     await writeModelCard(result.card, gates, options.summary, { format: options.format, repoId: options.repoId, modelId });
@@ -46,9 +57,40 @@ export async function exportGates(gates: GateSet, options: ExportGatesOptions): 
   return result;
 }
 
-export { writeGatePt, type WriteGatePtOptions } from './writeGatePt.js';
-export { readGatePt, openTorchCheckpoint, type ReadGatePtOptions, type TorchCheckpoint } from './readGatePt.js';
-export { writeGateSafetensors, readGateSafetensors, gateSafetensorsMetadata, metricsSummary } from './gateSafetensors.js';
-export { renderModelCard, writeModelCard, type TrainSummary, type LayerSummary, type ModelCardOptions } from './modelCard.js';
+export interface ExportOptions {
+  /** any gates file, or a `train` / `run` output folder */
+  gates: string;
+  format: GateFileFormat;
+  out: string;
+  modelId?: string;
+  push?: string;
+  private?: boolean;
+}
+
+export interface ExportResult {
+  files: string[];
+  folder: string;
+  pushed?: { repo: string; commit: string; url: string };
+}
+
+/** `fastkvzip export`: read the gates (with train's summary.json beside them, if any), write one format and the card, optionally push. */
+export async function exportTrained(o: ExportOptions): Promise<ExportResult> {
+  const { file: gatesFile, gates } = await readGates(o.gates);
+  const summaryFile = path.join(path.dirname(gatesFile), 'summary.json');
+  const summary: CardSummary | undefined = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : undefined;
+  const modelId = o.modelId ?? gates.meta?.model_id ?? 'model';
+  const r = await exportGates(gates, { outDir: o.out, format: o.format, modelId, card: true, summary, repoId: o.push });
+  const result: ExportResult = { files: r.card ? [...r.files, r.card] : r.files, folder: path.dirname(r.file) };
+  if (o.push) {
+    const up = await uploadFolder(o.push, o.out, { commitMessage: `fastkvzip gates for ${modelId}`, private: o.private });
+    result.pushed = { repo: o.push, ...up };
+  }
+  return result;
+}
+
+export { writeGatePt, type WriteGatePtOptions } from './write-gate-pt.js';
+export { readGatePt, type ReadGatePtOptions } from './read-gate-pt.js';
+export { readGates, resolveGatesFile, GATE_FILE_EXTENSIONS, type ReadGatesOptions } from './read-gates.js';
+export { writeOnnxGate, readOnnxGate, type OnnxGateOptions } from './onnx-gate.js';
+export { renderModelCard, writeModelCard, type CardSummary, type CardLayer, type ModelCardOptions } from './model-card.js';
 export { gateFileName, gateFolderName, gateRelativePath, type GateFileFormat } from './naming.js';
-export { validateGateSet, GATE_STATE_KEYS, gateStateShapes, gateStateDtypes } from './gateTensors.js';

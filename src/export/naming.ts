@@ -1,7 +1,7 @@
-// File layout of published gates (SPEC §5): `<model basename, lower case>/q{G}_dim{r}_sink{S}.pt`.
+// File layout of published gates (docs/method.md §5): `<model basename, lower case>/q{G}_dim{r}_sink{S}.pt`.
 import { UserError } from '../util/errors.js';
 
-export type GateFileFormat = 'pt' | 'safetensors';
+export type GateFileFormat = 'pt' | 'safetensors' | 'onnx';
 
 /** `q{G}_dim{r}_sink{S}.{ext}`, e.g. `q4_dim16_sink16.pt`. */
 export function gateFileName(gates: { G: number; r: number; S: number }, format: GateFileFormat = 'pt'): string {

@@ -67,7 +67,7 @@ export interface ExtractInfo {
   /** dtype the model ran in */
   modelDtype: string;
   hiddenDtype: HiddenDtype;
-  /** dtype of the softmax behind the scores (SPEC §1: we use float32) */
+  /** dtype of the softmax behind the scores (docs/method.md §1: we use float32) */
   scoreDtype: 'float32';
   [key: string]: JsonValue;
 }

@@ -1,10 +1,10 @@
-// The gate of SPEC §3 and its analytic gradient, as ONNX nodes batched over a group of
+// The gate of docs/method.md §3 and its analytic gradient, as ONNX nodes batched over a group of
 // layers (every tensor carries a leading layer axis L, so the node count does not grow with
 // the number of layers). Used for: a K-step SGD-momentum training Loop (one session.run
 // per block of steps, parameters stay on the device inside the run), a loss+gradient graph
 // (tests, finite differences), and the exported inference graph.
 //
-// Gradient derivation (per layer; see also docs/gate-gradient.md):
+// Gradient derivation (per layer; docs/method.md §4.1):
 //   a = x Wqᵀ + c  -> [B,H,G,r];  ρq = sqrt(mean_r a² + ε);  n_q = a/ρq;  q = γq ⊙ n_q
 //   u = x Wkᵀ      -> [B,H,r];    ρk, n_k, k = γk ⊙ n_k likewise
 //   ℓ = k·q/√r + b [B,H,G];  β_s = k_base_s·q/√r [B,H,G,S];  E_s = exp(β_s − ℓ)
@@ -15,16 +15,9 @@
 //   RMSNorm:  ∂γ = Σ dq ⊙ n;   da = (dn − n · mean_r(dn ⊙ n)) / ρ   with dn = dq ⊙ γ
 //   Linear:   ∂Wqᵀ = xᵀ da,  ∂c = Σ_b da,  ∂Wkᵀ = xᵀ du
 import { Graph, type DType } from '../onnx/builder.js';
+import type { GateDims } from './types.js';
 
-export interface GateDims {
-  /** layers in this group */
-  L: number;
-  D: number;
-  H: number;
-  G: number;
-  r: number;
-  S: number;
-}
+export type { GateDims } from './types.js';
 
 /**
  * Training-state layout (fp32, leading layer axis). Projections are stored transposed

@@ -1,4 +1,4 @@
-// The public recipe's data split, batch order and learning-rate schedule (SPEC §4). Pure logic.
+// The public recipe's data split, batch order and learning-rate schedule (docs/method.md §4). Pure logic.
 import { Rng } from '../util/random.js';
 
 /** lr multiplier: 0.01·step during the first 1 % of steps, 1 until 50 %, 0.5 until 75 %, 0.25 after. */

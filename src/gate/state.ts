@@ -14,7 +14,7 @@ export function zerosLike(d: GateDims): StackedParams {
 }
 
 /**
- * The public initialisation (SPEC §4): nn.Linear default init — weight and bias uniform in
+ * The public initialisation (docs/method.md §4): nn.Linear default init — weight and bias uniform in
  * ±1/√D — for q_proj and k_proj, ones for the norms, zeros for b and k_base. Seeded per layer
  * so a layer's init does not depend on which group it is trained in.
  */

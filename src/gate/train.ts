@@ -1,4 +1,4 @@
-// `fastkvzip train`: fit the gates on a feature store, the public recipe by default (SPEC §4).
+// `fastkvzip train`: fit the gates on a feature store, the public recipe by default (docs/method.md §4).
 //
 // The loop (batch order, lr schedule, metrics, checkpoints) lives here in TypeScript; the math
 // (forward, analytic backward, SGD-momentum update) runs in ONNX Runtime, K steps per
@@ -21,7 +21,7 @@ import { UserError } from '../util/errors.js';
 import { createProgress } from '../util/progress.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { plotCurves } from './plot.js';
-import { writeGateSetFile } from './gate-file.js';
+import { writeGateFile } from './gate-file.js';
 
 export interface TrainOptions {
   features: string;
@@ -332,7 +332,7 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
     },
   };
   const gatesPath = path.join(o.out, GATES_FILE);
-  await writeGateSet(gatesPath, gates);
+  await writeGateFile(gatesPath, gates); // fp32 master copies
   plotCurves(path.join(o.out, 'loss.svg'), 'loss (BCE)', metricSteps, metrics.lossTrain, metrics.loss, layers, { log: true });
   plotCurves(path.join(o.out, 'acc.svg'), 'accuracy @0.05', metricSteps, metrics.accTrain, metrics.acc, layers, { min: 0, max: 1 });
   const summary: TrainSummary = {
@@ -418,10 +418,5 @@ async function heldOutTargets(storeDir: string, m: FeatureManifest, group: numbe
     out.push(t);
   }
   return out;
-}
-
-/** Gates as JSON-free binary: safetensors with the GateSet metadata (read back by readGateSet). */
-export async function writeGateSet(file: string, gates: GateSet): Promise<void> {
-  await writeGateSetFile(file, gates);
 }
 

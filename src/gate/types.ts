@@ -1,5 +1,5 @@
-// In-memory representation of trained Fast KVzip gates (SPEC §3). The trainer produces
-// it; the exporters (src/export/) write it; readGatePt reads public files back into it.
+// In-memory representation of trained Fast KVzip gates (docs/method.md §3). The trainer produces
+// it; the exporters (src/export/) write it; export/read-gates.ts reads any gates file back into it.
 
 /** One gated layer; fp32 master copies in PyTorch layouts (row-major, nn.Linear [out, in]). */
 export interface GateLayerParams {
@@ -17,6 +17,16 @@ export interface GateLayerParams {
   b: Float32Array;
   /** [H, 1, S, r] */
   kBase: Float32Array;
+}
+
+/** Sizes of gates: L of them (a gate set, or a training group of layers), input D, H KV heads, group size G, rank r, S sinks. */
+export interface GateDims {
+  L: number;
+  D: number;
+  H: number;
+  G: number;
+  r: number;
+  S: number;
 }
 
 export type GateModelDtype = 'float32' | 'float16' | 'bfloat16';

@@ -8,7 +8,7 @@ import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type R
 import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile } from '../hub/index.js';
 import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type HiddenDtype } from '../features/index.js';
-import { loadModel, type LoadedModel } from '../cli/model-session.js';
+import { loadModel, type LoadedModel } from '../runtime/model-session.js';
 import type { GraphKind } from '../onnx/index.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';

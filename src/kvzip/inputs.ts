@@ -1,4 +1,4 @@
-// Token-level inputs of KVzip scoring (SPEC §1): the prefill sequence and the
+// Token-level inputs of KVzip scoring (docs/method.md §1): the prefill sequence and the
 // reconstruction ("repeat") inputs, exactly as the public code forms them. Pure logic.
 
 export interface KvzipPrompts {

@@ -2,8 +2,7 @@
 // makeEmbedding -> makeLayer (makeAttention, makeMlp) -> makeFinalNorm -> makeLmHead.
 // Every architecture quirk comes from ModelSpec (src/model/config.ts); nothing here
 // branches on a family name.
-import type { Graph, DType } from './builder.js';
-import { ONNX_DTYPE } from './builder.js';
+import type { Graph } from './builder.js';
 import type { ModelSpec, RopeSpec } from '../model/config.js';
 import type { ComputeDType, TensorSource, WeightFile } from './weights.js';
 import { ropeTables } from './rope.js';
@@ -231,8 +230,4 @@ export function gqaLengths(g: Graph, pastLen: string, newLen: string): { seqlens
     totalLength: total,
     seqlensK: g.reshape(g.sub(total, g.constant(1, 'int32')), [1]),
   };
-}
-
-export function onnxType(dtype: DType): number {
-  return ONNX_DTYPE[dtype];
 }

@@ -6,7 +6,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { OpenedModel } from '../model/load.js';
 import type { SafetensorsIndex } from '../model/safetensors/index.js';
-import type { Device } from '../runtime/session.js';
 import { writeModelGraphs, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind } from './write-graphs.js';
 import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
@@ -19,13 +18,6 @@ export { writeModelGraphs, type GraphFiles, type GraphKind };
 
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   return env.FASTKVZIP_CACHE ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fastkvzip');
-}
-
-/** Compute dtype for a device: fp32 on CPU; the model's half type on GPUs (GQA has no fp32 CUDA kernel). */
-export function defaultComputeDtype(device: Device, modelDtype: string): ComputeDType {
-  if (device === 'cpu') return 'float32';
-  if (device === 'webgpu') return 'float16';
-  return modelDtype === 'bfloat16' ? 'bfloat16' : 'float16';
 }
 
 export function tensorSource(weights: SafetensorsIndex): TensorSource {

@@ -1,6 +1,6 @@
 // The KVzip context graph: ONE session.run per context does the chunked prefill (capturing
 // the attention inputs of the scored layers), then every reconstruction pass against the
-// context's KV cache, computing the KVzip scores of SPEC §1 on the way. The cache never
+// context's KV cache, computing the KVzip scores of docs/method.md §1 on the way. The cache never
 // leaves the device (onnxruntime-node returns CUDA outputs to host memory, so the cache
 // must live inside one run).
 //

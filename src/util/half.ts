@@ -13,11 +13,6 @@ export function f32ToBf16Bits(x: number): number {
   return ((bits + rounding) >>> 16) & 0xffff;
 }
 
-export function bf16BitsToF32(h: number): number {
-  u32[0] = (h & 0xffff) << 16;
-  return f32[0]!;
-}
-
 /** float32 -> IEEE fp16 bits, round to nearest even, overflow to +-Inf. */
 export function f32ToF16Bits(x: number): number {
   f32[0] = x;
@@ -61,10 +56,6 @@ for (let h = 0; h < 65536; h++) {
   else if (e === 0x1f) v = m ? NaN : Infinity;
   else v = (1 + m / 1024) * 2 ** (e - 15);
   F16_TABLE[h] = sign * v;
-}
-
-export function f16BitsToF32(h: number): number {
-  return F16_TABLE[h & 0xffff]!;
 }
 
 export function f16ArrayToF32(src: Uint16Array, dst = new Float32Array(src.length)): Float32Array {

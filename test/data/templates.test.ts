@@ -106,7 +106,7 @@ describe('chat templates', () => {
     expect(templateFor('fallback').prefix).toBe(INSTRUCTION); // no BOS token given
   });
 
-  it('holds the reconstruction prompts of SPEC §1.2', () => {
+  it('holds the reconstruction prompts of docs/method.md §1.2', () => {
     expect(reconstructionPrompts()).toEqual({
       repeatFirst: '\n\nRepeat the previous context exactly.',
       repeatNext: '\n\nRepeat the part of the previous context exactly, starting with ',

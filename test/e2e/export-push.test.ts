@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startFakeHub, type FakeHub } from '../helpers/fake-hub.js';
 import { makeGateSet } from '../export/helpers.js';
-import { writeGateSetFile } from '../../src/gate/gate-file.js';
+import { writeGateFile } from '../../src/gate/gate-file.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
@@ -41,7 +41,7 @@ describe('export --push', () => {
   it('uploads the card and the .pt in the public layout, token only as Bearer, never printed', async () => {
     const gates = { ...makeGateSet({ D: 32, H: 2, G: 2, r: 16, S: 16, layers: [0, 1], modelDtype: 'bfloat16' }), meta: { model_id: 'Qwen/Qwen3-8B' } };
     const trainOut = path.join(tmp, 'train');
-    await writeGateSetFile(path.join(trainOut, 'gates.safetensors'), gates);
+    await writeGateFile(path.join(trainOut, 'gates.safetensors'), gates);
     const r = await fkz(['export', '--gates', trainOut, '--out', path.join(tmp, 'export'), '--push', 'me/qwen3-gates', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);

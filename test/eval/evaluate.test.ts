@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { modelDir } from '../helpers/golden.js';
 import { randomGates } from './helpers.js';
 import { openModel } from '../../src/model/load.js';
-import { writeGateSetFile } from '../../src/gate/gate-file.js';
+import { writeGateFile } from '../../src/gate/gate-file.js';
 import { evaluate, pickPasses, EVAL_DEFAULTS, type EvalReport } from '../../src/eval/evaluate.js';
 import { writeEvalOutputs } from '../../src/eval/report.js';
 import { PUBLIC_WINDOW } from '../../src/eval/eviction.js';
@@ -39,7 +39,7 @@ describe('evaluate (qwen3 fixture)', () => {
       writeFileSync(path.join(tmp, 'docs', `doc${d}.txt`), text);
     }
     const spec = openModel(modelDir('qwen3')).spec;
-    await writeGateSetFile(path.join(tmp, 'gates.safetensors'), randomGates(spec));
+    await writeGateFile(path.join(tmp, 'gates.safetensors'), randomGates(spec));
     report = await evaluate({
       ...EVAL_DEFAULTS,
       model: modelDir('qwen3'),

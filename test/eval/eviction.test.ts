@@ -1,4 +1,4 @@
-// Eviction budgets (SPEC §6): exact kept fractions for the three levels, prefix/window
+// Eviction budgets (docs/method.md §6): exact kept fractions for the three levels, prefix/window
 // accounting, the public window adjustment, and that the best-scored entries survive.
 import { describe, it, expect } from 'vitest';
 import { EvictionPlan, recentWindow, PUBLIC_WINDOW, floorEps, type EvictionLevel } from '../../src/eval/eviction.js';

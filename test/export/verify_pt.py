@@ -1,4 +1,4 @@
-# Independent check of gate .pt files written by src/export/writeGatePt.ts, using PyTorch.
+# Independent check of gate .pt files written by src/export/write-gate-pt.ts, using PyTorch.
 # argv[1]: JSON list of cases {path, raw, dims{D,H,G,r,S}, dtype, metrics, slots, weightsOnlyExpected}
 # Prints one JSON line: a list of per-case results; "problems" lists every mismatch found.
 import collections

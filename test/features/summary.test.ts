@@ -47,7 +47,7 @@ describe('store sizes', () => {
       const e2 = estimateStoreBytes({ tokens: T, layers: LAYERS.length, D, H, hiddenDtype: 'bfloat16' });
       expect(e2).toBeGreaterThanOrEqual(info.bytes);
       expect(e2 - info.bytes).toBeLessThan(LAYERS.length * 4608 + 2048);
-      // SPEC §7: Qwen3-8B, 1M tokens, 36 layers: about 295 GB
+      // docs/method.md §8: Qwen3-8B, 1M tokens, 36 layers: about 295 GB
       const qwen = estimateStoreBytes({ tokens: 1_000_000, layers: 36, D: 4096, H: 8, hiddenDtype: 'bfloat16', contexts: 34 });
       expect(qwen / 1e9).toBeCloseTo(296, 0);
     } finally {

@@ -22,16 +22,8 @@ const golden = JSON.parse(readFileSync(path.join(fixtureDir, 'stories260K-greedy
   tokenization: { cases: { text: string; ids: number[] }[] };
 };
 
-/** stories260K (llama2.c's tiny pretrained GQA model): beside the fixture, else ../shared/models beside the checkout (as in CI). */
-function findStories(): { bin: string; tok: string } | null {
-  for (const dir of [fixtureDir, fileURLToPath(new URL('../../../shared/models/stories260K', import.meta.url))]) {
-    const bin = path.join(dir, 'stories260K.bin');
-    const tok = path.join(dir, 'tok512.bin');
-    if (existsSync(bin) && existsSync(tok)) return { bin, tok };
-  }
-  return null;
-}
-const stories = findStories();
+/** stories260K (llama2.c's tiny pretrained GQA model), committed beside the golden (see its README for provenance). */
+const stories = { bin: path.join(fixtureDir, 'stories260K.bin'), tok: path.join(fixtureDir, 'tok512.bin') };
 
 let root: string;
 beforeAll(() => {
@@ -320,11 +312,10 @@ describe('convertLlama2c bad inputs', () => {
 });
 
 describe('stories260K against llama2.c run.c', () => {
-  it('finds the stories260K checkpoint (test/fixtures/llama2c or ../shared/models)', () => expect(stories).not.toBeNull());
   let dir: string;
   beforeAll(async () => {
     dir = path.join(root, 'stories260K');
-    await convertLlama2c(stories!.bin, stories!.tok, dir);
+    await convertLlama2c(stories.bin, stories.tok, dir);
   });
 
   it('tokenizes exactly as run.c (prompt ids, byte fallback) and decodes back to the text', () => {

@@ -1,6 +1,6 @@
 // Internal consistency of the graphs on random tiny models (independent of the Python goldens):
 // chunked == one-shot, KVzip graph hidden == step graph attention inputs, KVzip scores == a
-// plain-JS implementation of SPEC §1 on the step graph's queries and keys.
+// plain-JS implementation of docs/method.md §1 on the step graph's queries and keys.
 import { describe, it, expect, beforeAll } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import * as os from 'node:os';
@@ -55,7 +55,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
   });
 }
 
-/** SPEC §1 score in plain JS from queries [R, Hq, d] and keys [H, N+R, d] (the cache after the repeat). */
+/** docs/method.md §1 score in plain JS from queries [R, Hq, d] and keys [H, N+R, d] (the cache after the repeat). */
 function jsScores(q: Float32Array, k: Float32Array, o: { R: number; Hq: number; H: number; d: number; NR: number; P: number; cStart: number; cLen: number; N: number }): Float32Array {
   const G = o.Hq / o.H;
   const out = new Float32Array(o.H * o.cLen);
@@ -82,7 +82,7 @@ function jsScores(q: Float32Array, k: Float32Array, o: { R: number; Hq: number; 
   return out;
 }
 
-describe('KVzip graph scores equal a plain-JS SPEC §1 implementation', () => {
+describe('KVzip graph scores equal a plain-JS docs/method.md §1 implementation', () => {
   for (const name of ['qwen3', 'gemma3'] as const) {
     it(name, async () => {
       const { spec, source } = randomModel(name, 3);

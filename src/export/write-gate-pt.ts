@@ -5,10 +5,9 @@
 // storage at a time, so memory stays at the size of the largest tensor.
 import * as path from 'node:path';
 import type { GateSet } from '../gate/types.js';
-import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, numel, validateGateSet, type TensorDtype } from './gateTensors.js';
-import { pickle, py, type PyValue } from './pickleWriter.js';
-import { float64ArrayPickle, orderedDictPickle, tensorPickle } from './torchPickle.js';
-import { StoredZipWriter } from './zipWriter.js';
+import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, numel, validateGateSet } from '../gate/gate-tensors.js';
+import { float64ArrayPickle, orderedDictPickle, pickle, py, StoredZipWriter, tensorPickle, type PyValue } from './torch-file/index.js';
+import type { TensorDtype } from '../util/dtype.js';
 import { UserError } from '../util/errors.js';
 
 export interface WriteGatePtOptions {

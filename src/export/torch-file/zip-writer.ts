@@ -1,13 +1,13 @@
 // A STORED-only (uncompressed) zip writer that streams entries to a file handle, in the
 // shape PyTorch's own writer produces: each entry's data starts on a 64-byte boundary
 // (padding goes in an "FB" extra field), fixed 1980-01-01 timestamps, no data descriptors,
-// zip64 records only where offsets or counts need them. Hand-written rather than a
-// dependency because torch needs uncompressed 64-byte-aligned entries and we must stream.
+// zip64 records only where offsets or counts need them. Ours, not a zip library's: the 64-byte
+// alignment matches torch's own files and lets torch.load(mmap=True) map tensors in place.
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
-import { crc32 } from './crc32.js';
-import { tempPathFor } from '../util/atomic.js';
+import { crc32 } from 'node:zlib';
+import { tempPathFor } from '../../util/atomic.js';
 
 const ALIGN = 64;
 const MAX32 = 0xffffffff;

@@ -1,8 +1,8 @@
 // Resolve --model (hub id or folder), open and check it, and create sessions on its graphs.
 import { resolveModel } from '../hub/index.js';
 import { openModel, type OpenedModel } from '../model/load.js';
-import { defaultComputeDtype, ensureGraphs, type GraphFiles, type GraphKind } from '../onnx/index.js';
-import { createSession, sessionOptions, type DeviceOptions, ort } from '../runtime/session.js';
+import { ensureGraphs, type GraphFiles, type GraphKind } from '../onnx/index.js';
+import { createSession, sessionOptions, type Device, type DeviceOptions, ort } from './session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { cacheIoDtype } from '../onnx/step-graph.js';
 import type { DType } from '../onnx/builder.js';
@@ -29,6 +29,13 @@ export interface LoadModelOptions {
   /** run the model with this RoPE instead of its config's (part of the graphs' identity) */
   ropeOverride?: RopeOverride | null;
   log?: (line: string) => void;
+}
+
+/** Compute dtype for a device: fp32 on CPU; the model's half type on GPUs (GQA has no fp32 CUDA kernel). */
+export function defaultComputeDtype(device: Device, modelDtype: string): ComputeDType {
+  if (device === 'cpu') return 'float32';
+  if (device === 'webgpu') return 'float16';
+  return modelDtype === 'bfloat16' ? 'bfloat16' : 'float16';
 }
 
 export async function loadModel(idOrDir: string, o: LoadModelOptions): Promise<LoadedModel> {

@@ -4,8 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { exportGates } from '../../src/export/index.js';
 import { gateFileName, gateFolderName, gateRelativePath } from '../../src/export/naming.js';
-import { renderModelCard, type TrainSummary } from '../../src/export/modelCard.js';
-import { readGatePt } from '../../src/export/readGatePt.js';
+import { renderModelCard, type CardSummary } from '../../src/export/model-card.js';
+import { readGatePt } from '../../src/export/read-gate-pt.js';
 import { makeGateSet, tempDir } from './helpers.js';
 
 const { dir, cleanup } = tempDir('card');
@@ -24,7 +24,7 @@ describe('gate file naming', () => {
   });
 });
 
-const summary: TrainSummary = {
+const summary: CardSummary = {
   device: 'cuda (NVIDIA H200)',
   steps: 5000,
   batch: 1000,

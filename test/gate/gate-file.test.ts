@@ -1,12 +1,13 @@
-// writeGateSafetensors: names, dtypes, metadata, round trip, and an independent parse in
-// Python (the safetensors package when importable, else the header by hand + torch).
+// The gate file (writeGateFile with the published dtypes, as `export --format safetensors`
+// writes it): names, dtypes, metadata, round trip, and an independent parse in Python (the
+// safetensors package when importable, else the header by hand + torch).
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { readGateSafetensors, writeGateSafetensors } from '../../src/export/gateSafetensors.js';
-import { GATE_STATE_KEYS, PARAM_FIELD, gateLayerTensors, gateStateDtypes } from '../../src/export/gateTensors.js';
+import { readGateFile, writeGateFile } from '../../src/gate/gate-file.js';
+import { GATE_STATE_KEYS, PARAM_FIELD, gateLayerTensors, gateStateDtypes } from '../../src/gate/gate-tensors.js';
 import { bf16ArrayToF32, f32ArrayToBf16 } from '../../src/util/half.js';
-import { dumpF32, makeGateSet, runPython, tempDir, torchPython } from './helpers.js';
+import { dumpF32, makeGateSet, runPython, tempDir, torchPython } from '../export/helpers.js';
 
 const { dir, cleanup } = tempDir('safetensors');
 afterAll(cleanup);
@@ -17,13 +18,13 @@ function header(file: string): Record<string, any> {
   return JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
 }
 
-describe('writeGateSafetensors', () => {
+describe('writeGateFile (published dtypes)', () => {
   const gates = makeGateSet({ D: 12, H: 2, G: 2, r: 4, S: 3, layers: [5, 11], modelDtype: 'bfloat16', seed: 31 });
   gates.meta = { model_id: 'google/gemma-3-1b-it', revision: 'abc123', recipe: 'fineweb-10k' };
   const file = path.join(dir, 'gemma-3-1b-it', 'q2_dim4_sink3.safetensors');
 
   it('writes layers.{i}.{key} tensors with the .pt dtypes and string metadata', async () => {
-    await writeGateSafetensors(file, gates);
+    await writeGateFile(file, gates, { dtypes: 'published' });
     const h = header(file);
     const names = Object.keys(h).filter((k) => k !== '__metadata__');
     expect(names.sort()).toEqual(GATE_STATE_KEYS.flatMap((k) => [`layers.0.${k}`, `layers.1.${k}`]).sort());
@@ -41,9 +42,10 @@ describe('writeGateSafetensors', () => {
   });
 
   it('reads back exactly (up to the stored dtype) and is deterministic', async () => {
-    const read = readGateSafetensors(file);
+    const read = readGateFile(file);
     expect(read.layers).toEqual([5, 11]);
     expect(read.meta).toEqual(gates.meta);
+    expect(read.metrics).toEqual(gates.metrics); // every evaluation, not only the summary
     const dtypes = gateStateDtypes('bfloat16');
     gates.params.forEach((p, i) => {
       for (const key of GATE_STATE_KEYS) {
@@ -52,15 +54,33 @@ describe('writeGateSafetensors', () => {
       }
     });
     const again = path.join(dir, 'again.safetensors');
-    await writeGateSafetensors(again, gates);
+    await writeGateFile(again, gates, { dtypes: 'published' });
     expect(readFileSync(again).equals(readFileSync(file))).toBe(true);
+  });
+
+  it("with the trainer's fp32 master copies, reads back bit for bit", async () => {
+    const master = path.join(dir, 'master.safetensors');
+    await writeGateFile(master, gates);
+    const h = header(master);
+    expect(Object.entries(h).filter(([k]) => k !== '__metadata__').every(([, t]) => (t as { dtype: string }).dtype === 'F32')).toBe(true);
+    const read = readGateFile(master);
+    expect(read).toEqual(gates);
+  });
+
+  it('reads train output written before the formats were one (the description under fastkvzip_gates)', async () => {
+    const { writeSafetensors } = await import('../../src/model/safetensors/index.js');
+    const legacy = path.join(dir, 'legacy.safetensors');
+    const tensors = gates.layers.flatMap((_, pos) => gateLayerTensors(gates, pos).map((t) => ({ name: `layers.${pos}.${t.key}`, dtype: 'F32' as const, shape: t.shape, data: t.values })));
+    const { params: _params, ...desc } = gates;
+    await writeSafetensors(legacy, tensors, { fastkvzip_gates: JSON.stringify(desc) });
+    expect(readGateFile(legacy)).toEqual(gates);
   });
 
   it('refuses files that are not gate exports', async () => {
     const { writeSafetensors } = await import('../../src/model/safetensors/index.js');
     const other = path.join(dir, 'other.safetensors');
     await writeSafetensors(other, [{ name: 'w', dtype: 'F32', shape: [1], data: new Float32Array(1) }], {});
-    expect(() => readGateSafetensors(other)).toThrow(/other.safetensors: not a fastkvzip gate export/);
+    expect(() => readGateFile(other)).toThrow(/other.safetensors: not a fastkvzip gates file/);
   });
 
   it.skipIf(!torchPython.ok)(`parses in Python with the same values as torch's own casts (${torchPython.reason})`, () => {

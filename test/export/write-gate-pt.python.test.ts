@@ -5,8 +5,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeGatePt, type WriteGatePtOptions } from '../../src/export/writeGatePt.js';
-import { gateLayerTensors } from '../../src/export/gateTensors.js';
+import { writeGatePt, type WriteGatePtOptions } from '../../src/export/write-gate-pt.js';
+import { gateLayerTensors } from '../../src/gate/gate-tensors.js';
 import type { GateSet } from '../../src/gate/types.js';
 import { dumpF32, makeGateSet, runPython, tempDir, torchPython } from './helpers.js';
 

@@ -1,8 +1,8 @@
 // The protocol-2 pickle writer against our VM and against Python's own pickle module.
 import { afterAll, describe, expect, it } from 'vitest';
-import { pickle, py, type PyValue } from '../../src/export/pickleWriter.js';
-import { unpickle, type PyCallable } from '../../src/export/pickleReader.js';
-import { runPython, tempDir, torchPython } from './helpers.js';
+import { pickle, py, type PyValue } from '../../../src/export/torch-file/pickle-writer.js';
+import { unpickle, type PyCallable } from '../../../src/export/torch-file/pickle-reader.js';
+import { runPython, tempDir, torchPython } from '../helpers.js';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 

@@ -1,13 +1,10 @@
-// The exported tensors of one gate layer: names, shapes and dtypes as the public
-// checkpoints have them (SPEC §3/§5), plus the checks every exporter runs first.
+// The gate tensor schema: the state-dict keys, shapes and dtypes of one gate layer as the public
+// checkpoints have them (docs/method.md §3, §5), plus the checks every writer runs first.
 import { endianness } from 'node:os';
-import type { GateLayerParams, GateModelDtype, GateSet } from '../gate/types.js';
+import type { GateDims, GateLayerParams, GateModelDtype, GateSet } from './types.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { UserError } from '../util/errors.js';
-
-export type TensorDtype = 'float32' | 'float16' | 'bfloat16' | 'float64';
-
-export const DTYPE_BYTES: Record<TensorDtype, number> = { float32: 4, float16: 2, bfloat16: 2, float64: 8 };
+import type { TensorDtype } from '../util/dtype.js';
 
 /** State-dict keys in the order we write them. */
 export const GATE_STATE_KEYS = [
@@ -39,15 +36,7 @@ export const PARAM_FIELD: Record<GateStateKey, keyof GateLayerParams> = {
   k_base: 'kBase',
 };
 
-export interface GateDims {
-  D: number;
-  H: number;
-  G: number;
-  r: number;
-  S: number;
-}
-
-export function gateStateShapes({ D, H, G, r, S }: GateDims): Record<GateStateKey, number[]> {
+export function gateStateShapes({ D, H, G, r, S }: Omit<GateDims, 'L'>): Record<GateStateKey, number[]> {
   return {
     'q_proj.weight': [H * G * r, D],
     'q_proj.bias': [H * G * r],

@@ -1,39 +1,17 @@
 // README.md (Hugging Face model card) for exported gates: the training setup, per-layer
 // held-out results, and how to load the file. Rendered only from facts passed in.
+import type { LayerResult, TrainSummary } from '../gate/train.js';
 import type { GateSet } from '../gate/types.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { gateFileName, gateFolderName, type GateFileFormat } from './naming.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 
-/** Per-layer results of the final evaluation (held-out unless named train). */
-export interface LayerSummary {
-  /** model layer index */
-  layer: number;
-  testLoss: number;
-  testAcc: number;
-  trainLoss?: number;
-  trainAcc?: number;
-  /** recall of KVzip's top 30 % by the gate's top 30 % (held-out tokens, mean over heads) */
-  recall30?: number;
-}
+/** Per-layer results of the final evaluation as the card reads them (the trainer's LayerResult; older summaries lack the optional parts). */
+export type CardLayer = Pick<LayerResult, 'layer' | 'testLoss' | 'testAcc'> & Partial<Pick<LayerResult, 'trainLoss' | 'trainAcc' | 'recall30'>>;
 
-/**
- * What the card needs to know about the run. A structural subset of the trainer's
- * summary (src/gate/train.ts), so that object can be passed as is.
- */
-export interface TrainSummary {
-  device?: string;
-  steps: number;
-  batch: number;
-  lr: number;
-  seed: number;
-  /** wall-clock training time */
-  seconds?: number;
-  tokens?: { total: number; train: number; test: number };
-  layers?: LayerSummary[];
-  /** other settings worth listing (momentum, evalEvery, ...) */
-  options?: Record<string, unknown>;
-}
+/** What the card reads of the trainer's summary (src/gate/train.ts), which can be passed as is. */
+export type CardSummary = Pick<TrainSummary, 'steps' | 'batch' | 'lr' | 'seed'> &
+  Partial<Pick<TrainSummary, 'device' | 'seconds' | 'tokens' | 'options'>> & { layers?: CardLayer[] };
 
 export interface ModelCardOptions {
   /** file format the card describes (default 'pt') */
@@ -66,7 +44,7 @@ function parseJsonObject(s: string | undefined): Record<string, unknown> | undef
 const show = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify(v));
 
 /** Per-layer rows: the summary's when given, else the last evaluation in gates.metrics. */
-function layerRows(gates: GateSet, summary: TrainSummary | undefined): LayerSummary[] {
+function layerRows(gates: GateSet, summary: CardSummary | undefined): CardLayer[] {
   if (summary?.layers && summary.layers.length > 0) return summary.layers;
   const m = gates.metrics;
   const last = (rows: number[][] | undefined) => rows?.at(-1);
@@ -76,7 +54,7 @@ function layerRows(gates: GateSet, summary: TrainSummary | undefined): LayerSumm
 }
 
 /** The card's Markdown text (deterministic for the same inputs). */
-export function renderModelCard(gates: GateSet, summary?: TrainSummary, options: ModelCardOptions = {}): string {
+export function renderModelCard(gates: GateSet, summary?: CardSummary, options: ModelCardOptions = {}): string {
   const format = options.format ?? 'pt';
   const meta = gates.meta ?? {};
   const modelId = options.modelId ?? meta.model_id ?? meta.modelId ?? 'unknown-model';
@@ -103,7 +81,9 @@ export function renderModelCard(gates: GateSet, summary?: TrainSummary, options:
   L.push('## Files', '');
   L.push(`- \`${relPath}\` — ${gates.layers.length} gates, rank r = ${gates.r}, ${gates.S} sink keys, query group G = ${gates.G}, ${gates.H} KV heads, input size D = ${gates.D}.`);
   L.push(
-    `- Dtypes: \`q_proj\`, \`k_proj\` and \`b\` in the model dtype (${gates.modelDtype}); \`q_norm\`, \`k_norm\` and \`k_base\` in float32.`,
+    format === 'onnx'
+      ? `- Dtypes: every parameter in float32 (the trained master copies; the model is ${gates.modelDtype}).`
+      : `- Dtypes: \`q_proj\`, \`k_proj\` and \`b\` in the model dtype (${gates.modelDtype}); \`q_norm\`, \`k_norm\` and \`k_base\` in float32.`,
   );
   L.push(
     contiguous
@@ -192,6 +172,12 @@ export function renderModelCard(gates: GateSet, summary?: TrainSummary, options:
         '',
       );
     }
+  } else if (format === 'onnx') {
+    L.push(`With ONNX Runtime; the parameters (fp32) are in \`${relPath}.data\`, which must stay beside the model. Input \`attn_input\` [gates, tokens, D] holds the attention inputs (input-RMSNorm outputs) of the gated layers in the order of the metadata key \`layers\`; output \`scores\` [gates, H, tokens]:`, '');
+    L.push('```python', 'import numpy as np, onnxruntime as ort', 'from huggingface_hub import snapshot_download', '');
+    L.push(`root = snapshot_download("${repo}")`);
+    L.push(`session = ort.InferenceSession(f"{root}/${relPath}")`);
+    L.push(`scores = session.run(["scores"], {"attn_input": np.zeros((${gates.layers.length}, 8, ${gates.D}), np.float32)})[0]`, '```', '');
   } else {
     L.push('With the `safetensors` package; tensors are named `layers.{i}.{key}`, and the metadata key `layers` gives the model layer of each i:', '');
     L.push('```python', 'import json', 'from huggingface_hub import hf_hub_download', 'from safetensors import safe_open', '');
@@ -212,6 +198,6 @@ export function renderModelCard(gates: GateSet, summary?: TrainSummary, options:
 }
 
 /** Write the card atomically. */
-export async function writeModelCard(file: string, gates: GateSet, summary?: TrainSummary, options?: ModelCardOptions): Promise<void> {
+export async function writeModelCard(file: string, gates: GateSet, summary?: CardSummary, options?: ModelCardOptions): Promise<void> {
   await writeFileAtomic(file, renderModelCard(gates, summary, options));
 }

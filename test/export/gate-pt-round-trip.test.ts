@@ -2,11 +2,11 @@
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { writeGatePt } from '../../src/export/writeGatePt.js';
-import { readGatePt } from '../../src/export/readGatePt.js';
-import { GATE_STATE_KEYS, PARAM_FIELD, gateStateDtypes } from '../../src/export/gateTensors.js';
-import { ZipReader } from '../../src/export/zipReader.js';
-import { StoredZipWriter } from '../../src/export/zipWriter.js';
+import { writeGatePt } from '../../src/export/write-gate-pt.js';
+import { readGatePt } from '../../src/export/read-gate-pt.js';
+import { GATE_STATE_KEYS, PARAM_FIELD, gateStateDtypes } from '../../src/gate/gate-tensors.js';
+import { ZipReader } from '../../src/export/torch-file/zip-reader.js';
+import { StoredZipWriter } from '../../src/export/torch-file/zip-writer.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from '../../src/util/half.js';
 import type { GateSet } from '../../src/gate/types.js';
 import { makeGateSet, runPython, tempDir, torchPython } from './helpers.js';

@@ -5,9 +5,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readGatePt } from '../../src/export/readGatePt.js';
-import { writeGatePt } from '../../src/export/writeGatePt.js';
-import { GATE_STATE_KEYS, PARAM_FIELD, gateStateShapes, numel } from '../../src/export/gateTensors.js';
+import { readGatePt } from '../../src/export/read-gate-pt.js';
+import { writeGatePt } from '../../src/export/write-gate-pt.js';
+import { GATE_STATE_KEYS, PARAM_FIELD, gateStateShapes, numel } from '../../src/gate/gate-tensors.js';
 import type { GateSet } from '../../src/gate/types.js';
 import { runPython, tempDir, torchPython } from './helpers.js';
 

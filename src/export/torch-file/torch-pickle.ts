@@ -1,10 +1,10 @@
 // The Python-side objects of a torch.save checkpoint, both directions: pickle trees that
 // rebuild tensors and numpy arrays (for writing), and the safe constructors the pickle VM
 // may call when reading (torch storages/tensors, numpy arrays/dtypes, OrderedDict).
-import { py, type PyValue } from './pickleWriter.js';
-import type { PyBuildable, PyCallable } from './pickleReader.js';
-import { UnpickleError } from './pickleReader.js';
-import type { TensorDtype } from './gateTensors.js';
+import { py, type PyValue } from './pickle-writer.js';
+import type { PyBuildable, PyCallable } from './pickle-reader.js';
+import { UnpickleError } from './pickle-reader.js';
+import type { TensorDtype } from '../../util/dtype.js';
 
 /** torch.<Name>Storage for each dtype we write. */
 export const TORCH_STORAGE: Record<TensorDtype, string> = {

@@ -3,8 +3,7 @@
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as zlib from 'node:zlib';
-import { crc32 } from './crc32.js';
-import { fileError } from '../util/errors.js';
+import { fileError } from '../../util/errors.js';
 
 export interface ZipEntry {
   name: string;
@@ -53,7 +52,7 @@ export class ZipReader {
     else if (entry.method === 8) data = zlib.inflateRawSync(raw);
     else throw fileError(this.file, `zip entry ${entry.name}: unsupported compression method ${entry.method}`);
     if (data.length !== entry.size) throw fileError(this.file, `zip entry ${entry.name}: size mismatch`);
-    if (crc32(data) !== entry.crc32) throw fileError(this.file, `zip entry ${entry.name}: CRC mismatch (file corrupt)`);
+    if (zlib.crc32(data) !== entry.crc32) throw fileError(this.file, `zip entry ${entry.name}: CRC mismatch (file corrupt)`);
     return data;
   }
 
