@@ -8,6 +8,7 @@ import { gateForward, PARAMS, paramShape, type GateDims } from '../gate/graph.js
 import { stack } from '../gate/state.js';
 import type { GateSet } from '../gate/types.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
+import { validateGateSet } from './gateTensors.js';
 
 export interface OnnxGateOptions {
   /** input dtype of attn_input (default float32) */
@@ -16,6 +17,7 @@ export interface OnnxGateOptions {
 
 /** Write `<dir>/<name>.onnx` (+ `<name>.onnx.data` holding the parameters). Returns the model path. */
 export function writeOnnxGate(dir: string, name: string, gates: GateSet, o: OnnxGateOptions = {}): string {
+  validateGateSet(gates); // the same checks as the .pt and safetensors writers
   mkdirSync(dir, { recursive: true });
   const d: GateDims = { L: gates.layers.length, D: gates.D, H: gates.H, G: gates.G, r: gates.r, S: gates.S };
   const g = new Graph('fastkvzip_gates');
