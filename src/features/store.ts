@@ -274,7 +274,7 @@ interface LockInfo {
 }
 
 /** Creates dir/.lock exclusively; takes over a lock left by a dead process on this host. */
-async function acquireLock(dir: string): Promise<() => Promise<void>> {
+export async function acquireLock(dir: string): Promise<() => Promise<void>> {
   const lockPath = path.join(dir, LOCK_NAME);
   const mine: LockInfo = { pid: process.pid, host: os.hostname(), since: new Date().toISOString() };
   for (let attempt = 0; attempt < 2; attempt++) {
