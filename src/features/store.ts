@@ -310,6 +310,7 @@ export async function acquireLock(dir: string): Promise<() => Promise<void>> {
     if (!stale) {
       throw new UserError(
         `${dir}: in use by process ${holder!.pid} on ${holder!.host} since ${holder!.since} (delete ${lockPath} if that process is gone)`,
+        1,
       );
     }
     await fs.rm(lockPath, { force: true });

@@ -208,6 +208,9 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
     };
     if (o.resume && existsSync(ckptPath)) {
       const ck = readCheckpoint(ckptPath, dims);
+      if (ck.identity === identity && !(Number.isInteger(ck.nextBlock) && ck.nextBlock >= 0 && ck.nextBlock <= blocks.length)) {
+        throw new UserError(`${ckptPath}: corrupt checkpoint (next block ${ck.nextBlock} of ${blocks.length}); delete it or train with --no-resume`, 1);
+      }
       if (ck.identity === identity) {
         state = { params: ck.params, bufs: ck.bufs, nextBlock: ck.nextBlock };
         ck.metrics.forEach((row) => {
