@@ -33,6 +33,8 @@ export async function mergeStores(outDir: string, inputDirs: string[], options: 
   for (const dir of inputDirs) {
     if (path.resolve(dir) === outAbs) throw new UserError(`merge: the output ${outDir} is also an input`);
   }
+  const outStat = await fs.stat(outDir).catch(() => null);
+  if (outStat && !outStat.isDirectory()) throw new UserError(`--out ${outDir}: is a file, not a folder`);
   const inputs = await Promise.all(inputDirs.map(async (dir) => ({ dir, m: await readManifest(dir) })));
 
   const first = inputs[0]!;
