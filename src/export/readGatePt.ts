@@ -15,6 +15,13 @@ export interface TorchCheckpoint {
   close(): Promise<void>;
 }
 
+/**
+ * What a gate checkpoint can hold: its data.pkl is a state dict plus metric lists (kilobytes even
+ * for 64 layers x thousands of evaluations), one storage is one projection of a ~10k-wide model.
+ */
+const MAX_GATE_PICKLE_BYTES = 16 << 20;
+const MAX_GATE_STORAGE_BYTES = 2 ** 31;
+
 export async function openTorchCheckpoint(file: string): Promise<TorchCheckpoint> {
   const zip = await ZipReader.open(file).catch(async (err: unknown) => {
     if (err instanceof UserError && /not a zip archive/.test(err.message)) {
@@ -27,12 +34,12 @@ export async function openTorchCheckpoint(file: string): Promise<TorchCheckpoint
     if (!pkl) throw fileError(file, 'no <archive>/data.pkl entry: not a PyTorch checkpoint');
     const prefix = pkl.name.slice(0, -'data.pkl'.length);
     const byteorder = zip.find(`${prefix}byteorder`);
-    if (byteorder && Buffer.from(await zip.read(byteorder)).toString('latin1') !== 'little') {
+    if (byteorder && Buffer.from(await zip.read(byteorder, 16)).toString('latin1') !== 'little') {
       throw fileError(file, 'big-endian checkpoints are not supported');
     }
     let root: unknown;
     try {
-      root = unpickle(await zip.read(pkl), { globals: torchCheckpointGlobals(), persistentLoad: torchPersistentLoad });
+      root = unpickle(await zip.read(pkl, MAX_GATE_PICKLE_BYTES), { globals: torchCheckpointGlobals(), persistentLoad: torchPersistentLoad });
     } catch (err) {
       if (err instanceof UnpickleError) throw fileError(file, err.message);
       throw err;
@@ -44,7 +51,9 @@ export async function openTorchCheckpoint(file: string): Promise<TorchCheckpoint
       if (!type.dtype) throw fileError(file, `tensor storage ${key} is ${type.pyName}; only floating-point tensors are supported`);
       const entry = zip.find(`${prefix}data/${key}`);
       if (!entry) throw fileError(file, `storage entry data/${key} is missing`);
-      return decodeStorage(await zip.read(entry), type.dtype, n, file, key);
+      const width = type.dtype === 'float64' ? 8 : type.dtype === 'float32' ? 4 : 2;
+      if (!Number.isSafeInteger(n) || n < 0 || n * width > MAX_GATE_STORAGE_BYTES) throw fileError(file, `tensor storage ${key} claims ${n} elements, more than a gate file holds`);
+      return decodeStorage(await zip.read(entry, n * width), type.dtype, n, file, key);
     };
     return {
       root,
