@@ -10,6 +10,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeTrainStore } from '../helpers/train-store.js';
 import { modelDir } from '../helpers/golden.js';
+import { makeGateSet } from '../export/helpers.js';
+import { writeGateSetFile } from '../../src/gate/gate-file.js';
+import { mkdirSync } from 'node:fs';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
@@ -78,5 +81,18 @@ describe('extract with nothing to extract', () => {
     const ok = fkz([...common, '--data', 'sotu', '--min-doc-tokens', '3000', '--max-doc-tokens', '9000', '--ten-k-count', '1', '--max-tokens', '9000', '--json']);
     expect(ok.code, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout).manifest.complete).toBe(true);
+  });
+});
+
+describe('eval', () => {
+  it('leaves no fastkvzip-eval-gates-* folder in the temp directory', async () => {
+    const gates = path.join(tmp, 'eval-gates');
+    await writeGateSetFile(path.join(gates, 'gates.safetensors'), { ...makeGateSet({ D: 48, H: 2, G: 2, r: 4, S: 4, layers: [0, 1, 2], modelDtype: 'float32' }), meta: { model_id: 'tiny' } });
+    const sysTmp = path.join(tmp, 'systmp');
+    mkdirSync(sysTmp);
+    const r = spawnSync(process.execPath, [BIN, 'eval', '--model', modelDir('qwen3'), '--gates', gates, '--data', 'sotu', '--contexts', '1', '--min-context-tokens', '100', '--max-context-tokens', '300',
+      '--scorers', 'gates,window', '--ratios', '0.5', '--kv-pairs', '0', '--recon-chunks', '1', '--threads', '1', '--out', path.join(tmp, 'ev')], { env: { ...env, TMPDIR: sysTmp }, encoding: 'utf8', cwd: tmp });
+    expect(r.status, r.stderr).toBe(0);
+    expect(readdirSync(sysTmp).filter((n) => n.startsWith('fastkvzip-eval-gates-'))).toEqual([]);
   });
 });
