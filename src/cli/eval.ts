@@ -12,6 +12,10 @@ import { EVICTION_LEVELS, PUBLIC_WINDOW, type EvictionLevel } from '../eval/evic
 import { SCORER_NAMES, type ScorerName } from '../eval/scorers.js';
 import { formatEvalTables, writeEvalOutputs } from '../eval/report.js';
 import { UserError } from '../util/errors.js';
+import { claimOutputs, recordOutputs } from '../util/owned-files.js';
+
+/** What eval writes into --out (writeEvalOutputs). */
+const EVAL_FILES = ['eval.json', 'eval.md', 'quality.svg'];
 import type { ComputeDType } from '../onnx/weights.js';
 
 export function parseRatios(v: string): number[] {
@@ -61,6 +65,7 @@ export function evalCommand(): Command {
     .option('--notes <file>', 'markdown appended to eval.md (findings)')
     .requiredOption('--out <dir>', 'output folder (eval.json, eval.md, quality.svg)')
     .option('--quiet', 'no progress display')
+    .option('--overwrite', 'replace eval.json/eval.md/quality.svg in --out that fastkvzip did not write or that changed since')
     .option('--json', 'print the report JSON on stdout');
   addDeviceOptions(cmd);
   return cmd.action(async (o) => {
@@ -109,8 +114,11 @@ export function evalCommand(): Command {
       quiet: o.quiet,
     };
     const notes = o.notes ? readNotes(o.notes) : '';
+    // --out is checked before the (long) evaluation, not after it
+    await claimOutputs(o.out, EVAL_FILES, { overwrite: o.overwrite, by: 'eval' });
     const report = await evaluate(opts);
     const files = await writeEvalOutputs(o.out, report, notes);
+    await recordOutputs(o.out, EVAL_FILES, 'eval');
     if (o.json) printJson(report);
     else process.stderr.write(`\n${formatEvalTables(report)}\n\nwrote ${files.join(', ')} in ${report.seconds.toFixed(1)} s\n`);
   });

@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { printJson } from './common.js';
 import { exportTrained, GATE_FILE_FORMATS } from '../export/index.js';
+import { UserError } from '../util/errors.js';
 
 export function exportCommand(): Command {
   return new Command('export')
@@ -10,11 +11,14 @@ export function exportCommand(): Command {
     .addOption(new Option('--format <format>', 'file format').choices(GATE_FILE_FORMATS).default('pt'))
     .requiredOption('--out <dir>', 'export folder (files go to <out>/<model-basename>/)')
     .option('--model-id <id>', 'model id for naming and the card (default: from the gates)')
-    .option('--push <repo>', 'upload the export folder to this hub repo (token from HF_TOKEN)')
-    .option('--private', 'create the hub repo private')
+    .option('--push <repo>', 'upload the files this export wrote (gate file(s) and README.md, nothing else in --out) to this hub repo (token from HF_TOKEN)')
+    .option('--private', 'create the hub repo private (the default)')
+    .option('--public', 'create the hub repo public (an existing repo keeps its visibility)')
+    .option('--overwrite', 'replace files in --out that fastkvzip did not write or that changed since')
     .option('--json', 'print a JSON summary')
     .action(async (o) => {
-      const r = await exportTrained({ gates: o.gates, format: o.format, out: o.out, modelId: o.modelId, push: o.push, private: o.private });
+      if (o.private && o.public) throw new UserError('--private and --public exclude each other');
+      const r = await exportTrained({ gates: o.gates, format: o.format, out: o.out, modelId: o.modelId, push: o.push, private: !o.public, overwrite: o.overwrite });
       if (o.json) printJson(r);
       else process.stderr.write(`wrote ${r.files.join(', ')}${r.pushed ? `; pushed to ${r.pushed.url}` : ''}\n`);
     });

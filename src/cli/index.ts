@@ -10,6 +10,8 @@ import { runCommand } from './run.js';
 import { mergeCommand } from './merge.js';
 import { evalCommand } from './eval.js';
 import { TOOL_VERSION } from '../version.js';
+import { redact } from '../util/redact.js';
+import { systemError } from '../util/system-error.js';
 
 export function buildProgram(): Command {
   const program = new Command('fastkvzip')
@@ -28,15 +30,17 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
-    return 0;
+    // a command may have set a failing exit code without throwing (e.g. a failed check it reported)
+    return Number(process.exitCode ?? 0);
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode;
     if (e instanceof SilentExit) return e.exitCode;
-    if (e instanceof UserError) {
-      process.stderr.write(`fastkvzip: ${e.message}\n`);
-      return e.exitCode;
+    const err = e instanceof UserError ? e : systemError(e);
+    if (err) {
+      process.stderr.write(`fastkvzip: ${redact(err.message)}\n`);
+      return err.exitCode;
     }
-    process.stderr.write(`fastkvzip: internal error: ${(e as Error).stack ?? e}\n`);
+    process.stderr.write(`fastkvzip: internal error: ${redact(String((e as Error).stack ?? e))}\n`);
     return 1;
   }
 }

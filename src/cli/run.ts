@@ -20,6 +20,8 @@ export interface RunOptions {
   threads?: number;
   quiet?: boolean;
   plainProgress?: boolean;
+  /** replace another run's or foreign files in the train and export folders */
+  overwrite?: boolean;
 }
 
 export interface RunSummary {
@@ -72,6 +74,7 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     resume: true,
     memoryBudget: ((o.device ?? c.train.device ?? 'cpu') === 'cpu' ? 8 : 40) * 2 ** 30,
     checkpointEvery: 60,
+    overwrite: o.overwrite,
     quiet: o.quiet,
     plainProgress: o.plainProgress,
     label: '[2/3] train',
@@ -79,7 +82,7 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
   const t2 = Date.now();
   const exports: ExportResult[] = [];
   for (const format of c.export.formats) {
-    exports.push(await exportTrained({ gates: path.join(o.out, 'train'), format, out: path.join(o.out, 'export') }));
+    exports.push(await exportTrained({ gates: path.join(o.out, 'train'), format, out: path.join(o.out, 'export'), overwrite: o.overwrite }));
   }
   const t3 = Date.now();
   const { recipe: _recipe, ...extractSummary } = ex;
@@ -104,13 +107,14 @@ export function runCommand(): Command {
     .addOption(new Option('--device <device>', 'execution provider for every stage (default: the preset\'s)').choices(['cpu', 'cuda', 'webgpu']))
     .option('--threads <n>', 'CPU threads (0 = all cores)', (v) => intArg(v, '--threads'))
     .option('--quiet', 'no progress display')
+    .option('--overwrite', 'replace another run\'s or foreign files in <out>/train and <out>/export')
     .option('--json', 'print the JSON summary on stdout')
     .action(async (o) => {
       const config = loadConfig(o.config);
       // its extraction on CUDA returns GBs per context, as `extract --device cuda` does
       await reuseFreedHostMemory((o.device ?? config.extract.device) === 'cuda');
       const out = path.resolve(o.out ?? path.join('runs', config.name));
-      const s = await runPipeline({ config, out, device: o.device, threads: o.threads, quiet: o.quiet });
+      const s = await runPipeline({ config, out, device: o.device, threads: o.threads, quiet: o.quiet, overwrite: o.overwrite });
       if (o.json) return printJson(s);
       const files = s.exports.flatMap((e) => e.files).filter((f) => !f.endsWith('README.md'));
       process.stderr.write(

@@ -24,6 +24,8 @@ export function trainCommand(): Command {
     .addOption(new Option('--matmul-dtype <dtype>', 'projection matmul dtype (default: float32 on CPU, the features\' dtype on GPUs)').choices(['float32', 'float16', 'bfloat16']))
     .option('--checkpoint-every <seconds>', 'seconds between checkpoints', (v) => floatArg(v, '--checkpoint-every'), TRAIN_DEFAULTS.checkpointEvery)
     .option('--no-resume', 'start afresh even when checkpoints exist')
+    .addOption(new Option('--verify <level>', 'check the shards before training: sha256 of every shard read (full) or their sizes only (size)').choices(['full', 'size']).default('full'))
+    .option('--overwrite', 'train into an --out that holds another run\'s or foreign files (deletes only files train writes)')
     .option('--json', 'print a JSON summary on stdout');
   addDeviceOptions(cmd);
   return cmd.action(async (o) => {
@@ -47,6 +49,8 @@ export function trainCommand(): Command {
       memoryBudget: (o.memoryGb ?? (device.device === 'cpu' ? 8 : 40)) * 2 ** 30,
       matmulDtype: o.matmulDtype as DType | undefined,
       checkpointEvery: o.checkpointEvery,
+      verify: o.verify,
+      overwrite: o.overwrite,
     });
     if (o.json) printJson(summary);
     else process.stderr.write(formatTrainTable(summary));

@@ -1,6 +1,6 @@
 // Trained gates for evaluation: read --gates (any gates file or folder), check it fits the model, and
 // run it as the exported ONNX gate model (attn_input [L, T, D] -> scores [L, H, T]).
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { readGates, writeOnnxGate } from '../export/index.js';
@@ -24,6 +24,11 @@ export async function loadGates(arg: string, spec: ModelSpec): Promise<{ file: s
 /** The gates as an ONNX Runtime session (written to `dir`, a fresh temp folder by default). */
 export async function gateSession(gates: GateSet, device: DeviceOptions, inputDtype: 'float32' | 'float16', dir?: string): Promise<ort.InferenceSession> {
   const folder = dir ?? mkdtempSync(path.join(os.tmpdir(), 'fastkvzip-eval-gates-'));
-  const model = writeOnnxGate(folder, 'gates', gates, { inputDtype });
-  return createSession(model, device);
+  try {
+    const model = writeOnnxGate(folder, 'gates', gates, { inputDtype });
+    return await createSession(model, device);
+  } finally {
+    // the session holds the model in memory: the temp folder is ours and goes at once
+    if (!dir) rmSync(folder, { recursive: true, force: true });
+  }
 }

@@ -11,7 +11,9 @@ import { gateFileName, gateFolderName, type GateFileFormat } from './naming.js';
 import { writeOnnxGate } from './onnx-gate.js';
 import { readGates } from './read-gates.js';
 import { writeGatePt, type WriteGatePtOptions } from './write-gate-pt.js';
-import { UserError } from '../util/errors.js';
+import { UserError, fileError } from '../util/errors.js';
+import { claimOutputs, recordOutputs } from '../util/owned-files.js';
+import { validateGateSet } from '../gate/gate-tensors.js';
 
 export const GATE_FILE_FORMATS: readonly GateFileFormat[] = ['pt', 'safetensors', 'onnx'];
 
@@ -64,26 +66,43 @@ export interface ExportOptions {
   out: string;
   modelId?: string;
   push?: string;
+  /** hub visibility of a repo the push creates (default private) */
   private?: boolean;
+  /** replace files in --out that fastkvzip did not write (or that changed since) */
+  overwrite?: boolean;
 }
 
 export interface ExportResult {
   files: string[];
   folder: string;
-  pushed?: { repo: string; commit: string; url: string };
+  pushed?: { repo: string; commit: string; url: string; files: string[] };
 }
 
 /** `fastkvzip export`: read the gates (with train's summary.json beside them, if any), write one format and the card, optionally push. */
 export async function exportTrained(o: ExportOptions): Promise<ExportResult> {
   const { file: gatesFile, gates } = await readGates(o.gates);
+  validateGateSet(gates); // shapes, finite values, dtype, metrics per layer: the same checks for every format
   const summaryFile = path.join(path.dirname(gatesFile), 'summary.json');
-  const summary: CardSummary | undefined = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : undefined;
+  let summary: CardSummary | undefined;
+  if (existsSync(summaryFile)) {
+    try {
+      summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
+    } catch (e) {
+      throw fileError(summaryFile, `not valid JSON (${(e as Error).message})`);
+    }
+  }
   const modelId = o.modelId ?? gates.meta?.model_id ?? 'model';
+  // The files this export writes, relative to --out: checked before anything is written,
+  // recorded afterwards, and the only ones a push uploads.
+  const rel = `${gateFolderName(modelId)}/${gateFileName(gates, o.format)}`;
+  const rels = o.format === 'onnx' ? [rel, `${rel}.data`, 'README.md'] : [rel, 'README.md'];
+  await claimOutputs(o.out, rels, { overwrite: o.overwrite, by: 'export' });
   const r = await exportGates(gates, { outDir: o.out, format: o.format, modelId, card: true, summary, repoId: o.push });
-  const result: ExportResult = { files: r.card ? [...r.files, r.card] : r.files, folder: path.dirname(r.file) };
+  await recordOutputs(o.out, rels, 'export');
+  const result: ExportResult = { files: rels.map((x) => path.join(o.out, ...x.split('/'))), folder: path.dirname(r.file) };
   if (o.push) {
-    const up = await uploadFolder(o.push, o.out, { commitMessage: `fastkvzip gates for ${modelId}`, private: o.private });
-    result.pushed = { repo: o.push, ...up };
+    const up = await uploadFolder(o.push, o.out, { commitMessage: `fastkvzip gates for ${modelId}`, private: o.private ?? true, files: rels });
+    result.pushed = { repo: o.push, ...up, files: rels };
   }
   return result;
 }

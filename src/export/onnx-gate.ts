@@ -13,6 +13,7 @@ import { stack, unstack, type StackedParams } from '../gate/state.js';
 import type { GateSet } from '../gate/types.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { fileError } from '../util/errors.js';
+import { validateGateSet } from '../gate/gate-tensors.js';
 
 const NOTE = 'Fast KVzip gates: attn_input [L, T, D] = the input-RMSNorm outputs of the gated layers; scores [L, H, T] in (0, 1)';
 
@@ -23,6 +24,7 @@ export interface OnnxGateOptions {
 
 /** Write `<dir>/<name>.onnx` (+ `<name>.onnx.data` holding the parameters). Returns the model path. */
 export function writeOnnxGate(dir: string, name: string, gates: GateSet, o: OnnxGateOptions = {}): string {
+  validateGateSet(gates); // the same checks as the .pt and safetensors writers
   mkdirSync(dir, { recursive: true });
   const d: GateDims = { L: gates.layers.length, D: gates.D, H: gates.H, G: gates.G, r: gates.r, S: gates.S };
   const g = new Graph('fastkvzip_gates');

@@ -2,7 +2,7 @@
 export * from './types.js';
 export { canonicalJson, identityHash, identityDiff, readManifest, readManifestIfAny, shardRelPath } from './manifest.js';
 export { openShardWriter, type ShardWriter, type ShardWriterOptions } from './shard-writer.js';
-export { openStore, type FeatureStore, type OpenStoreOptions, type ShardMeta, type StoreInit } from './store.js';
+export { openStore, acquireLock, type FeatureStore, type OpenStoreOptions, type ShardMeta, type StoreInit } from './store.js';
 export { readLayer, type LayerChunk, type ReadLayerOptions } from './reader.js';
 export { layerBlocks, type ByteRange, type LayerBlock } from './blocks.js';
 export { verifyStore, sha256File, type VerifyOptions, type VerifyReport } from './verify.js';

@@ -13,6 +13,7 @@ import { UserError, fileError } from '../util/errors.js';
 import { tempPathFor } from '../util/atomic.js';
 import { fsyncDir, identityDiff, manifestPath, normalizeShards, readManifest, readManifestIfAny, shardAbsPath, writeManifest } from './manifest.js';
 import { isTempName, shardSizeProblem } from './store.js';
+import { verifyStore } from './verify.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, type FeatureManifest, type ShardEntry } from './types.js';
 
 export interface MergeOptions {
@@ -22,6 +23,8 @@ export interface MergeOptions {
   allowIncomplete?: boolean;
   /** tool name/version recorded in the merged manifest (default: the first input's) */
   tool?: { name: string; version: string };
+  /** check every input shard (sha256 and layout) before anything is written; a bad one fails the merge */
+  verify?: boolean;
 }
 
 export async function mergeStores(outDir: string, inputDirs: string[], options: MergeOptions = {}): Promise<FeatureManifest> {
@@ -30,6 +33,8 @@ export async function mergeStores(outDir: string, inputDirs: string[], options: 
   for (const dir of inputDirs) {
     if (path.resolve(dir) === outAbs) throw new UserError(`merge: the output ${outDir} is also an input`);
   }
+  const outStat = await fs.stat(outDir).catch(() => null);
+  if (outStat && !outStat.isDirectory()) throw new UserError(`--out ${outDir}: is a file, not a folder`);
   const inputs = await Promise.all(inputDirs.map(async (dir) => ({ dir, m: await readManifest(dir) })));
 
   const first = inputs[0]!;
@@ -63,6 +68,15 @@ export async function mergeStores(outDir: string, inputDirs: string[], options: 
   }
 
   if (await readManifestIfAny(outDir)) throw fileError(manifestPath(outDir), 'already exists; merge into a new directory');
+  if (options.verify) {
+    for (const { dir } of inputs) {
+      const report = await verifyStore(dir);
+      if (!report.ok) {
+        const more = report.problems.length > 1 ? ` (and ${report.problems.length - 1} more problem(s) in this store)` : '';
+        throw new UserError(`${path.join(dir, report.problems[0]!)}${more}; nothing was merged`, 1);
+      }
+    }
+  }
   const outShards = path.join(outDir, SHARDS_DIR);
   await fs.mkdir(outShards, { recursive: true });
   for (const name of await fs.readdir(outShards)) {

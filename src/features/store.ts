@@ -81,6 +81,11 @@ export function isTempName(name: string): boolean {
   return name.startsWith('.') && name.includes(TEMP_MARK);
 }
 
+/** Temp files we put in a store's root: the manifest's atomic writes, and training graphs of older versions. */
+function ownRootTemp(name: string): boolean {
+  return name.startsWith(`.${MANIFEST_NAME}${TEMP_MARK}`) || /^\.train-\d+\.tmp-\d+\.onnx$/.test(name);
+}
+
 /**
  * Opens `dir` for extraction with identity `init`, creating the store when there is none.
  * Holds a lock file until finish()/release(), so two extractors never share a store.
@@ -112,6 +117,9 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
   const now = new Date().toISOString();
   let manifest = await readManifestIfAny(dir);
   const shardsDir = path.join(dir, SHARDS_DIR);
+  // A store left with no context (e.g. a first run that failed on a wrong flag) holds nothing
+  // to protect: a corrected command starts it afresh instead of being refused.
+  if (manifest && manifest.identityHash !== hash && manifest.shards.length === 0) manifest = null;
   const removed: string[] = [];
   const dropped: string[] = [];
 
@@ -144,6 +152,12 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
   } else {
     const strays = (await fs.readdir(shardsDir)).filter((n) => n.endsWith('.arrow') && !isTempName(n));
     if (strays.length) throw fileError(dir, `has shard files (${strays[0]}, …) but no ${MANIFEST_NAME}; refusing to guess what they are`);
+    // Only an empty folder (or our own leftovers) becomes a store: never mix in the user's files.
+    const foreign = [
+      ...(await fs.readdir(dir)).filter((n) => n !== SHARDS_DIR && n !== LOCK_NAME && n !== MANIFEST_NAME && !ownRootTemp(n)),
+      ...(await fs.readdir(shardsDir)).filter((n) => !isTempName(n)).map((n) => `${SHARDS_DIR}/${n}`),
+    ];
+    if (foreign.length) throw new UserError(`${dir}: is not empty (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}) and holds no feature store; choose an empty or new --out`, 1);
     manifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
@@ -173,7 +187,7 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
     }
   }
   for (const name of await fs.readdir(dir)) {
-    if (isTempName(name)) {
+    if (ownRootTemp(name)) {
       await fs.rm(path.join(dir, name), { force: true });
       removed.push(name);
     }
@@ -274,7 +288,7 @@ interface LockInfo {
 }
 
 /** Creates dir/.lock exclusively; takes over a lock left by a dead process on this host. */
-async function acquireLock(dir: string): Promise<() => Promise<void>> {
+export async function acquireLock(dir: string): Promise<() => Promise<void>> {
   const lockPath = path.join(dir, LOCK_NAME);
   const mine: LockInfo = { pid: process.pid, host: os.hostname(), since: new Date().toISOString() };
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -296,6 +310,7 @@ async function acquireLock(dir: string): Promise<() => Promise<void>> {
     if (!stale) {
       throw new UserError(
         `${dir}: in use by process ${holder!.pid} on ${holder!.host} since ${holder!.since} (delete ${lockPath} if that process is gone)`,
+        1,
       );
     }
     await fs.rm(lockPath, { force: true });

@@ -10,7 +10,7 @@ import type { GateLayerParams, GateMetrics, GateModelDtype, GateSet } from './ty
 import { openSafetensors, writeSafetensors, type SafetensorsDType, type TensorToWrite } from '../model/safetensors/index.js';
 import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, validateGateSet } from './gate-tensors.js';
 import type { TensorDtype } from '../util/dtype.js';
-import { fileError } from '../util/errors.js';
+import { fileError, UserError } from '../util/errors.js';
 
 const ST_DTYPE: Record<Exclude<TensorDtype, 'float64'>, SafetensorsDType> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
@@ -89,8 +89,8 @@ export function parseGateDescription(file: string, md: Record<string, string>): 
 }
 
 /** Write `gates` (atomic; tensors are converted one at a time while writing). */
-export async function writeGateFile(file: string, gates: GateSet, o: { dtypes?: GateTensorDtypes } = {}): Promise<void> {
-  validateGateSet(gates);
+export async function writeGateFile(file: string, gates: GateSet, o: { dtypes?: GateTensorDtypes; /** false: write as given (tests of damaged files) */ validate?: boolean } = {}): Promise<void> {
+  if (o.validate !== false) validateGateSet(gates);
   const master = (o.dtypes ?? 'master') === 'master';
   const tensors: TensorToWrite[] = [];
   gates.layers.forEach((_, pos) => {
@@ -129,7 +129,25 @@ export function readGateFile(file: string): GateSet {
     }
     return p;
   });
-  return { ...desc, params };
+  const gates = { ...desc, params };
+  try {
+    validateGateSet(gates); // finite values, dtype, metrics per layer: nothing corrupt becomes exported gates
+  } catch (e) {
+    if (e instanceof UserError) throw fileError(file, e.message.replace(/^gate set: /, ''));
+    throw e;
+  }
+  return gates;
+}
+
+/** The metadata must describe a gate set before any of it is used to find tensors. */
+function checkDescription(file: string, desc: unknown): asserts desc is Omit<GateSet, 'params'> {
+  const d = desc as Record<string, unknown> | null;
+  if (!d || typeof d !== 'object' || Array.isArray(d)) throw fileError(file, 'fastkvzip_gates metadata is not an object');
+  if (!Array.isArray(d.layers)) throw fileError(file, 'fastkvzip_gates metadata has no "layers" list');
+  for (const k of ['D', 'H', 'G', 'r', 'S']) {
+    const v = d[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < (k === 'S' ? 0 : 1) || v > 1 << 20) throw fileError(file, `fastkvzip_gates metadata: ${k} must be a ${k === 'S' ? 'non-negative' : 'positive'} integer (got ${JSON.stringify(v)})`);
+  }
 }
 
 /**

@@ -6,7 +6,7 @@
 // they are trained in groups sized to a memory budget, each group's features loaded straight
 // from the store's Arrow files (zero-copy external data), so host memory stays bounded by one
 // group whatever the store size.
-import { existsSync, mkdirSync, rmSync, appendFileSync } from 'node:fs';
+import { existsSync, rmSync, appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Graph, encodeModel, type DType } from '../onnx/builder.js';
@@ -14,7 +14,10 @@ import { buildTrainGraph, PARAMS, paramShape, type GateDims, type RowPiece } fro
 import { initLayer, stack, unstack, zerosLike, type StackedParams } from './state.js';
 import { BatchOrder, lrMultiplier, splitPositions, stepBlocks, subsample, topKRecall } from './schedule.js';
 import type { GateSet, GateLayerParams } from './types.js';
-import { readManifest, readLayer, layerBlocks, type FeatureManifest } from '../features/index.js';
+import { readManifest, readLayer, layerBlocks, acquireLock, type FeatureManifest } from '../features/index.js';
+import { claimTrainOut, incompleteWarning, trainGraphFolder, verifyShards, type VerifyLevel } from './train-out.js';
+import { ensureOutDir } from '../util/owned-files.js';
+import { validateGateSet } from './gate-tensors.js';
 import { createSession, ort, type DeviceOptions } from '../runtime/session.js';
 import { writeFileAtomicSync, writeJsonAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -50,6 +53,10 @@ export interface TrainOptions {
   plainProgress?: boolean;
   /** progress label (default "train") */
   label?: string;
+  /** shard check before training: sha256 of every shard read ("full", default) or sizes only */
+  verify?: VerifyLevel;
+  /** replace another run's (or foreign) files in --out */
+  overwrite?: boolean;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -112,7 +119,27 @@ function runIdentity(o: TrainOptions, m: FeatureManifest, dims: Omit<GateDims, '
   return createHash('sha256').update(JSON.stringify(id)).digest('hex').slice(0, 16);
 }
 
+/** Option values that cannot train (usage errors, exit 2), whichever way they came in. */
+function checkOptions(o: TrainOptions): void {
+  if (!(Number.isFinite(o.lr) && o.lr > 0)) throw new UserError(`--lr must be a positive number (got ${o.lr})`);
+  if (!(o.momentum >= 0 && o.momentum < 1)) throw new UserError(`--momentum must be in [0, 1) (got ${o.momentum}); SGD momentum of 1 or more diverges`);
+  if (o.subsample !== undefined && !(o.subsample > 0 && o.subsample <= 1)) throw new UserError(`--subsample must be a fraction in (0, 1] (got ${o.subsample})`);
+  if (!Number.isInteger(o.seed)) throw new UserError(`--seed must be an integer (got ${o.seed})`);
+}
+
 export async function train(o: TrainOptions): Promise<TrainSummary> {
+  checkOptions(o);
+  ensureOutDir(o.out);
+  // one trainer per folder: a second one would interleave logs and overwrite checkpoints
+  const releaseLock = await acquireLock(o.out);
+  try {
+    return await trainLocked(o);
+  } finally {
+    await releaseLock();
+  }
+}
+
+async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
   const t0 = Date.now();
   const m = await readManifest(o.features);
   if (m.shards.length === 0) throw new UserError(`${o.features}: the feature store holds no contexts yet`);
@@ -143,9 +170,12 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   const groups: number[][] = [];
   for (let i = 0; i < layers.length; i += groupSize) groups.push(layers.slice(i, i + groupSize));
 
-  mkdirSync(o.out, { recursive: true });
-
   const identity = runIdentity(o, m, dimsBase, total);
+  await claimTrainOut(o.out, identity, o.overwrite ?? false);
+  const warning = incompleteWarning(o.features, m);
+  if (warning) process.stderr.write(`${warning}\n`);
+  await verifyShards(o.features, usedShards, o.verify ?? 'full');
+
   const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : m.hiddenDtype);
   const logPath = path.join(o.out, 'log.jsonl');
   if (!o.resume && existsSync(logPath)) rmSync(logPath);
@@ -161,14 +191,14 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   const results: LayerResult[] = new Array(layers.length);
   const progress = createProgress({ label: o.label ?? 'train', total: o.steps * groups.length, unit: 'steps', quiet: o.quiet, plain: o.plainProgress });
   let testTargets: Float32Array[] | null = null;
-
+  const place = await trainGraphFolder(o.out, o.features, usedShards);
+  try {
   for (let gi = 0; gi < groups.length; gi++) {
     const group = groups[gi]!;
     const dims: GateDims = { L: group.length, ...dimsBase };
     const ckptPath = path.join(o.out, 'checkpoints', `group-${gi}.safetensors`);
-    // ONNX Runtime only reads external data from the model's own folder (symlinks resolved),
-    // so the small graph file goes into the store root, under a temp name the store cleans up.
-    const modelPath = path.join(o.features, `.train-${process.pid}.tmp-${gi}.onnx`);
+    // ONNX Runtime only reads external data from the model's own folder: see trainGraphFolder
+    const modelPath = place.graphPath(gi);
     writeFileAtomicSync(modelPath, encodeModel(await trainGraph(o.features, m, group, dims, mm, o.momentum, usedShards.length), { metadata: { purpose: 'fastkvzip gate training' } }));
 
     let state: { params: StackedParams; bufs: StackedParams; nextBlock: number } = {
@@ -178,6 +208,9 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
     };
     if (o.resume && existsSync(ckptPath)) {
       const ck = readCheckpoint(ckptPath, dims);
+      if (ck.identity === identity && !(Number.isInteger(ck.nextBlock) && ck.nextBlock >= 0 && ck.nextBlock <= blocks.length)) {
+        throw new UserError(`${ckptPath}: corrupt checkpoint (next block ${ck.nextBlock} of ${blocks.length}); delete it or train with --no-resume`, 1);
+      }
       if (ck.identity === identity) {
         state = { params: ck.params, bufs: ck.bufs, nextBlock: ck.nextBlock };
         ck.metrics.forEach((row) => {
@@ -195,6 +228,8 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
         progress.log(`checkpoint ${ckptPath} belongs to another run; starting group ${gi} afresh`);
       }
     }
+    // the log keeps this group's rows up to the resumed checkpoint only (no duplicates after a resume)
+    pruneLog(logPath, gi, state.nextBlock > 0 ? blocks[state.nextBlock - 1]!.end - 1 : -1);
 
     const session = await createTrainSession(modelPath, o.device);
     const testIdx = new ort.Tensor('int64', BigInt64Array.from(testPos, (p) => BigInt(p)), [testPos.length]);
@@ -233,6 +268,7 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
         feeds[`${n}.buf`] = new ort.Tensor('float32', state.bufs[n], paramShape(n, dims));
       }
       const out = await session.run(feeds);
+      checkFinite(o, out, group, dims, blk.start, K);
       lastOut = out;
       for (const n of PARAMS) {
         state.params[n] = out[`${n}.out`]!.data as Float32Array;
@@ -315,7 +351,10 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
     await session.release();
     rmSync(modelPath, { force: true });
   }
-  progress.stop();
+  } finally {
+    progress.stop();
+    await place.cleanup();
+  }
 
   const gates: GateSet = {
     ...dimsBase,
@@ -332,6 +371,11 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
     },
   };
   const gatesPath = path.join(o.out, GATES_FILE);
+  try {
+    validateGateSet(gates);
+  } catch (e) {
+    throw new UserError(`${o.out}: the trained gates are not usable (${(e as Error).message}); no gates were written`, 1);
+  }
   await writeGateFile(gatesPath, gates); // fp32 master copies
   plotCurves(path.join(o.out, 'loss.svg'), 'loss (BCE)', metricSteps, metrics.lossTrain, metrics.loss, layers, { log: true });
   plotCurves(path.join(o.out, 'acc.svg'), 'accuracy @0.05', metricSteps, metrics.accTrain, metrics.acc, layers, { min: 0, max: 1 });
@@ -353,6 +397,52 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   };
   await writeJsonAtomic(path.join(o.out, 'summary.json'), summary);
   return summary;
+}
+
+/** Gate parameters are O(1) (RMS-normed projections, sigmoid logits); this far out, training has blown up. */
+const DIVERGED_PARAM_ABS = 1e6;
+
+/**
+ * Stop at the first non-finite training loss or parameter, naming the layer and step: NaN/Inf
+ * features in the store, or a learning rate / momentum that blows up, must never become gates.
+ */
+function checkFinite(o: TrainOptions, out: ort.InferenceSession.OnnxValueMapType, group: number[], dims: GateDims, firstStep: number, K: number): void {
+  const L = group.length;
+  const fail = (layer: number, step: number | null, what: string, exploded = false): never => {
+    throw new UserError(
+      `${o.out}: training diverged${step === null ? '' : ` at step ${step}`}: layer ${layer} has a${exploded ? 'n exploding' : ' non-finite'} ${what} (lr ${o.lr}, momentum ${o.momentum}); ` +
+        `with sane settings the store ${o.features} holds NaN/Inf features or scores; no gates were written`,
+      1,
+    );
+  };
+  const loss = out.train_loss!.data as Float32Array; // [K, L]
+  for (let k = 0; k < K; k++) for (let j = 0; j < L; j++) if (!Number.isFinite(loss[k * L + j]!)) fail(group[j]!, firstStep + k, 'training loss');
+  const test = out.test_loss!.data as Float32Array;
+  for (let j = 0; j < test.length; j++) if (!Number.isFinite(test[j]!)) fail(group[j]!, firstStep + K - 1, 'held-out loss');
+  for (const n of PARAMS) {
+    const p = out[`${n}.out`]!.data as Float32Array; // [L, ...]
+    const per = p.length / L;
+    for (let i = 0; i < p.length; i++) {
+      if (!Number.isFinite(p[i]!)) fail(group[Math.floor(i / per)]!, firstStep + K - 1, `parameter ${n}`);
+      if (Math.abs(p[i]!) > DIVERGED_PARAM_ABS) fail(group[Math.floor(i / per)]!, firstStep + K - 1, `parameter ${n} (it grew to ${p[i]!.toExponential(1)}, beyond ${DIVERGED_PARAM_ABS.toExponential(0)})`, true);
+    }
+  }
+  void dims;
+}
+
+/** Keep the log's rows of other groups, and of group `gi` up to step `upTo` (-1: none of them). */
+function pruneLog(logPath: string, gi: number, upTo: number): void {
+  if (!existsSync(logPath)) return;
+  const lines = readFileSync(logPath, 'utf8').split('\n').filter((l) => l.trim() !== '');
+  const kept = lines.filter((l) => {
+    try {
+      const row = JSON.parse(l) as { group?: number; step?: number };
+      return row.group !== gi || (row.step ?? Infinity) <= upTo;
+    } catch {
+      return false; // a half-written last line of a killed run
+    }
+  });
+  if (kept.length !== lines.length) writeFileSync(logPath, kept.map((l) => l + '\n').join(''));
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);

@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import * as path from 'node:path';
+import { registerSecret } from '../util/redact.js';
 
 export interface HubEnv {
   /** HF_ENDPOINT without a trailing slash (default https://huggingface.co) */
@@ -46,6 +47,7 @@ export function hubEnv(env: NodeJS.ProcessEnv = process.env): HubEnv {
       // no token file: anonymous access
     }
   }
+  registerSecret(token);
   const out = { endpoint, offline, cacheDir, tokenSource } as HubEnv;
   Object.defineProperty(out, 'token', { value: token, enumerable: false });
   return out;

@@ -2,6 +2,7 @@
 import { HubApiError } from '@huggingface/hub';
 import { UserError } from '../util/errors.js';
 import type { HubEnv } from './env.js';
+import { redact } from '../util/redact.js';
 
 const NETWORK_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
 
@@ -20,7 +21,7 @@ export function networkReason(e: unknown, env: HubEnv): string {
 
 /** `what` names the repo (e.g. "Qwen/Qwen3-8B" or "dataset HuggingFaceFW/fineweb-edu"). */
 export function hubError(e: unknown, what: string, env: HubEnv): Error {
-  if (e instanceof UserError) return e;
+  if (e instanceof UserError) return new UserError(redact(e.message), e.exitCode);
   if (e instanceof HubApiError) {
     const code = (e.data as { error?: string } | undefined)?.error ?? '';
     const auth = env.tokenSource ? `the token from ${env.tokenSource} may lack access` : 'set HF_TOKEN if it is private or gated';
@@ -29,10 +30,15 @@ export function hubError(e: unknown, what: string, env: HubEnv): Error {
     }
     if (e.statusCode === 403) return new UserError(`${what}: access denied by ${env.endpoint} (gated? accept its terms on the Hub; ${auth})`);
     if (e.statusCode === 404) return new UserError(`${what}: not found on ${env.endpoint}: ${e.message.split('. URL:')[0]}`);
-    return new UserError(`${what}: Hub request failed with status ${e.statusCode}: ${e.message.replace(/\s+/g, ' ')}`);
+    return new UserError(redact(`${what}: Hub request failed with status ${e.statusCode}: ${e.message.replace(/\s+/g, ' ')}`), 1);
   }
-  if (isNetworkError(e)) return new UserError(`${what}: ${networkReason(e, env)}`);
-  return e instanceof Error ? e : new Error(String(e));
+  if (isNetworkError(e)) return new UserError(`${what}: ${networkReason(e, env)}`, 1);
+  // local file-system failures (cache writes) keep their own error; main() words them
+  if (e instanceof Error && typeof (e as NodeJS.ErrnoException).syscall === 'string') return e;
+  // Anything else thrown while talking to the Hub is a reply the client library could not make
+  // sense of (not JSON, fields missing): the server's fault, not a bug of ours.
+  const msg = e instanceof Error ? e.message : String(e);
+  return new UserError(redact(`${what}: unexpected response from ${env.endpoint} (${msg.split('\n')[0]!.slice(0, 200)})`), 1);
 }
 
 /** @huggingface/hub insists on tokens that start with "hf_"; say so without showing the token. */

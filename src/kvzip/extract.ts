@@ -19,6 +19,7 @@ import { HiddenBuffers } from './hidden-buffers.js';
 import { kvzipHiddenType } from '../onnx/kvzip-graph.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
+import { ensureOutDir } from '../util/owned-files.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { hostMallocReuses } from '../util/host-malloc.js';
 import { formatRopeOverride, QWEN3_PUBLIC_YARN, type RopeOverride } from '../model/rope-override.js';
@@ -105,6 +106,7 @@ const sha256 = (b: string | Uint8Array) => createHash('sha256').update(b).digest
 export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const t0 = Date.now();
+  ensureOutDir(o.out); // a file or an unwritable path fails now, not after loading the model
   // bf16 stores get bf16 bit patterns straight from the graph (no per-value work on the host)
   const kind = (hd: HiddenDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
   const storeDtypeOf = (torchDtype: string): HiddenDtype => o.hiddenDtype ?? (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
@@ -292,8 +294,20 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     await Promise.all(runners.map((r) => r.release()));
   }
   const summary = run.summary();
-  const manifest = await store.finish(!interrupted && summary.complete);
+  const sk = summary.documents.skipped;
+  const unreadable = sk.empty + sk['invalid-utf8'] + sk['null-text'];
+  if (unreadable) log(`warning: skipped ${unreadable} document(s) of ${o.data} without usable text (${sk.empty} empty, ${sk['invalid-utf8']} not valid UTF-8, ${sk['null-text']} missing)`);
+  // a recipe that yields no context at all is a failed run, not a "complete" empty store
+  const nothing = !interrupted && summary.complete && summary.contexts.length === 0;
+  const manifest = await store.finish(!interrupted && summary.complete && !nothing);
   if (interrupted) throw new UserError('interrupted; rerun the same command to resume', 130);
+  if (nothing) {
+    const d = summary.documents;
+    throw new UserError(
+      `${o.data}: no context could be built (${d.scanned} document(s) read, ${d.kept} within the token window, ${d.belowWindow} too short, ${d.aboveWindow} too long, ${unreadable} without usable text); nothing was extracted into ${o.out}`,
+      1,
+    );
+  }
   const seconds = (Date.now() - t0) / 1000;
   return {
     store: o.out,
@@ -331,7 +345,7 @@ export function positionLimit(spec: ModelSpec): { positions: number; why: string
 function longContextError(what: string, limit: { positions: number; why: string }, modelId: string, spec: ModelSpec): UserError {
   const fixes = [
     ...(spec.family === 'qwen3' && spec.rope.type !== 'yarn' ? [`--rope-override ${QWEN3_PUBLIC_YARN} (the public extraction's Qwen3 setup)`] : []),
-    'a smaller --max-doc-tokens / --cat-min-tokens',
+    'shorter contexts (--min-doc-tokens, --max-doc-tokens, --cat-min-tokens)',
     '--allow-long-contexts to score them anyway',
   ];
   return new UserError(`${modelId}: ${what}, beyond ${limit.why}; use ${fixes.join(', or ')}`);

@@ -167,6 +167,8 @@ function ropeFrom(params: any, fallbackTheta: number, partialFactor: number): Ro
   throw new Error(`unsupported rope_scaling type "${type}" (supported: default, linear, llama3, yarn)`);
 }
 
+const MAX_CONFIG_SIZE = 1 << 20;
+
 /** Parse an already-loaded config object. `file` names the source in error messages. */
 export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
   if (!raw || typeof raw !== 'object') throw fileError(file, 'not a JSON object');
@@ -184,15 +186,17 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
   // Gemma-3 multimodal checkpoints (e.g. google/gemma-3-4b-it) write a sparse text_config and rely on
   // transformers' Gemma3TextConfig defaults for the rest.
   const c = quirks.family === 'gemma3' ? { ...GEMMA3_TEXT_DEFAULTS, ...given } : given;
-  const need = (k: string): number => {
-    const v = c[k];
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw fileError(file, `missing or invalid "${k}"`);
+  /** sizes and counts: positive integers below a bound no real model reaches (a hostile config must not allocate) */
+  const count = (k: string, fallback?: number): number => {
+    const v = c[k] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_CONFIG_SIZE) throw fileError(file, `"${k}" must be a positive integer below ${MAX_CONFIG_SIZE} (got ${JSON.stringify(c[k])})`);
     return v;
   };
-  const hiddenSize = need('hidden_size');
-  const numLayers = need('num_hidden_layers');
-  const numHeads = need('num_attention_heads');
-  const numKvHeads = typeof c.num_key_value_heads === 'number' ? c.num_key_value_heads : numHeads;
+  const hiddenSize = count('hidden_size');
+  const numLayers = count('num_hidden_layers');
+  const numHeads = count('num_attention_heads');
+  const numKvHeads = count('num_key_value_heads', numHeads);
+  if (c.head_dim !== undefined && c.head_dim !== null) count('head_dim');
   if (numHeads % numKvHeads !== 0) throw fileError(file, `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
   const headDim = typeof c.head_dim === 'number' ? c.head_dim : hiddenSize / numHeads;
   const rmsNormEps = typeof c.rms_norm_eps === 'number' ? c.rms_norm_eps : 1e-6;
@@ -265,8 +269,8 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
     numHeads,
     numKvHeads,
     headDim,
-    intermediateSize: need('intermediate_size'),
-    vocabSize: need('vocab_size'),
+    intermediateSize: count('intermediate_size'),
+    vocabSize: count('vocab_size'),
     rmsNormEps,
     maxPositions: c.max_position_embeddings ?? 4096,
     tieWordEmbeddings: raw.tie_word_embeddings ?? c.tie_word_embeddings ?? (quirks.family === 'gemma3'),

@@ -1,4 +1,4 @@
-import { promises as fs, writeFileSync, renameSync, mkdirSync } from 'node:fs';
+import { promises as fs, writeFileSync, renameSync, mkdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 
 /** Temp name beside the target, so the final rename stays on one filesystem. */
@@ -10,15 +10,25 @@ export function tempPathFor(target: string): string {
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
   await fs.mkdir(path.dirname(target), { recursive: true });
   const tmp = tempPathFor(target);
-  await fs.writeFile(tmp, data);
-  await fs.rename(tmp, target);
+  try {
+    await fs.writeFile(tmp, data);
+    await fs.rename(tmp, target);
+  } catch (e) {
+    await fs.rm(tmp, { force: true }); // a full disk must not leave half a file behind
+    throw e;
+  }
 }
 
 export function writeFileAtomicSync(target: string, data: string | Uint8Array): void {
   mkdirSync(path.dirname(target), { recursive: true });
   const tmp = tempPathFor(target);
-  writeFileSync(tmp, data);
-  renameSync(tmp, target);
+  try {
+    writeFileSync(tmp, data);
+    renameSync(tmp, target);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
 }
 
 export async function writeJsonAtomic(target: string, value: unknown): Promise<void> {

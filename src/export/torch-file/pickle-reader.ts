@@ -26,6 +26,10 @@ export interface UnpickleOptions {
 
 export class UnpickleError extends Error {}
 
+/** Bounds on what a pickle program may build (a gate checkpoint needs a few thousand of each). */
+const MAX_PICKLE_STACK = 1 << 20;
+const MAX_PICKLE_MEMO = 1 << 20;
+
 const MARK = Symbol('mark');
 
 /** Run the pickle program in `data` and return the value it builds. */
@@ -111,6 +115,8 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): unknown {
   };
 
   for (;;) {
+    if (stack.length > MAX_PICKLE_STACK) throw new UnpickleError(`pickle stack grows beyond ${MAX_PICKLE_STACK} items; not a gate checkpoint`);
+    if (memo.size > MAX_PICKLE_MEMO) throw new UnpickleError(`pickle memo grows beyond ${MAX_PICKLE_MEMO} items; not a gate checkpoint`);
     const op = u8();
     switch (op) {
       case 0x80: // PROTO

@@ -9,6 +9,14 @@ import { fileError, UserError } from '../../util/errors.js';
 
 const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
+/**
+ * What a gate checkpoint can hold (the only checkpoints read here): its data.pkl is a state dict
+ * plus metric lists (kilobytes even for 64 layers x thousands of evaluations), and one storage is
+ * one projection of a ~10k-wide model. A deflated bomb stops at these sizes.
+ */
+const MAX_PICKLE_BYTES = 16 << 20;
+const MAX_STORAGE_BYTES = 2 ** 31;
+
 /** An opened torch.save checkpoint: its unpickled root and a way to read tensor values. */
 export interface TorchCheckpoint {
   root: unknown;
@@ -28,12 +36,12 @@ export async function openTorchCheckpoint(file: string): Promise<TorchCheckpoint
     if (!pkl) throw fileError(file, 'no <archive>/data.pkl entry: not a PyTorch checkpoint');
     const prefix = pkl.name.slice(0, -'data.pkl'.length);
     const byteorder = zip.find(`${prefix}byteorder`);
-    if (byteorder && Buffer.from(await zip.read(byteorder)).toString('latin1') !== 'little') {
+    if (byteorder && Buffer.from(await zip.read(byteorder, 16)).toString('latin1') !== 'little') {
       throw fileError(file, 'big-endian checkpoints are not supported');
     }
     let root: unknown;
     try {
-      root = unpickle(await zip.read(pkl), { globals: torchCheckpointGlobals(), persistentLoad: torchPersistentLoad });
+      root = unpickle(await zip.read(pkl, MAX_PICKLE_BYTES), { globals: torchCheckpointGlobals(), persistentLoad: torchPersistentLoad });
     } catch (err) {
       if (err instanceof UnpickleError) throw fileError(file, err.message);
       throw err;
@@ -45,7 +53,9 @@ export async function openTorchCheckpoint(file: string): Promise<TorchCheckpoint
       if (!type.dtype) throw fileError(file, `tensor storage ${key} is ${type.pyName}; only floating-point tensors are supported`);
       const entry = zip.find(`${prefix}data/${key}`);
       if (!entry) throw fileError(file, `storage entry data/${key} is missing`);
-      return decodeStorage(await zip.read(entry), type.dtype, n, file, key);
+      const width = type.dtype === 'float64' ? 8 : type.dtype === 'float32' ? 4 : 2;
+      if (!Number.isSafeInteger(n) || n < 0 || n * width > MAX_STORAGE_BYTES) throw fileError(file, `tensor storage ${key} claims ${n} elements, more than a gate file holds`);
+      return decodeStorage(await zip.read(entry, n * width), type.dtype, n, file, key);
     };
     return {
       root,

@@ -41,15 +41,30 @@ export class ZipReader {
     return this.entries.find((e) => e.name === name);
   }
 
-  /** The entry's uncompressed bytes, CRC-checked. */
-  async read(entry: ZipEntry): Promise<Uint8Array> {
+  /**
+   * The entry's uncompressed bytes, CRC-checked. `maxBytes` caps what it may inflate to, so a
+   * tiny archive that deflates to gigabytes (a zip bomb) is refused before memory is spent.
+   */
+  async read(entry: ZipEntry, maxBytes = Number.MAX_SAFE_INTEGER): Promise<Uint8Array> {
+    if (entry.size > maxBytes) throw fileError(this.file, `zip entry ${entry.name} inflates to ${entry.size} bytes, more than the ${maxBytes} such an entry can hold`);
+    const { size: fileSize } = await this.handle.stat();
+    if (entry.compressedSize > fileSize) throw fileError(this.file, `zip entry ${entry.name}: compressed size ${entry.compressedSize} is larger than the file`);
     const local = await readAt(this.handle, entry.localHeaderOffset, 30);
     if (local.readUInt32LE(0) !== 0x04034b50) throw fileError(this.file, `zip entry ${entry.name}: bad local header`);
     const dataAt = entry.localHeaderOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
     const raw = await readAt(this.handle, dataAt, entry.compressedSize);
     let data: Uint8Array;
     if (entry.method === 0) data = raw;
-    else if (entry.method === 8) data = zlib.inflateRawSync(raw);
+    else if (entry.method === 8) {
+      try {
+        // never more than the recorded size: a lying header cannot make us inflate a bomb
+        data = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) });
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ERR_BUFFER_TOO_LARGE') throw fileError(this.file, `zip entry ${entry.name} inflates to more than its recorded ${entry.size} bytes (corrupt or hostile archive)`);
+        throw fileError(this.file, `zip entry ${entry.name}: cannot inflate (${(e as Error).message})`);
+      }
+    }
     else throw fileError(this.file, `zip entry ${entry.name}: unsupported compression method ${entry.method}`);
     if (data.length !== entry.size) throw fileError(this.file, `zip entry ${entry.name}: size mismatch`);
     if (zlib.crc32(data) !== entry.crc32) throw fileError(this.file, `zip entry ${entry.name}: CRC mismatch (file corrupt)`);
