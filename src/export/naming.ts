@@ -1,7 +1,7 @@
 // File layout of published gates (SPEC §5): `<model basename, lower case>/q{G}_dim{r}_sink{S}.pt`.
 import { UserError } from '../util/errors.js';
 
-export type GateFileFormat = 'pt' | 'safetensors';
+export type GateFileFormat = 'pt' | 'safetensors' | 'onnx';
 
 /** `q{G}_dim{r}_sink{S}.{ext}`, e.g. `q4_dim16_sink16.pt`. */
 export function gateFileName(gates: { G: number; r: number; S: number }, format: GateFileFormat = 'pt'): string {
@@ -18,4 +18,14 @@ export function gateFolderName(modelId: string): string {
 /** `qwen3-8b/q4_dim16_sink16.pt` (always with `/`, as hub paths are). */
 export function gateRelativePath(modelId: string, gates: { G: number; r: number; S: number }, format: GateFileFormat = 'pt'): string {
   return `${gateFolderName(modelId)}/${gateFileName(gates, format)}`;
+}
+
+/**
+ * The model id as published (card title, base_model, file metadata): a hub id stays as is; a
+ * local folder becomes its name, so no local path leaves the machine. `commit` is the hub
+ * commit recorded at extraction ("" for local folders).
+ */
+export function publicModelId(modelId: string, commit: string | undefined): string {
+  if (commit) return modelId;
+  return modelId.replace(/[\\/]+$/, '').split(/[\\/]/).pop() || modelId;
 }

@@ -6,7 +6,7 @@
 // they are trained in groups sized to a memory budget, each group's features loaded straight
 // from the store's Arrow files (zero-copy external data), so host memory stays bounded by one
 // group whatever the store size.
-import { existsSync, mkdirSync, rmSync, appendFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, appendFileSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Graph, encodeModel, type DType } from '../onnx/builder.js';
@@ -77,6 +77,10 @@ export interface LayerResult {
 export interface TrainSummary {
   gates: string;
   out: string;
+  /** the feature store trained on */
+  features: string;
+  /** identity of the run (store, recipe, options): a finished run with the same identity is not redone */
+  identity: string;
   device: string;
   steps: number;
   batch: number;
@@ -146,6 +150,12 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   mkdirSync(o.out, { recursive: true });
 
   const identity = runIdentity(o, m, dimsBase, total);
+  const done = o.resume ? finishedRun(o.out, identity) : null;
+  if (done) {
+    // a re-run of a finished job: keep its results (and their timing) instead of re-evaluating
+    if (!o.quiet) process.stderr.write(`${o.label ?? 'train'}: already finished (${path.join(o.out, 'summary.json')}); nothing to do\n`);
+    return done;
+  }
   const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : m.hiddenDtype);
   const logPath = path.join(o.out, 'log.jsonl');
   if (!o.resume && existsSync(logPath)) rmSync(logPath);
@@ -338,6 +348,8 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   const summary: TrainSummary = {
     gates: gatesPath,
     out: o.out,
+    features: path.resolve(o.features),
+    identity,
     device: o.device.device,
     steps: o.steps,
     batch,
@@ -353,6 +365,18 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   };
   await writeJsonAtomic(path.join(o.out, 'summary.json'), summary);
   return summary;
+}
+
+/** The summary of a finished run with this identity, when its gates are still there. */
+function finishedRun(out: string, identity: string): TrainSummary | null {
+  const file = path.join(out, 'summary.json');
+  if (!existsSync(file) || !existsSync(path.join(out, GATES_FILE))) return null;
+  try {
+    const s = JSON.parse(readFileSync(file, 'utf8')) as TrainSummary;
+    return s.identity === identity ? s : null;
+  } catch {
+    return null;
+  }
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
