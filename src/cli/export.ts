@@ -92,6 +92,6 @@ export function exportCommand(): Command {
     .action(async (o) => {
       const r = await exportTrained({ gates: o.gates, format: o.format, out: o.out, modelId: o.modelId, push: o.push, private: o.private, license: o.license });
       if (o.json) printJson(r);
-      else process.stderr.write(`wrote ${r.files.join(', ')}${r.pushed ? `; pushed to ${r.pushed.url}` : ''}\n`);
+      else process.stdout.write(`wrote ${r.files.map((f) => path.relative(process.cwd(), path.resolve(f)) || '.').join(', ')}${r.pushed ? `; pushed to ${r.pushed.url}` : ''}\n`);
     });
 }

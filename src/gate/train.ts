@@ -6,7 +6,7 @@
 // they are trained in groups sized to a memory budget, each group's features loaded straight
 // from the store's Arrow files (zero-copy external data), so host memory stays bounded by one
 // group whatever the store size.
-import { existsSync, mkdirSync, rmSync, appendFileSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, appendFileSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Graph, encodeModel, type DType } from '../onnx/builder.js';
@@ -39,7 +39,10 @@ export interface TrainOptions {
   evalEvery: number;
   maxTokens?: number;
   subsample?: number;
+  /** continue from checkpoints (true), or refuse to touch an output folder that holds a training (false) */
   resume: boolean;
+  /** discard an earlier training's checkpoints and start afresh (wins over resume) */
+  restart?: boolean;
   /** bytes of features (and their in-graph concatenation) one group may hold */
   memoryBudget: number;
   /** matmul dtype: fp32 on CPU; the features' dtype elsewhere unless forced */
@@ -150,7 +153,13 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   mkdirSync(o.out, { recursive: true });
 
   const identity = runIdentity(o, m, dimsBase, total);
-  const done = o.resume ? finishedRun(o.out, identity) : null;
+  const ckptDir = path.join(o.out, 'checkpoints');
+  const earlier = existsSync(path.join(o.out, 'summary.json')) || (existsSync(ckptDir) && readdirSync(ckptDir).length > 0);
+  if (!o.resume && !o.restart && earlier) {
+    throw new UserError(`${o.out}: holds an earlier training (checkpoints or summary.json); drop --no-resume to continue it, or pass --restart to start afresh`);
+  }
+  const resume = o.resume && !o.restart;
+  const done = resume ? finishedRun(o.out, identity) : null;
   if (done) {
     // a re-run of a finished job: keep its results (and their timing) instead of re-evaluating
     if (!o.quiet) process.stderr.write(`${o.label ?? 'train'}: already finished (${path.join(o.out, 'summary.json')}); nothing to do\n`);
@@ -158,7 +167,7 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   }
   const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : m.hiddenDtype);
   const logPath = path.join(o.out, 'log.jsonl');
-  if (!o.resume && existsSync(logPath)) rmSync(logPath);
+  if (!resume && existsSync(logPath)) rmSync(logPath);
 
   const metricSteps = blocks.filter((b) => b.metric).map((b) => b.end - 1);
   const metrics = {
@@ -186,7 +195,7 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
       bufs: zerosLike(dims),
       nextBlock: 0,
     };
-    if (o.resume && existsSync(ckptPath)) {
+    if (resume && existsSync(ckptPath)) {
       const ck = readCheckpoint(ckptPath, dims);
       if (ck.identity === identity) {
         state = { params: ck.params, bufs: ck.bufs, nextBlock: ck.nextBlock };

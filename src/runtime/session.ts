@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { UserError } from '../util/errors.js';
+import { UserError, UsageError } from '../util/errors.js';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 export const DEVICES: Device[] = ['cpu', 'cuda', 'webgpu'];
@@ -17,7 +17,7 @@ export interface DeviceOptions {
 }
 
 export function parseDevice(value: string): Device {
-  if (!DEVICES.includes(value as Device)) throw new UserError(`--device must be one of ${DEVICES.join(', ')} (got "${value}")`);
+  if (!DEVICES.includes(value as Device)) throw new UsageError(`--device must be one of ${DEVICES.join(', ')} (got "${value}")`);
   return value as Device;
 }
 

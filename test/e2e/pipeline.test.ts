@@ -103,6 +103,11 @@ describe('extract -> store -> train -> export (CPU, tiny model, SOTU)', () => {
     const r = fkz(['train', '--features', store, '--steps', '120', '--batch', '256', '--threads', '1', '--out', path.join(tmp, 'g1')]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/already finished/);
+    expect(r.stdout).toMatch(/^trained 3 gate layer\(s\)/); // the human summary goes to stdout, progress to stderr
+    // --no-resume refuses an output folder that holds a training (as extract --no-resume does a store)
+    const refused = fkz(['train', '--features', store, '--steps', '120', '--batch', '256', '--threads', '1', '--out', path.join(tmp, 'g1'), '--no-resume']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/holds an earlier training .*--restart/);
     expect(readFileSync(path.join(tmp, 'g1', 'summary.json'), 'utf8')).toBe(summary);
     expect(sha(path.join(tmp, 'g1', 'gates.safetensors'))).toBe(gates);
     const card = readFileSync(path.join(tmp, 'x1', 'README.md'), 'utf8');
@@ -181,7 +186,7 @@ describe('sharded extraction and training resume', () => {
     expect(b.shards.map((s) => [s.contextId, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.sha256]));
     // a failing run's message and exit code come through the re-run
     const bad = run([...EXTRACT, '--data', path.join(tmp, 'missing.jsonl'), '--out', path.join(tmp, 'malloc-bad')]);
-    expect(bad.status).toBe(2);
+    expect(bad.status).toBe(1); // a missing input file is a runtime failure (exit codes: README)
     expect(bad.stderr).toContain('missing.jsonl');
   });
 
