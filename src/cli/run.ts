@@ -190,7 +190,7 @@ export function runCommand(): Command {
           `features: ${rel(path.join(out, 'features'))} (${s.extract.contexts.done} contexts, ${s.extract.tokens.total} tokens)`,
           formatTrainTable(s.train, rel),
           `exported: ${files.map(rel).join(', ')}; model card: ${rel(path.join(out, 'export', 'README.md'))}`,
-          `curves: ${rel(path.join(out, 'train', 'loss.svg'))}, ${rel(path.join(out, 'train', 'acc.svg'))}; summary: ${rel(path.join(out, 'run.json'))}`,
+          `curves: ${rel(path.join(out, 'train', 'loss.svg'))}, ${rel(path.join(out, 'train', 'recall.svg'))}; summary: ${rel(path.join(out, 'run.json'))}`,
           '',
         ]
           .filter((l, i) => i > 0 || l)

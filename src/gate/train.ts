@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { Graph, encodeModel, type DType } from '../onnx/builder.js';
 import { buildTrainGraph, PARAMS, paramShape, type GateDims, type RowPiece } from './graph.js';
 import { initLayer, stack, unstack, zerosLike, type StackedParams } from './state.js';
-import { BatchOrder, lrMultiplier, splitPositions, stepBlocks, subsample, topKRecall } from './schedule.js';
+import { BatchOrder, lrMultiplier, recallAgainst, splitPositions, stepBlocks, subsample, topKMask, topKRecall } from './schedule.js';
 import type { GateSet, GateLayerParams } from './types.js';
 import { readManifest, readLayer, layerBlocks, type FeatureManifest } from '../features/index.js';
 import { createSession, ort, type DeviceOptions } from '../runtime/session.js';
@@ -20,7 +20,7 @@ import { writeFileAtomicSync, writeJsonAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { createProgress } from '../util/progress.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { plotCurves } from './plot.js';
+import { plotPanels } from './plot.js';
 import { writeGateSetFile } from './gate-file.js';
 
 export interface TrainOptions {
@@ -176,6 +176,10 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
     lossTrain: metricSteps.map(() => Array(layers.length).fill(NaN)),
     accTrain: metricSteps.map(() => Array(layers.length).fill(NaN)),
   };
+  // curves for the plots (not part of the gate files): every step's training-batch loss, and the
+  // held-out recall@30 % at every evaluation
+  const stepLoss = Array.from({ length: o.steps }, () => Array<number>(layers.length).fill(NaN));
+  const recallAt = metricSteps.map(() => Array<number>(layers.length).fill(NaN));
   const finalParams: GateLayerParams[] = new Array(layers.length);
   const results: LayerResult[] = new Array(layers.length);
   const progress = createProgress({ label: o.label ?? 'train', total: o.steps * groups.length, unit: 'steps', quiet: o.quiet, plain: o.plainProgress });
@@ -217,6 +221,8 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
 
     const session = await createTrainSession(modelPath, o.device);
     const testIdx = new ort.Tensor('int64', BigInt64Array.from(testPos, (p) => BigInt(p)), [testPos.length]);
+    testTargets = await heldOutTargets(o.features, m, group, testPos);
+    const refMasks = testTargets.map((t) => Array.from({ length: m.model.H }, (_, h) => topKMask(t.subarray(h * testPos.length, (h + 1) * testPos.length), 0.3)));
     let lastCkpt = Date.now();
     const ckptRows: { step: number; testLoss: number[]; testAcc: number[]; trainLoss: number[]; trainAcc: number[] }[] = [];
     metricSteps.forEach((step, mi) => {
@@ -265,8 +271,17 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
       const lastTrainLoss = Array.from(trainLoss.subarray((K - 1) * group.length, K * group.length));
       const lastTrainAcc = Array.from(trainAcc.subarray((K - 1) * group.length, K * group.length));
       const step = blk.end - 1;
+      for (let k = 0; k < K; k++) group.forEach((l, j) => (stepLoss[blk.start + k]![layers.indexOf(l)] = trainLoss[k * group.length + j]!));
       if (blk.metric) {
         const mi = metricSteps.indexOf(step);
+        const scores = out.test_scores!.data as Float32Array; // [group, H, T]
+        const Tt = testPos.length;
+        const recall = group.map((_, j) => {
+          let r = 0;
+          for (let h = 0; h < m.model.H; h++) r += recallAgainst(refMasks[j]![h]!, scores.subarray((j * m.model.H + h) * Tt, (j * m.model.H + h + 1) * Tt), 0.3);
+          return r / m.model.H;
+        });
+        group.forEach((l, j) => (recallAt[mi]![layers.indexOf(l)] = recall[j]!));
         group.forEach((l, j) => {
           const li = layers.indexOf(l);
           metrics.loss[mi]![li] = testLoss[j]!;
@@ -276,7 +291,7 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
         });
         ckptRows.push({ step, testLoss, testAcc, trainLoss: lastTrainLoss, trainAcc: lastTrainAcc });
         const lines = group.map((l, j) =>
-          JSON.stringify({ step, layer: l, group: gi, lr: lr[K - 1], train_loss: lastTrainLoss[j], train_acc: lastTrainAcc[j], test_loss: testLoss[j], test_acc: testAcc[j], seconds: (Date.now() - t0) / 1000 }),
+          JSON.stringify({ step, layer: l, group: gi, lr: lr[K - 1], train_loss: lastTrainLoss[j], train_acc: lastTrainAcc[j], test_loss: testLoss[j], test_acc: testAcc[j], test_recall30: recall[j], seconds: (Date.now() - t0) / 1000 }),
         );
         appendFileSync(logPath, lines.join('\n') + '\n');
       }
@@ -308,7 +323,6 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
       lastOut = await session.run(feeds);
     }
     const testScores = lastOut.test_scores!.data as Float32Array; // [L, H, T]
-    testTargets = await heldOutTargets(o.features, m, group, testPos);
     const T = testPos.length;
     const H = dims.H;
     const lastTrain = ckptRows.length ? ckptRows[ckptRows.length - 1]! : null;
@@ -352,8 +366,26 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
   };
   const gatesPath = path.join(o.out, GATES_FILE);
   await writeGateSet(gatesPath, gates);
-  plotCurves(path.join(o.out, 'loss.svg'), 'loss (BCE)', metricSteps, metrics.lossTrain, metrics.loss, layers, { log: true });
-  plotCurves(path.join(o.out, 'acc.svg'), 'accuracy @0.05', metricSteps, metrics.accTrain, metrics.acc, layers, { min: 0, max: 1 });
+  // x = steps done (1-based), so a log axis starts at the first step
+  const evalSteps = metricSteps.map((s) => s + 1);
+  plotPanels(path.join(o.out, 'loss.svg'), 'Gate training loss (binary cross-entropy against the KVzip scores)', {
+    yLabel: 'BCE loss',
+    log: true,
+    layers,
+    steps: o.steps,
+    panels: [
+      { title: `training batches (every step, ${batch} tokens)`, curve: { steps: stepLoss.map((_, i) => i + 1), values: stepLoss } },
+      { title: `held-out tokens (every ${o.evalEvery} steps)`, curve: { steps: evalSteps, values: metrics.loss } },
+    ],
+  });
+  plotPanels(path.join(o.out, 'recall.svg'), 'Held-out recall@30 %: share of the KVzip top-30 % tokens (per head) the gate also ranks top-30 %', {
+    yLabel: 'recall@30%',
+    min: 0,
+    max: 1,
+    layers,
+    steps: o.steps,
+    panels: [{ title: `held-out tokens (every ${o.evalEvery} steps)`, curve: { steps: evalSteps, values: recallAt } }],
+  });
   const summary: TrainSummary = {
     gates: gatesPath,
     out: o.out,
