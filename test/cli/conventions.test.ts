@@ -142,3 +142,20 @@ describe('ETA', () => {
     expect(c.eta(100, 100)).toBe(0);
   });
 });
+
+describe('run: output and re-runs', () => {
+  it('prints the human summary on stdout; a re-run of a finished run keeps run.json, the train summary and the card', () => {
+    const out = path.join(tmp, 'ci');
+    const first = fkz(['run', '--config', 'ci', '--out', out, '--quiet']);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^done in [\d.]+ s/);
+    expect(first.stdout).toContain('exported: ci/export/default-model/q2_dim16_sink16.pt'); // relative to the working folder
+    const files = ['run.json', 'train/summary.json', 'export/README.md'].map((f) => path.join(out, f));
+    const before = files.map((f) => readFileSync(f, 'utf8'));
+    const again = fkz(['run', '--config', 'ci', '--out', out, '--quiet']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/^already complete in ci: nothing was redone/);
+    expect(files.map((f) => readFileSync(f, 'utf8'))).toEqual(before);
+  });
+});
+
