@@ -13,6 +13,6 @@ export function convertCommand(): Command {
     .action(async (modelBin: string, tokenizerBin: string, outDir: string, o: { json?: boolean }) => {
       const r = await convertLlama2c(modelBin, tokenizerBin, outDir);
       if (o.json) printJson({ out: outDir, tensors: r.tensors, vocab: r.vocab, config: r.config });
-      else process.stderr.write(`wrote ${outDir}: ${r.tensors} tensors, vocab ${r.vocab}\n`);
+      else process.stdout.write(`wrote ${outDir}: ${r.tensors} tensors, vocab ${r.vocab}\n`);
     });
 }

@@ -11,7 +11,7 @@ import { evaluate, EVAL_DEFAULTS, type EvalOptions } from '../eval/evaluate.js';
 import { EVICTION_LEVELS, PUBLIC_WINDOW, type EvictionLevel } from '../eval/eviction.js';
 import { SCORER_NAMES, type ScorerName } from '../eval/scorers.js';
 import { formatEvalTables, writeEvalOutputs } from '../eval/report.js';
-import { UserError } from '../util/errors.js';
+import { UserError, UsageError } from '../util/errors.js';
 import { claimOutputs, recordOutputs } from '../util/owned-files.js';
 
 /** What eval writes into --out (writeEvalOutputs). */
@@ -20,14 +20,14 @@ import type { ComputeDType } from '../onnx/weights.js';
 
 export function parseRatios(v: string): number[] {
   const out = v.split(',').map((x) => x.trim()).filter(Boolean).map((x) => floatArg(x, '--ratios'));
-  if (out.length === 0) throw new UserError('--ratios: give at least one ratio, e.g. 1,0.5,0.3');
-  for (const r of out) if (!(r > 0 && r <= 1)) throw new UserError(`--ratios: ${r} is not in (0, 1]`);
+  if (out.length === 0) throw new UsageError('--ratios: give at least one ratio, e.g. 1,0.5,0.3');
+  for (const r of out) if (!(r > 0 && r <= 1)) throw new UsageError(`--ratios: ${r} is not in (0, 1]`);
   return out;
 }
 
 export function parseScorers(v: string): ScorerName[] {
   const out = v.split(',').map((x) => x.trim()).filter(Boolean);
-  for (const s of out) if (!SCORER_NAMES.includes(s as ScorerName)) throw new UserError(`--scorers: unknown scorer "${s}" (choose from ${SCORER_NAMES.join(', ')})`);
+  for (const s of out) if (!SCORER_NAMES.includes(s as ScorerName)) throw new UsageError(`--scorers: unknown scorer "${s}" (choose from ${SCORER_NAMES.join(', ')})`);
   return out as ScorerName[];
 }
 
@@ -45,8 +45,8 @@ export function evalCommand(): Command {
     .option('--contexts <n>', 'number of contexts', (v) => positiveInt(v, '--contexts'), EVAL_DEFAULTS.contexts)
     .option('--min-context-tokens <n>', 'skip shorter documents', (v) => positiveInt(v, '--min-context-tokens'), EVAL_DEFAULTS.minContextTokens)
     .option('--max-context-tokens <n>', 'cut documents to this many tokens (before the key-value pairs go in)', (v) => positiveInt(v, '--max-context-tokens'), EVAL_DEFAULTS.maxContextTokens)
-    .option('--ratios <list>', 'kept fractions', parseRatios, EVAL_DEFAULTS.ratios)
-    .option('--scorers <list>', `scorers (${SCORER_NAMES.join(',')})`, parseScorers, EVAL_DEFAULTS.scorers)
+    .addOption(new Option('--ratios <list>', 'kept fractions, comma-separated').argParser(parseRatios).default(EVAL_DEFAULTS.ratios, EVAL_DEFAULTS.ratios.join(',')))
+    .addOption(new Option('--scorers <list>', `scorers, comma-separated (${SCORER_NAMES.join(',')})`).argParser(parseScorers).default(EVAL_DEFAULTS.scorers, EVAL_DEFAULTS.scorers.join(',')))
     .addOption(new Option('--level <level>', 'eviction budget: one global threshold (pair), per layer, or per head').choices(EVICTION_LEVELS).default(EVAL_DEFAULTS.level))
     .option('--prefill-chunk <n>', 'prefill chunk (eviction after each)', (v) => positiveInt(v, '--prefill-chunk'), EVAL_DEFAULTS.prefillChunk)
     .option('--window <n>', 'always-kept recent tokens of long contexts', (v) => intArg(v, '--window'), PUBLIC_WINDOW.window)
@@ -63,7 +63,7 @@ export function evalCommand(): Command {
     .option('--rope-override <spec>', "run the model with another RoPE: none, or yarn:<factor>:<original positions> (default: the preset's, else none)")
     .option('--seed <n>', 'seed (pairs, random scorer)', (v) => intArg(v, '--seed'), EVAL_DEFAULTS.seed)
     .option('--notes <file>', 'markdown appended to eval.md (findings)')
-    .requiredOption('--out <dir>', 'output folder (eval.json, eval.md, quality.svg)')
+    .option('--out <dir>', 'output folder (eval.json, eval.md, quality.svg; default: runs/eval-<config or model folder>)')
     .option('--quiet', 'no progress display')
     .option('--overwrite', 'replace eval.json/eval.md/quality.svg in --out that fastkvzip did not write or that changed since')
     .option('--json', 'print the report JSON on stdout');
@@ -71,7 +71,7 @@ export function evalCommand(): Command {
   return cmd.action(async (o) => {
     const preset = o.config ? loadConfig(o.config) : undefined;
     const model = o.model ?? preset?.model;
-    if (!model) throw new UserError('--model is required (or --config <preset>)');
+    if (!model) throw new UsageError('--model is required (or --config <preset>)');
     const data = o.data ?? preset?.data ?? 'sotu';
     const docsFile: string | undefined = o.docs ?? preset?.excludeDocs;
     const scorers = o.scorers as ScorerName[];
@@ -80,8 +80,8 @@ export function evalCommand(): Command {
       gatesArg = path.resolve('runs', preset.name);
       if (!existsSync(gatesArg)) throw new UserError(`${gatesArg}: no trained gates for preset "${preset.name}"; train them with \`fastkvzip run --config ${o.config}\` or pass --gates`);
     }
-    if (o.snapKernel % 2 !== 1) throw new UserError(`--snap-kernel must be odd (got ${o.snapKernel})`);
-    if (!(o.windowRatio >= 0 && o.windowRatio <= 1)) throw new UserError(`--window-ratio must be in [0, 1] (got ${o.windowRatio})`);
+    if (o.snapKernel % 2 !== 1) throw new UsageError(`--snap-kernel must be odd (got ${o.snapKernel})`);
+    if (!(o.windowRatio >= 0 && o.windowRatio <= 1)) throw new UsageError(`--window-ratio must be in [0, 1] (got ${o.windowRatio})`);
     const opts: EvalOptions = {
       model,
       revision: o.revision ?? preset?.revision,
@@ -114,13 +114,14 @@ export function evalCommand(): Command {
       quiet: o.quiet,
     };
     const notes = o.notes ? readNotes(o.notes) : '';
+    const out: string = o.out ?? path.join('runs', `eval-${preset?.name ?? path.basename(String(model).replace(/[\\/]+$/, ''))}`);
     // --out is checked before the (long) evaluation, not after it
-    await claimOutputs(o.out, EVAL_FILES, { overwrite: o.overwrite, by: 'eval' });
+    await claimOutputs(out, EVAL_FILES, { overwrite: o.overwrite, by: 'eval' });
     const report = await evaluate(opts);
-    const files = await writeEvalOutputs(o.out, report, notes);
-    await recordOutputs(o.out, EVAL_FILES, 'eval');
+    const files = await writeEvalOutputs(out, report, notes);
+    await recordOutputs(out, EVAL_FILES, 'eval');
     if (o.json) printJson(report);
-    else process.stderr.write(`\n${formatEvalTables(report)}\n\nwrote ${files.join(', ')} in ${report.seconds.toFixed(1)} s\n`);
+    else process.stdout.write(`${formatEvalTables(report)}\n\nwrote ${files.map((f) => path.relative(process.cwd(), path.resolve(f)) || '.').join(', ')} in ${report.seconds.toFixed(1)} s\n`);
   });
 }
 

@@ -1,8 +1,9 @@
 // `fastkvzip export`: trained gates -> files PyTorch, kvpress and the public code load.
 import { Command, Option } from 'commander';
+import * as path from 'node:path';
 import { printJson } from './common.js';
 import { exportTrained, GATE_FILE_FORMATS } from '../export/index.js';
-import { UserError } from '../util/errors.js';
+import { UsageError } from '../util/errors.js';
 
 export function exportCommand(): Command {
   return new Command('export')
@@ -15,11 +16,12 @@ export function exportCommand(): Command {
     .option('--private', 'create the hub repo private (the default)')
     .option('--public', 'create the hub repo public (an existing repo keeps its visibility)')
     .option('--overwrite', 'replace files in --out that fastkvzip did not write or that changed since')
+    .option('--license <id>', 'license of the gates for the model card, e.g. apache-2.0 (default: none chosen, "other")')
     .option('--json', 'print a JSON summary')
     .action(async (o) => {
-      if (o.private && o.public) throw new UserError('--private and --public exclude each other');
-      const r = await exportTrained({ gates: o.gates, format: o.format, out: o.out, modelId: o.modelId, push: o.push, private: !o.public, overwrite: o.overwrite });
+      if (o.private && o.public) throw new UsageError('--private and --public exclude each other');
+      const r = await exportTrained({ gates: o.gates, format: o.format, out: o.out, modelId: o.modelId, push: o.push, private: !o.public, overwrite: o.overwrite, license: o.license });
       if (o.json) printJson(r);
-      else process.stderr.write(`wrote ${r.files.join(', ')}${r.pushed ? `; pushed to ${r.pushed.url}` : ''}\n`);
+      else process.stdout.write(`wrote ${r.files.map((f) => path.relative(process.cwd(), path.resolve(f)) || '.').join(', ')}${r.pushed ? `; pushed to ${r.pushed.url}` : ''}\n`);
     });
 }

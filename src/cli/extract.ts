@@ -1,10 +1,11 @@
 // `fastkvzip extract`: corpus -> KVzip scores + attention inputs -> Arrow feature store.
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { addDeviceOptions, deviceFrom, intArg, positiveInt, printJson } from './common.js';
 import { extract, EXTRACT_DEFAULTS } from '../kvzip/extract.js';
 import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/index.js';
-import { UserError } from '../util/errors.js';
+import { UserError, UsageError } from '../util/errors.js';
 import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import type { HiddenDtype } from '../features/index.js';
@@ -25,10 +26,10 @@ export function readDocList(file: string): string[] {
 
 export function parseShard(v: string): { index: number; count: number } {
   const m = /^(\d+)\/(\d+)$/.exec(v);
-  if (!m) throw new UserError(`--shard must look like i/n, e.g. 0/4 (got "${v}")`);
+  if (!m) throw new UsageError(`--shard must look like i/n, e.g. 0/4 (got "${v}")`);
   const index = Number(m[1]);
   const count = Number(m[2]);
-  if (count < 1 || index >= count) throw new UserError(`--shard ${v}: need 0 <= i < n`);
+  if (count < 1 || index >= count) throw new UsageError(`--shard ${v}: need 0 <= i < n`);
   return { index, count };
 }
 
@@ -39,7 +40,7 @@ export function addRecipeOptions(cmd: Command): Command {
     .option('--data <spec>', 'corpus: sotu, hub:<org/name/path/file.parquet>, or a local parquet/jsonl/txt file or folder', DEFAULT_HUB_DATA)
     .option('--text-field <name>', 'text column/field of parquet and jsonl corpora', 'text')
     .option('--exclude-docs <file>', 'JSON file listing document ids to leave out (an array, or {"heldout": [...]})')
-    .option('--max-tokens <n>', 'total context-token budget', countArg('--max-tokens'), DEFAULT_RECIPE.maxTokens)
+    .option('--max-tokens <n>', 'total context-token budget (contexts are whole documents: the last one may take the total past it)', countArg('--max-tokens'), DEFAULT_RECIPE.maxTokens)
     .option('--min-doc-tokens <n>', 'keep documents with at least this many tokens', (v) => positiveInt(v, '--min-doc-tokens'), DEFAULT_RECIPE.minDocTokens)
     .option('--max-doc-tokens <n>', '... and fewer than this many', (v) => positiveInt(v, '--max-doc-tokens'), DEFAULT_RECIPE.maxDocTokens)
     .option('--ten-k-count <n|all>', 'contexts of the one-document set', countArg('--ten-k-count'), DEFAULT_RECIPE.tenKCount)
@@ -67,12 +68,7 @@ export function extractCommand(): Command {
     .description('run the frozen model over a corpus and store attention inputs + exact KVzip scores (resumable)')
     .requiredOption('--model <dir|repo>', 'local HF model folder or hub repo id')
     .option('--revision <rev>', 'hub revision (branch, tag or commit)')
-    .requiredOption('--out <dir>', 'feature store directory')
-    .addHelpText(
-      'after',
-      '\nEnvironment:\n  FASTKVZIP_HOST_MALLOC=auto|on|off  with --device cuda (auto) the command re-runs itself once with glibc keeping\n' +
-        '                                     freed memory, so each context\'s GBs of outputs are not page-faulted again (README "GPUs")',
-    );
+    .requiredOption('--out <dir>', 'feature store directory');
   addRecipeOptions(cmd)
     .option('--prefill-chunk <n>', 'longest prefill chunk', (v) => positiveInt(v, '--prefill-chunk'), EXTRACT_DEFAULTS.prefillChunk)
     .option('--score-chunk <n>', 'reconstruction chunk', (v) => positiveInt(v, '--score-chunk'), EXTRACT_DEFAULTS.scoreChunk)
@@ -85,6 +81,7 @@ export function extractCommand(): Command {
     .option('--ignore-disk-check', 'start even when the disk looks too small')
     .option('--writers <n>', 'shards written in parallel in the background (each holds one context\'s features in RAM; default: up to 3 by CPU count)', (v) => positiveInt(v, '--writers'))
     .option('--runners <n>', 'ONNX Runtime sessions running contexts at once, each in a worker thread with its own copy of the weights on the device (2 overlaps output copies with device work; default 1)', (v) => positiveInt(v, '--runners'))
+    .option('--quiet', 'no progress display')
     .option('--json', 'print a JSON summary on stdout');
   addDeviceOptions(cmd);
   return cmd.action(async (o) => {
@@ -111,8 +108,9 @@ export function extractCommand(): Command {
       ignoreDisk: o.ignoreDiskCheck,
       writers: o.writers,
       runners: o.runners,
+      quiet: o.quiet,
     });
     if (o.json) printJson({ ...summary, recipe: { ...summary.recipe, contexts: undefined } });
-    else process.stderr.write(`extracted ${summary.contexts.thisRun} context(s), ${summary.tokens.thisRun} tokens in ${summary.seconds.toFixed(1)} s (${Math.round(summary.tokensPerSecond)} tok/s; runs ${summary.time.run.toFixed(1)} s, waiting for ${summary.time.writers} shard writer(s) ${summary.time.waitForWriter.toFixed(1)} s); store: ${summary.store} (${summary.contexts.done} contexts, ${summary.tokens.total} tokens)\n`);
+    else process.stdout.write(`extracted ${summary.contexts.thisRun} context(s), ${summary.tokens.thisRun} tokens in ${summary.seconds.toFixed(1)} s (${Math.round(summary.tokensPerSecond)} tok/s; runs ${summary.time.run.toFixed(1)} s, waiting for ${summary.time.writers} shard writer(s) ${summary.time.waitForWriter.toFixed(1)} s); store: ${path.relative(process.cwd(), summary.store) || '.'} (${summary.contexts.done} contexts, ${summary.tokens.total} tokens)\n`);
   });
 }

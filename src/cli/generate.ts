@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { addDeviceOptions, deviceFrom, positiveInt, printJson } from './common.js';
 import { loadModel, sessionFor } from '../runtime/model-session.js';
 import { generateGreedy } from '../runtime/generate.js';
-import { UserError } from '../util/errors.js';
+import { UserError, UsageError } from '../util/errors.js';
 import type { ComputeDType } from '../onnx/weights.js';
 
 export function generateCommand(): Command {
@@ -22,7 +22,7 @@ export function generateCommand(): Command {
     const tok = m.model.tokenizer;
     if (!tok) throw new UserError(`${m.model.dir}: no tokenizer.json`);
     const ids = tok.encode(o.prompt, { addSpecialTokens: o.specialTokens });
-    if (ids.length === 0) throw new UserError('--prompt is empty after tokenization');
+    if (ids.length === 0) throw new UsageError('--prompt is empty after tokenization');
     const session = await sessionFor(m, 'step', device);
     const stopIds = [...new Set([...m.model.spec.eosTokenIds, ...(tok.eosTokenId !== null ? [tok.eosTokenId] : [])])];
     const t0 = Date.now();

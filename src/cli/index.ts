@@ -1,6 +1,6 @@
 // fastkvzip command line: one subcommand per pipeline stage, each in its own file.
 import { Command, CommanderError } from 'commander';
-import { UserError, SilentExit } from '../util/errors.js';
+import { UserError, SilentExit, EXIT } from '../util/errors.js';
 import { generateCommand } from './generate.js';
 import { convertCommand } from './convert.js';
 import { extractCommand } from './extract.js';
@@ -12,15 +12,18 @@ import { evalCommand } from './eval.js';
 import { TOOL_VERSION } from '../version.js';
 import { redact } from '../util/redact.js';
 import { systemError } from '../util/system-error.js';
+import { addEnvAndExitHelp } from './env-help.js';
+import { EXIT_CODES_HELP } from './exit-codes.js';
 
 export function buildProgram(): Command {
   const program = new Command('fastkvzip')
     .description('Train Fast KVzip gates (KV-cache eviction) for Hugging Face LLMs with ONNX Runtime')
     .version(TOOL_VERSION)
     .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', EXIT_CODES_HELP)
     .exitOverride();
   for (const make of [runCommand, extractCommand, mergeCommand, trainCommand, exportCommand, evalCommand, generateCommand, convertCommand]) {
-    program.addCommand(make().exitOverride());
+    program.addCommand(addEnvAndExitHelp(make()).exitOverride());
   }
   return program;
 }
@@ -33,7 +36,8 @@ export async function main(argv: string[]): Promise<number> {
     // a command may have set a failing exit code without throwing (e.g. a failed check it reported)
     return Number(process.exitCode ?? 0);
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode;
+    // --help / --version end with code 0; every other commander error is a bad command line
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT.usage;
     if (e instanceof SilentExit) return e.exitCode;
     const err = e instanceof UserError ? e : systemError(e);
     if (err) {

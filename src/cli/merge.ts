@@ -17,7 +17,7 @@ export function mergeCommand(): Command {
       const verified = o.verify ? await verifyStore(o.out) : null; // the merged result, as a final check
       const summary = { out: o.out, parts: stores.length, totals: m.totals, complete: m.complete, verified: verified ? verified.ok : null, problems: verified?.problems ?? [] };
       if (o.json) printJson(summary);
-      else process.stderr.write(`merged ${stores.length} stores into ${o.out}: ${m.totals.contexts} contexts, ${m.totals.tokens} tokens${m.complete ? '' : ' (incomplete)'}${verified ? (verified.ok ? ', checksums verified' : `, ${verified.problems.length} problem(s)`) : ''}\n`);
+      else process.stdout.write(`merged ${stores.length} stores into ${o.out}: ${m.totals.contexts} contexts, ${m.totals.tokens} tokens${m.complete ? '' : ' (incomplete)'}${verified ? (verified.ok ? ', checksums verified' : `, ${verified.problems.length} problem(s)`) : ''}\n`);
       if (verified && !verified.ok) process.exitCode = 1;
     });
 }

@@ -1,6 +1,7 @@
 // `fastkvzip train`: fit the sink-attention gates on a feature store.
 import { Command, Option } from 'commander';
-import { addDeviceOptions, deviceFrom, floatArg, positiveInt, printJson } from './common.js';
+import * as path from 'node:path';
+import { addDeviceOptions, deviceFrom, intArg, positiveFloat, fractionArg, positiveInt, printJson } from './common.js';
 import { train, TRAIN_DEFAULTS, type TrainSummary } from '../gate/train.js';
 import type { DType } from '../onnx/builder.js';
 
@@ -11,19 +12,21 @@ export function trainCommand(): Command {
     .requiredOption('--out <dir>', 'output folder (gates, checkpoints, log, plots)')
     .option('--steps <n>', 'optimizer steps', (v) => positiveInt(v, '--steps'), TRAIN_DEFAULTS.steps)
     .option('--batch <n>', 'token positions per step', (v) => positiveInt(v, '--batch'), TRAIN_DEFAULTS.batch)
-    .option('--lr <x>', 'peak learning rate', (v) => floatArg(v, '--lr'), TRAIN_DEFAULTS.lr)
-    .option('--momentum <x>', 'SGD momentum', (v) => floatArg(v, '--momentum'), TRAIN_DEFAULTS.momentum)
-    .option('--seed <n>', 'seed of the init and batch order', (v) => Number(v), TRAIN_DEFAULTS.seed)
+    .option('--lr <x>', 'peak learning rate (> 0)', (v) => positiveFloat(v, '--lr'), TRAIN_DEFAULTS.lr)
+    .option('--momentum <x>', 'SGD momentum, in [0, 1)', (v) => fractionArg(v, '--momentum', { max: 1, maxOpen: true, min: 0 }), TRAIN_DEFAULTS.momentum)
+    .option('--seed <n>', 'seed of the init and batch order', (v) => intArg(v, '--seed'), TRAIN_DEFAULTS.seed)
     .option('--rank <n>', 'gate rank r', (v) => positiveInt(v, '--rank'), TRAIN_DEFAULTS.rank)
     .option('--sinks <n>', 'gate sinks S', (v) => positiveInt(v, '--sinks'), TRAIN_DEFAULTS.sinks)
     .option('--group <n>', 'query group size G (default: the model\'s)', (v) => positiveInt(v, '--group'))
     .option('--eval-every <n>', 'metric interval in steps', (v) => positiveInt(v, '--eval-every'), TRAIN_DEFAULTS.evalEvery)
     .option('--max-tokens <n>', 'train on the first n tokens of the store', (v) => positiveInt(v, '--max-tokens'))
-    .option('--subsample <fraction>', 'keep this random fraction of the training positions', (v) => floatArg(v, '--subsample'))
-    .option('--memory-gb <x>', 'device memory for one group of layers\' features (default: 8 on CPU, 40 on GPUs)', (v) => floatArg(v, '--memory-gb'))
+    .option('--subsample <fraction>', 'keep this random fraction of the training positions, in (0, 1]', (v) => fractionArg(v, '--subsample', { min: 0, minOpen: true, max: 1 }))
+    .option('--memory-gb <x>', 'device memory for one group of layers\' features (default: 8 on CPU, 40 on GPUs)', (v) => positiveFloat(v, '--memory-gb'))
     .addOption(new Option('--matmul-dtype <dtype>', 'projection matmul dtype (default: float32 on CPU, the features\' dtype on GPUs)').choices(['float32', 'float16', 'bfloat16']))
-    .option('--checkpoint-every <seconds>', 'seconds between checkpoints', (v) => floatArg(v, '--checkpoint-every'), TRAIN_DEFAULTS.checkpointEvery)
-    .option('--no-resume', 'start afresh even when checkpoints exist')
+    .option('--checkpoint-every <seconds>', 'seconds between checkpoints', (v) => positiveFloat(v, '--checkpoint-every'), TRAIN_DEFAULTS.checkpointEvery)
+    .option('--no-resume', 'refuse to continue an earlier training in --out (default: continue it from its checkpoints)')
+    .option('--restart', 'discard an earlier training in --out and start afresh')
+    .option('--quiet', 'no progress display')
     .addOption(new Option('--verify <level>', 'check the shards before training: sha256 of every shard read (full) or their sizes only (size)').choices(['full', 'size']).default('full'))
     .option('--overwrite', 'train into an --out that holds another run\'s or foreign files (deletes only files train writes)')
     .option('--json', 'print a JSON summary on stdout');
@@ -46,6 +49,8 @@ export function trainCommand(): Command {
       maxTokens: o.maxTokens,
       subsample: o.subsample,
       resume: o.resume,
+      restart: o.restart,
+      quiet: o.quiet,
       memoryBudget: (o.memoryGb ?? (device.device === 'cpu' ? 8 : 40)) * 2 ** 30,
       matmulDtype: o.matmulDtype as DType | undefined,
       checkpointEvery: o.checkpointEvery,
@@ -53,11 +58,11 @@ export function trainCommand(): Command {
       overwrite: o.overwrite,
     });
     if (o.json) printJson(summary);
-    else process.stderr.write(formatTrainTable(summary));
+    else process.stdout.write(formatTrainTable(summary, (p) => path.relative(process.cwd(), p) || '.'));
   });
 }
 
-export function formatTrainTable(s: TrainSummary): string {
+export function formatTrainTable(s: TrainSummary, show: (file: string) => string = (f) => f): string {
   const rows = s.layers.map(
     (r) => `| ${r.layer} | ${r.testLoss.toFixed(4)} | ${(100 * r.testAcc).toFixed(2)} | ${r.trainLoss.toFixed(4)} | ${(100 * r.trainAcc).toFixed(2)} | ${(100 * r.recall30).toFixed(1)} |`,
   );
@@ -67,7 +72,7 @@ export function formatTrainTable(s: TrainSummary): string {
     '| ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     `| mean | ${s.mean.testLoss.toFixed(4)} | ${(100 * s.mean.testAcc).toFixed(2)} | | | ${(100 * s.mean.recall30).toFixed(1)} |`,
-    `gates: ${s.gates}`,
+    `gates: ${show(s.gates)}`,
     '',
   ].join('\n');
 }

@@ -23,7 +23,7 @@ import { KV_ANSWER_PRIMER, KV_QUESTION } from './retrieval-data.js';
 import { loadGates, gateSession } from './gates.js';
 import { scoreDiagnostics, type ScoreDiagnostics } from './diagnostics.js';
 import { createProgress } from '../util/progress.js';
-import { UserError } from '../util/errors.js';
+import { UserError, UsageError } from '../util/errors.js';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 
 export interface EvalOptions {
@@ -177,9 +177,9 @@ export function pickPasses(passes: RepeatPass[], count: number): RepeatPass[] {
 export async function evaluate(o: EvalOptions): Promise<EvalReport> {
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const t0 = Date.now();
-  if (o.scorers.length === 0) throw new UserError('--scorers: name at least one scorer');
-  for (const r of o.ratios) if (!(r > 0 && r <= 1)) throw new UserError(`--ratios: every ratio must be in (0, 1] (got ${r})`);
-  if (o.scorers.includes('gates') && !o.gates) throw new UserError('--gates is required for the gates scorer (or leave gates out of --scorers)');
+  if (o.scorers.length === 0) throw new UsageError('--scorers: name at least one scorer');
+  for (const r of o.ratios) if (!(r > 0 && r <= 1)) throw new UsageError(`--ratios: every ratio must be in (0, 1] (got ${r})`);
+  if (o.scorers.includes('gates') && !o.gates) throw new UsageError('--gates is required for the gates scorer (or leave gates out of --scorers)');
 
   const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_masked', 'step_masked_full', 'kvzip'], ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
@@ -217,8 +217,9 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
   );
   const ratios = [...new Set(o.ratios)].sort((a, b) => b - a);
   const compressedRatios = ratios.filter((r) => r < 1);
-  const progress = createProgress({ label: 'eval', total: contexts.length * (1 + o.scorers.length * compressedRatios.length), unit: 'runs', quiet: o.quiet, plain: o.plainProgress });
+  // the header first: a line written after the bar's first frame would overwrite it
   log(`eval: ${contexts.length} context(s) (${contexts.map((c) => c.ids.length).join(', ')} tokens), scorers ${o.scorers.join(', ')}, ratios ${ratios.join(', ')}, level ${o.level}`);
+  const progress = createProgress({ label: 'eval', total: contexts.length * (1 + o.scorers.length * compressedRatios.length), unit: 'runs', quiet: o.quiet, plain: o.plainProgress });
 
   const tallies = new Map<string, Tally>();
   const cellKey = (s: ScorerName, r: number) => `${s}@${r}`;

@@ -1,6 +1,7 @@
 // Quality vs kept ratio as a standalone SVG: one panel per measure, one line per scorer.
 // Hand-written like src/gate/plot.ts (no plotting dependency).
 import type { EvalReport } from './evaluate.js';
+import { niceTicks } from '../gate/plot.js';
 
 const COLORS: Record<string, string> = { gates: '#d62728', kvzip: '#1f77b4', snapkv: '#2ca02c', window: '#ff7f0e', random: '#7f7f7f' };
 const DASH: Record<string, string> = { kvzip: '6 3', random: '2 3' };
@@ -42,14 +43,19 @@ export function qualitySvg(report: EvalReport, title: string): string {
     if (p.min === undefined) lo = Math.min(lo, hi - 1e-3);
     if (p.max !== undefined) hi = Math.max(hi, ...vals);
     if (!Number.isFinite(lo) || !Number.isFinite(hi) || hi <= lo) [lo, hi] = [0, 1];
+    // round ticks; the axis widened to the nearest of them
+    const ticks0 = niceTicks(lo, hi, 5);
+    const step = ticks0.length > 1 ? ticks0[1]! - ticks0[0]! : 1;
+    if (p.min === undefined) lo = Math.floor(lo / step + 1e-9) * step;
+    if (p.max === undefined) hi = Math.ceil(hi / step - 1e-9) * step;
+    const yTicks = niceTicks(lo, hi, 5);
     const px = (r: number) => x0 + r * pw;
     const py = (v: number) => y0 + ph - ((v - lo) / (hi - lo)) * ph;
     parts.push(`<rect x="${x0}" y="${y0}" width="${pw}" height="${ph}" fill="none" stroke="#888"/>`);
     parts.push(`<text x="${x0 + pw / 2}" y="${y0 - 10}" text-anchor="middle" font-size="13">${esc(p.title)}</text>`);
-    for (let t = 0; t <= 4; t++) {
-      const v = lo + ((hi - lo) * t) / 4;
+    for (const v of yTicks) {
       parts.push(`<line x1="${x0}" x2="${x0 + pw}" y1="${py(v)}" y2="${py(v)}" stroke="#e4e4e4"/>`);
-      parts.push(`<text x="${x0 - 5}" y="${py(v) + 4}" text-anchor="end" font-size="10">${v.toPrecision(3)}</text>`);
+      parts.push(`<text x="${x0 - 5}" y="${py(v) + 4}" text-anchor="end" font-size="10">${Number(v.toPrecision(6))}</text>`);
     }
     for (const r of ratios) {
       parts.push(`<line x1="${px(r)}" x2="${px(r)}" y1="${y0}" y2="${y0 + ph}" stroke="#f0f0f0"/>`);

@@ -7,7 +7,8 @@ import { writeGateFile } from '../gate/gate-file.js';
 import type { GateSet } from '../gate/types.js';
 import { uploadFolder } from '../hub/index.js';
 import { writeModelCard, type CardSummary } from './model-card.js';
-import { gateFileName, gateFolderName, type GateFileFormat } from './naming.js';
+import { gateFileName, gateFolderName, publicModelId, type GateFileFormat } from './naming.js';
+import { measurePrecisionGap } from './precision-gap.js';
 import { writeOnnxGate } from './onnx-gate.js';
 import { readGates } from './read-gates.js';
 import { writeGatePt, type WriteGatePtOptions } from './write-gate-pt.js';
@@ -70,6 +71,8 @@ export interface ExportOptions {
   private?: boolean;
   /** replace files in --out that fastkvzip did not write (or that changed since) */
   overwrite?: boolean;
+  /** license id for the card (default: none chosen) */
+  license?: string;
 }
 
 export interface ExportResult {
@@ -80,10 +83,10 @@ export interface ExportResult {
 
 /** `fastkvzip export`: read the gates (with train's summary.json beside them, if any), write one format and the card, optionally push. */
 export async function exportTrained(o: ExportOptions): Promise<ExportResult> {
-  const { file: gatesFile, gates } = await readGates(o.gates);
-  validateGateSet(gates); // shapes, finite values, dtype, metrics per layer: the same checks for every format
+  const { file: gatesFile, gates: trained } = await readGates(o.gates);
+  validateGateSet(trained); // shapes, finite values, dtype, metrics per layer: the same checks for every format
   const summaryFile = path.join(path.dirname(gatesFile), 'summary.json');
-  let summary: CardSummary | undefined;
+  let summary: (CardSummary & { features?: string }) | undefined;
   if (existsSync(summaryFile)) {
     try {
       summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
@@ -91,20 +94,42 @@ export async function exportTrained(o: ExportOptions): Promise<ExportResult> {
       throw fileError(summaryFile, `not valid JSON (${(e as Error).message})`);
     }
   }
-  const modelId = o.modelId ?? gates.meta?.model_id ?? 'model';
+  const modelId = o.modelId ?? publicModelId(trained.meta?.model_id ?? 'model', trained.meta?.commit);
+  const gates = publishedGates(trained, modelId);
   // The files this export writes, relative to --out: checked before anything is written,
   // recorded afterwards, and the only ones a push uploads.
   const rel = `${gateFolderName(modelId)}/${gateFileName(gates, o.format)}`;
   const rels = o.format === 'onnx' ? [rel, `${rel}.data`, 'README.md'] : [rel, 'README.md'];
   await claimOutputs(o.out, rels, { overwrite: o.overwrite, by: 'export' });
-  const r = await exportGates(gates, { outDir: o.out, format: o.format, modelId, card: true, summary, repoId: o.push });
+  const r = await exportGates(gates, { outDir: o.out, format: o.format, modelId });
+  // one card at the export root (the hub repo root) describing every gate file now in the folder
+  const folder = path.dirname(r.file);
+  const formats = GATE_FILE_FORMATS.filter((f) => existsSync(path.join(folder, gateFileName(gates, f))));
+  const precisionGap = formats.some((f) => f !== 'onnx') ? await measurePrecisionGap(trained, summary?.features ?? undefined) : null;
+  await writeModelCard(path.join(o.out, 'README.md'), gates, summary, { formats, repoId: o.push, modelId, license: o.license, precisionGap });
   await recordOutputs(o.out, rels, 'export');
-  const result: ExportResult = { files: rels.map((x) => path.join(o.out, ...x.split('/'))), folder: path.dirname(r.file) };
+  const result: ExportResult = { files: rels.map((x) => path.join(o.out, ...x.split('/'))), folder };
   if (o.push) {
     const up = await uploadFolder(o.push, o.out, { commitMessage: `fastkvzip gates for ${modelId}`, private: o.private ?? true, files: rels });
     result.pushed = { repo: o.push, ...up, files: rels };
   }
   return result;
+}
+
+/** The gate set as published: no local paths in its metadata (model id, local corpus files). */
+function publishedGates(g: GateSet, modelId: string): GateSet {
+  const meta: Record<string, string> = { ...(g.meta ?? {}), model_id: modelId };
+  if (meta.recipe) {
+    try {
+      const recipe = JSON.parse(meta.recipe);
+      const spec = recipe?.corpus?.spec;
+      if (typeof spec === 'string' && path.isAbsolute(spec)) recipe.corpus.spec = path.basename(spec);
+      meta.recipe = JSON.stringify(recipe);
+    } catch {
+      // not JSON: leave as is
+    }
+  }
+  return { ...g, meta };
 }
 
 export { writeGatePt, type WriteGatePtOptions } from './write-gate-pt.js';

@@ -19,3 +19,13 @@ export function gateFolderName(modelId: string): string {
 export function gateRelativePath(modelId: string, gates: { G: number; r: number; S: number }, format: GateFileFormat = 'pt'): string {
   return `${gateFolderName(modelId)}/${gateFileName(gates, format)}`;
 }
+
+/**
+ * The model id as published (card title, base_model, file metadata): a hub id stays as is; a
+ * local folder becomes its name, so no local path leaves the machine. `commit` is the hub
+ * commit recorded at extraction ("" for local folders).
+ */
+export function publicModelId(modelId: string, commit: string | undefined): string {
+  if (commit) return modelId;
+  return modelId.replace(/[\\/]+$/, '').split(/[\\/]/).pop() || modelId;
+}

@@ -93,3 +93,33 @@ export function topKRecall(reference: ArrayLike<number>, candidate: ArrayLike<nu
   for (const i of top(candidate)) if (ref.has(i)) hit++;
   return hit / k;
 }
+
+/**
+ * The same top-k set as topKRecall picks (ties broken by lower index), as a mask, in
+ * O(n log n) on a typed array: the training curves compute it at every evaluation.
+ */
+export function topKMask(values: ArrayLike<number>, fraction: number): Uint8Array {
+  const n = values.length;
+  const k = Math.max(1, Math.ceil(fraction * n));
+  const sorted = Float64Array.from(values as ArrayLike<number>).sort();
+  const t = sorted[n - k]!;
+  const mask = new Uint8Array(n);
+  let taken = 0;
+  for (let i = 0; i < n; i++) if (values[i]! > t) (mask[i] = 1), taken++;
+  for (let i = 0; i < n && taken < k; i++) if (values[i] === t) (mask[i] = 1), taken++;
+  return mask;
+}
+
+/** topKRecall(reference, candidate, fraction) with the reference's mask computed once. */
+export function recallAgainst(referenceMask: Uint8Array, candidate: ArrayLike<number>, fraction: number): number {
+  const cand = topKMask(candidate, fraction);
+  let hit = 0;
+  let k = 0;
+  for (let i = 0; i < cand.length; i++) {
+    if (cand[i]) {
+      k++;
+      if (referenceMask[i]) hit++;
+    }
+  }
+  return hit / k;
+}

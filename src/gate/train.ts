@@ -6,13 +6,13 @@
 // they are trained in groups sized to a memory budget, each group's features loaded straight
 // from the store's Arrow files (zero-copy external data), so host memory stays bounded by one
 // group whatever the store size.
-import { existsSync, rmSync, appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, appendFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Graph, encodeModel, type DType } from '../onnx/builder.js';
 import { buildTrainGraph, PARAMS, paramShape, type GateDims, type RowPiece } from './graph.js';
 import { initLayer, stack, unstack, zerosLike, type StackedParams } from './state.js';
-import { BatchOrder, lrMultiplier, splitPositions, stepBlocks, subsample, topKRecall } from './schedule.js';
+import { BatchOrder, lrMultiplier, recallAgainst, splitPositions, stepBlocks, subsample, topKMask, topKRecall } from './schedule.js';
 import type { GateSet, GateLayerParams } from './types.js';
 import { readManifest, readLayer, layerBlocks, acquireLock, type FeatureManifest } from '../features/index.js';
 import { claimTrainOut, incompleteWarning, trainGraphFolder, verifyShards, type VerifyLevel } from './train-out.js';
@@ -23,7 +23,7 @@ import { writeFileAtomicSync, writeJsonAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { createProgress } from '../util/progress.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { plotCurves } from './plot.js';
+import { plotPanels } from './plot.js';
 import { writeGateFile } from './gate-file.js';
 
 export interface TrainOptions {
@@ -42,7 +42,10 @@ export interface TrainOptions {
   evalEvery: number;
   maxTokens?: number;
   subsample?: number;
+  /** continue from checkpoints (true), or refuse to touch an output folder that holds a training (false) */
   resume: boolean;
+  /** discard an earlier training's checkpoints and start afresh (wins over resume) */
+  restart?: boolean;
   /** bytes of features (and their in-graph concatenation) one group may hold */
   memoryBudget: number;
   /** matmul dtype: fp32 on CPU; the features' dtype elsewhere unless forced */
@@ -84,6 +87,10 @@ export interface LayerResult {
 export interface TrainSummary {
   gates: string;
   out: string;
+  /** the feature store trained on */
+  features: string;
+  /** identity of the run (store, recipe, options): a finished run with the same identity is not redone */
+  identity: string;
   device: string;
   steps: number;
   batch: number;
@@ -172,13 +179,25 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
 
   const identity = runIdentity(o, m, dimsBase, total);
   await claimTrainOut(o.out, identity, o.overwrite ?? false);
+  const ckptDir = path.join(o.out, 'checkpoints');
+  const earlier = existsSync(path.join(o.out, 'summary.json')) || (existsSync(ckptDir) && readdirSync(ckptDir).length > 0);
+  if (!o.resume && !o.restart && earlier) {
+    throw new UserError(`${o.out}: holds an earlier training (checkpoints or summary.json); drop --no-resume to continue it, or pass --restart to start afresh`);
+  }
+  const resume = o.resume && !o.restart;
+  const done = resume ? finishedRun(o.out, identity) : null;
+  if (done) {
+    // a re-run of a finished job: keep its results (and their timing) instead of re-evaluating
+    if (!o.quiet) process.stderr.write(`${o.label ?? 'train'}: already finished (${path.join(o.out, 'summary.json')}); nothing to do\n`);
+    return done;
+  }
   const warning = incompleteWarning(o.features, m);
   if (warning) process.stderr.write(`${warning}\n`);
   await verifyShards(o.features, usedShards, o.verify ?? 'full');
 
   const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : m.hiddenDtype);
   const logPath = path.join(o.out, 'log.jsonl');
-  if (!o.resume && existsSync(logPath)) rmSync(logPath);
+  if (!resume && existsSync(logPath)) rmSync(logPath);
 
   const metricSteps = blocks.filter((b) => b.metric).map((b) => b.end - 1);
   const metrics = {
@@ -187,6 +206,10 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
     lossTrain: metricSteps.map(() => Array(layers.length).fill(NaN)),
     accTrain: metricSteps.map(() => Array(layers.length).fill(NaN)),
   };
+  // curves for the plots (not part of the gate files): every step's training-batch loss, and the
+  // held-out recall@30 % at every evaluation
+  const stepLoss = Array.from({ length: o.steps }, () => Array<number>(layers.length).fill(NaN));
+  const recallAt = metricSteps.map(() => Array<number>(layers.length).fill(NaN));
   const finalParams: GateLayerParams[] = new Array(layers.length);
   const results: LayerResult[] = new Array(layers.length);
   const progress = createProgress({ label: o.label ?? 'train', total: o.steps * groups.length, unit: 'steps', quiet: o.quiet, plain: o.plainProgress });
@@ -206,7 +229,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
       bufs: zerosLike(dims),
       nextBlock: 0,
     };
-    if (o.resume && existsSync(ckptPath)) {
+    if (resume && existsSync(ckptPath)) {
       const ck = readCheckpoint(ckptPath, dims);
       if (ck.identity === identity && !(Number.isInteger(ck.nextBlock) && ck.nextBlock >= 0 && ck.nextBlock <= blocks.length)) {
         throw new UserError(`${ckptPath}: corrupt checkpoint (next block ${ck.nextBlock} of ${blocks.length}); delete it or train with --no-resume`, 1);
@@ -233,6 +256,8 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
 
     const session = await createTrainSession(modelPath, o.device);
     const testIdx = new ort.Tensor('int64', BigInt64Array.from(testPos, (p) => BigInt(p)), [testPos.length]);
+    testTargets = await heldOutTargets(o.features, m, group, testPos);
+    const refMasks = testTargets.map((t) => Array.from({ length: m.model.H }, (_, h) => topKMask(t.subarray(h * testPos.length, (h + 1) * testPos.length), 0.3)));
     let lastCkpt = Date.now();
     const ckptRows: { step: number; testLoss: number[]; testAcc: number[]; trainLoss: number[]; trainAcc: number[] }[] = [];
     metricSteps.forEach((step, mi) => {
@@ -282,8 +307,17 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
       const lastTrainLoss = Array.from(trainLoss.subarray((K - 1) * group.length, K * group.length));
       const lastTrainAcc = Array.from(trainAcc.subarray((K - 1) * group.length, K * group.length));
       const step = blk.end - 1;
+      for (let k = 0; k < K; k++) group.forEach((l, j) => (stepLoss[blk.start + k]![layers.indexOf(l)] = trainLoss[k * group.length + j]!));
       if (blk.metric) {
         const mi = metricSteps.indexOf(step);
+        const scores = out.test_scores!.data as Float32Array; // [group, H, T]
+        const Tt = testPos.length;
+        const recall = group.map((_, j) => {
+          let r = 0;
+          for (let h = 0; h < m.model.H; h++) r += recallAgainst(refMasks[j]![h]!, scores.subarray((j * m.model.H + h) * Tt, (j * m.model.H + h + 1) * Tt), 0.3);
+          return r / m.model.H;
+        });
+        group.forEach((l, j) => (recallAt[mi]![layers.indexOf(l)] = recall[j]!));
         group.forEach((l, j) => {
           const li = layers.indexOf(l);
           metrics.loss[mi]![li] = testLoss[j]!;
@@ -293,7 +327,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
         });
         ckptRows.push({ step, testLoss, testAcc, trainLoss: lastTrainLoss, trainAcc: lastTrainAcc });
         const lines = group.map((l, j) =>
-          JSON.stringify({ step, layer: l, group: gi, lr: lr[K - 1], train_loss: lastTrainLoss[j], train_acc: lastTrainAcc[j], test_loss: testLoss[j], test_acc: testAcc[j], seconds: (Date.now() - t0) / 1000 }),
+          JSON.stringify({ step, layer: l, group: gi, lr: lr[K - 1], train_loss: lastTrainLoss[j], train_acc: lastTrainAcc[j], test_loss: testLoss[j], test_acc: testAcc[j], test_recall30: recall[j], seconds: (Date.now() - t0) / 1000 }),
         );
         appendFileSync(logPath, lines.join('\n') + '\n');
       }
@@ -325,7 +359,6 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
       lastOut = await session.run(feeds);
     }
     const testScores = lastOut.test_scores!.data as Float32Array; // [L, H, T]
-    testTargets = await heldOutTargets(o.features, m, group, testPos);
     const T = testPos.length;
     const H = dims.H;
     const lastTrain = ckptRows.length ? ckptRows[ckptRows.length - 1]! : null;
@@ -377,11 +410,31 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
     throw new UserError(`${o.out}: the trained gates are not usable (${(e as Error).message}); no gates were written`, 1);
   }
   await writeGateFile(gatesPath, gates); // fp32 master copies
-  plotCurves(path.join(o.out, 'loss.svg'), 'loss (BCE)', metricSteps, metrics.lossTrain, metrics.loss, layers, { log: true });
-  plotCurves(path.join(o.out, 'acc.svg'), 'accuracy @0.05', metricSteps, metrics.accTrain, metrics.acc, layers, { min: 0, max: 1 });
+  // x = steps done (1-based), so a log axis starts at the first step
+  const evalSteps = metricSteps.map((s) => s + 1);
+  plotPanels(path.join(o.out, 'loss.svg'), 'Gate training loss (binary cross-entropy against the KVzip scores)', {
+    yLabel: 'BCE loss',
+    log: true,
+    layers,
+    steps: o.steps,
+    panels: [
+      { title: `training batches (every step, ${batch} tokens)`, curve: { steps: stepLoss.map((_, i) => i + 1), values: stepLoss } },
+      { title: `held-out tokens (every ${o.evalEvery} steps)`, curve: { steps: evalSteps, values: metrics.loss } },
+    ],
+  });
+  plotPanels(path.join(o.out, 'recall.svg'), 'Held-out recall@30 %: share of the KVzip top-30 % tokens (per head) the gate also ranks top-30 %', {
+    yLabel: 'recall@30%',
+    min: 0,
+    max: 1,
+    layers,
+    steps: o.steps,
+    panels: [{ title: `held-out tokens (every ${o.evalEvery} steps)`, curve: { steps: evalSteps, values: recallAt } }],
+  });
   const summary: TrainSummary = {
     gates: gatesPath,
     out: o.out,
+    features: path.resolve(o.features),
+    identity,
     device: o.device.device,
     steps: o.steps,
     batch,
@@ -443,6 +496,18 @@ function pruneLog(logPath: string, gi: number, upTo: number): void {
     }
   });
   if (kept.length !== lines.length) writeFileSync(logPath, kept.map((l) => l + '\n').join(''));
+}
+
+/** The summary of a finished run with this identity, when its gates are still there. */
+function finishedRun(out: string, identity: string): TrainSummary | null {
+  const file = path.join(out, 'summary.json');
+  if (!existsSync(file) || !existsSync(path.join(out, GATES_FILE))) return null;
+  try {
+    const s = JSON.parse(readFileSync(file, 'utf8')) as TrainSummary;
+    return s.identity === identity ? s : null;
+  } catch {
+    return null;
+  }
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);

@@ -261,7 +261,9 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     runTokens += ctx.tokenIds.length;
     doneTokens += ctx.tokenIds.length;
     const secs = (Date.now() - t0) / 1000;
-    progress.update(Math.min(doneTokens, plannedTokens), { contexts: store.completed.size, 'tok/s': Math.round(runTokens / secs) });
+    // contexts are whole documents: the last one may take the total past the budget; show the real count
+    if (doneTokens > plannedTokens) progress.setTotal(doneTokens);
+    progress.update(doneTokens, { contexts: store.completed.size, 'tok/s': Math.round(runTokens / secs) });
   };
 
   try {

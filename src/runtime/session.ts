@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { UserError } from '../util/errors.js';
+import { UserError, UsageError } from '../util/errors.js';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 export const DEVICES: Device[] = ['cpu', 'cuda', 'webgpu'];
@@ -17,7 +17,7 @@ export interface DeviceOptions {
 }
 
 export function parseDevice(value: string): Device {
-  if (!DEVICES.includes(value as Device)) throw new UserError(`--device must be one of ${DEVICES.join(', ')} (got "${value}")`);
+  if (!DEVICES.includes(value as Device)) throw new UsageError(`--device must be one of ${DEVICES.join(', ')} (got "${value}")`);
   return value as Device;
 }
 
@@ -37,8 +37,8 @@ function providerFor(opts: DeviceOptions): ort.InferenceSession.ExecutionProvide
       if (!existsSync(lib)) {
         throw new UserError(
           `--device cuda: the ONNX Runtime CUDA provider is not installed (${lib} is missing). ` +
-            'CUDA 12: reinstall with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci`; CUDA 13: copy libonnxruntime_providers_cuda.so and ' +
-            'libonnxruntime_providers_shared.so built for ONNX Runtime 1.29.0 into that folder (see README "GPU").',
+            'CUDA 12 (needs internet): `ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node` (or a fresh `ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci`); CUDA 13: copy libonnxruntime_providers_cuda.so and ' +
+            'libonnxruntime_providers_shared.so built for ONNX Runtime 1.29.0 into that folder (see README "GPUs").',
         );
       }
       return { name: 'cuda', deviceId: opts.deviceId ?? 0 } as ort.InferenceSession.ExecutionProviderConfig;

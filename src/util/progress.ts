@@ -39,6 +39,35 @@ function fmtFields(fields: Record<string, string | number>): string {
     .join('  ');
 }
 
+/** updates (past the first) and seconds of work needed before an ETA is shown */
+export const ETA_MIN_UPDATES = 2;
+export const ETA_MIN_SECONDS = 2;
+
+/**
+ * ETA from the rate since the first update, not since start: setup (graph building, loading)
+ * before the first step would otherwise inflate the first estimates ("47 min" at step 1).
+ * Unknown ("?") until enough work has been timed; never "0s" while work remains.
+ */
+export class EtaClock {
+  private first: { t: number; v: number } | null = null;
+  private updates = 0;
+  constructor(private readonly now: () => number = Date.now) {}
+  /** seconds left for `value` of `total`, or NaN while unknown */
+  eta(value: number, total: number): number {
+    const t = this.now();
+    if (!this.first) {
+      if (value > 0 || total === 0) this.first = { t, v: value };
+      return value >= total ? 0 : NaN;
+    }
+    this.updates++;
+    if (value >= total) return 0;
+    const dt = (t - this.first.t) / 1000;
+    const dv = value - this.first.v;
+    if (this.updates < ETA_MIN_UPDATES || dt < ETA_MIN_SECONDS || dv <= 0) return NaN;
+    return Math.max(1, (total - value) / (dv / dt));
+  }
+}
+
 export function createProgress(o: ProgressOptions): Progress {
   const stream = o.stream ?? process.stderr;
   if (o.quiet) return { update() {}, setTotal() {}, log() {}, stop() {} };
@@ -48,7 +77,7 @@ export function createProgress(o: ProgressOptions): Progress {
   if (!o.plain && stream.isTTY) {
     const bar = new cliProgress.SingleBar(
       {
-        format: `${o.label} [{bar}] {percentage}% {value}/{total}${unit ? ' ' + unit : ''} | ETA {eta_formatted} | {fields}`,
+        format: `${o.label} [{bar}] {percentage}% {value}/{total}${unit ? ' ' + unit : ''} | ETA {etaText} | {fields}`,
         stream,
         hideCursor: true,
         etaBuffer: 50,
@@ -56,26 +85,27 @@ export function createProgress(o: ProgressOptions): Progress {
       },
       cliProgress.Presets.shades_classic,
     );
-    bar.start(total, 0, { fields: '' });
+    const clock = new EtaClock();
+    bar.start(total, 0, { fields: '', etaText: '?' });
     return {
-      update: (v, f) => bar.update(v, { fields: f ? fmtFields(f) : '' }),
+      update: (v, f) => bar.update(v, { fields: f ? fmtFields(f) : '', etaText: fmtEta(clock.eta(v, total)) }),
       setTotal: (t) => bar.setTotal((total = t)),
       log: (line) => {
         bar.stop();
         stream.write(line + '\n');
-        bar.start(total, (bar as unknown as { value: number }).value, {});
+        bar.start(total, (bar as unknown as { value: number }).value, { fields: '', etaText: '?' });
       },
       stop: () => bar.stop(),
     };
   }
   const interval = (o.plainInterval ?? 5) * 1000;
+  const clock = new EtaClock();
   let last = 0;
   let lastValue = 0;
   let lastFields: Record<string, string | number> | undefined;
+  let eta = NaN;
   const line = (v: number, f?: Record<string, string | number>) => {
     const elapsed = (Date.now() - start) / 1000;
-    const rate = v / Math.max(elapsed, 1e-9);
-    const eta = v > 0 ? (total - v) / rate : NaN;
     const pct = total > 0 ? ((100 * v) / total).toFixed(1) : '?';
     stream.write(`${o.label}: ${v}/${total}${unit ? ' ' + unit : ''} (${pct}%) elapsed ${fmtEta(elapsed)} ETA ${fmtEta(eta)}${f ? '  ' + fmtFields(f) : ''}\n`);
   };
@@ -83,6 +113,7 @@ export function createProgress(o: ProgressOptions): Progress {
     update(v, f) {
       lastValue = v;
       lastFields = f;
+      eta = clock.eta(v, total);
       const now = Date.now();
       if (now - last >= interval || v >= total) {
         last = now;

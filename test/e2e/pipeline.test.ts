@@ -78,6 +78,45 @@ describe('extract -> store -> train -> export (CPU, tiny model, SOTU)', () => {
     for (const f of files.filter((f) => f !== 'README.md')) expect(sha(path.join(tmp, 'x1', 'qwen3', f)), f).toBe(sha(path.join(tmp, 'x2', 'qwen3', f)));
   });
 
+  it('the export names the local model by its folder, never its path; the card covers every format', async () => {
+    const card = readFileSync(path.join(tmp, 'x1', 'README.md'), 'utf8');
+    expect(card).not.toContain(tmp);
+    expect(card).not.toContain(ROOT);
+    expect(card).toContain('# Fast KVzip gates for qwen3');
+    for (const h of ['### PyTorch', '### safetensors', '### ONNX']) expect(card).toContain(h);
+    expect(card).not.toContain('Rounding the projections'); // a float32 model: the .pt keeps fp32 too
+    // for a bf16 model the card states the measured effect of the .pt's bf16 projections
+    const { readGateSetFile } = await import('../../src/gate/gate-file.js');
+    const { measurePrecisionGap } = await import('../../src/export/precision-gap.js');
+    const gap = await measurePrecisionGap({ ...readGateSetFile(path.join(tmp, 'g1', 'gates.safetensors')), modelDtype: 'bfloat16' }, store);
+    expect(gap!.tokens).toBe(512);
+    expect(gap!.maxAbs).toBeGreaterThan(0);
+    expect(gap!.maxAbs).toBeLessThan(1e-2);
+    expect(gap!.top30Agreement).toBeGreaterThan(0.95);
+    const { openSafetensors } = await import('../../src/model/safetensors/index.js');
+    const meta = openSafetensors(path.join(tmp, 'x1', 'qwen3', 'q2_dim16_sink16.safetensors')).metadata;
+    expect(meta.model_id).toBe('qwen3');
+    expect(JSON.stringify(meta)).not.toContain(tmp);
+  });
+
+  it('re-running a finished training changes nothing (summary, timing, card)', () => {
+    const summary = readFileSync(path.join(tmp, 'g1', 'summary.json'), 'utf8');
+    const gates = sha(path.join(tmp, 'g1', 'gates.safetensors'));
+    const r = fkz(['train', '--features', store, '--steps', '120', '--batch', '256', '--threads', '1', '--out', path.join(tmp, 'g1')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/already finished/);
+    expect(r.stdout).toMatch(/^trained 3 gate layer\(s\)/); // the human summary goes to stdout, progress to stderr
+    // --no-resume refuses an output folder that holds a training (as extract --no-resume does a store)
+    const refused = fkz(['train', '--features', store, '--steps', '120', '--batch', '256', '--threads', '1', '--out', path.join(tmp, 'g1'), '--no-resume']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/holds an earlier training .*--restart/);
+    expect(readFileSync(path.join(tmp, 'g1', 'summary.json'), 'utf8')).toBe(summary);
+    expect(sha(path.join(tmp, 'g1', 'gates.safetensors'))).toBe(gates);
+    const card = readFileSync(path.join(tmp, 'x1', 'README.md'), 'utf8');
+    expect(fkz(['export', '--gates', path.join(tmp, 'g1'), '--format', 'onnx', '--out', path.join(tmp, 'x1')]).code).toBe(0);
+    expect(readFileSync(path.join(tmp, 'x1', 'README.md'), 'utf8')).toBe(card);
+  });
+
   it('kill -9 during extraction, then rerun: the store is identical to an uninterrupted one', async () => {
     const killed = path.join(tmp, 'killed');
     const child = spawn(process.execPath, [BIN, ...EXTRACT, '--out', killed], { env, cwd: tmp, stdio: 'ignore' });
@@ -149,7 +188,7 @@ describe('sharded extraction and training resume', () => {
     expect(b.shards.map((s) => [s.contextId, s.sha256])).toEqual(a.shards.map((s) => [s.contextId, s.sha256]));
     // a failing run's message and exit code come through the re-run
     const bad = run([...EXTRACT, '--data', path.join(tmp, 'missing.jsonl'), '--out', path.join(tmp, 'malloc-bad')]);
-    expect(bad.status).toBe(2);
+    expect(bad.status).toBe(1); // a missing input file is a runtime failure (exit codes: README)
     expect(bad.stderr).toContain('missing.jsonl');
   });
 

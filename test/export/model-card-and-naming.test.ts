@@ -45,7 +45,7 @@ describe('model card', () => {
 
   it('states the setup, the per-layer results and how to load, from the inputs only', () => {
     const card = renderModelCard(gates, summary, { repoId: 'me/gates' });
-    expect(card.startsWith('---\nbase_model: google/gemma-3-1b-it\n')).toBe(true);
+    expect(card.startsWith('---\nbase_model: google/gemma-3-1b-it\nlicense: other\n')).toBe(true);
     expect(card).toContain('| model revision | `0123abcd` |');
     expect(card).toContain('| steps | 5000 |');
     expect(card).toContain('| learning rate | 0.2 |');
@@ -54,12 +54,15 @@ describe('model card', () => {
     expect(card).toContain('| training time | 11.7 min |');
     expect(card).toContain('| device | cuda (NVIDIA H200) |');
     expect(card).toContain('| context tokens (train / held-out) | 1000000 (990000 / 10000) |');
-    expect(card).toContain('- dataset: HuggingFaceFW/fineweb-edu');
+    expect(card).toContain('- dataset: `HuggingFaceFW/fineweb-edu`');
     expect(card).toContain('| gate | model layer | loss | accuracy | train loss | train accuracy | recall@30% |');
     expect(card).toContain('| 0 | 5 | 0.1235 | 91.2 % | 0.1100 | 92.0 % | 85.1 % |');
     expect(card).toContain('| mean |  | 0.1617 | 85.6 % | 0.1500 | 86.5 % | 80.1 % |');
     expect(card).toContain('hf_hub_download("me/gates", "gemma-3-1b-it/q2_dim4_sink3.pt")');
-    expect(card).toContain('Gate(index=i, input_dim=16, output_dim=4, nhead=2, ngroup=2, dtype=sd["q_proj.weight"].dtype, sink=3)');
+    expect(card).toContain('from kvpress.presses.fastkvzip_press import Weight');
+    expect(card).toContain('press.gates = gates');
+    expect(card).toContain('pipeline("kv-press-text-generation", model="google/gemma-3-1b-it"');
+    expect(card).toContain('Weight(index=i, input_dim=16, output_dim=4, nhead=2, ngroup=2, dtype=sd["q_proj.weight"].dtype, sink=3)');
     expect(card).toContain('model layers [5,11]');
     expect(card).toContain('gates[layer_idx]');
     expect(renderModelCard(gates, summary, { repoId: 'me/gates' })).toBe(card);
@@ -74,6 +77,44 @@ describe('model card', () => {
     expect(card).toContain('"gemma-3-1b-it/q2_dim4_sink3.safetensors"');
     const bare = makeGateSet({ D: 4, H: 1, G: 1, r: 2, S: 1, layers: [0], modelDtype: 'float32', metrics: false });
     expect(renderModelCard(bare, undefined, { modelId: 'a/B' })).toContain('No evaluation results were recorded.');
+  });
+
+  it('keeps multi-line and pipe-holding values on one markdown line, and shows sizes and the license', () => {
+    const g = makeGateSet({ D: 16, H: 2, G: 2, r: 4, S: 3, layers: [0, 1], modelDtype: 'bfloat16', seed: 2 });
+    g.meta = { model_id: 'default-model', commit: '', recipe: JSON.stringify({ prefix: 'You are\nhelpful | kind `x`', maxTokens: 100 }) };
+    const card = renderModelCard(g, { ...summary, options: { memoryBudget: 8 * 2 ** 30, note: 'a|b\nc' } }, { license: 'apache-2.0' });
+    expect(card).toContain('- prefix: `` "You are\\nhelpful | kind `x`" ``');
+    expect(card).toContain('- maxTokens: 100');
+    expect(card).toContain('| memoryBudget | 8 GiB |');
+    expect(card).toContain('| note | `"a\\|b\\nc"` |');
+    expect(card).toContain('\nlicense: apache-2.0\n');
+    expect(card).not.toContain('base_model:'); // a local folder is no hub model
+    expect(card).toContain('# Fast KVzip gates for default-model');
+    expect(card).toContain('model="path/to/default-model"');
+    // every table row still has the header's cell count
+    for (const line of card.split('\n').filter((l) => l.startsWith('| memoryBudget') || l.startsWith('| note'))) expect(line.replace(/\\\|/g, '').split('|')).toHaveLength(4);
+  });
+
+  it('describes every format in the folder, the ONNX one with an onnxruntime snippet and no .pt talk', () => {
+    const onnxOnly = renderModelCard(gates, summary, { formats: ['onnx'], repoId: 'me/gates' });
+    expect(onnxOnly).toContain('library_name: onnx');
+    expect(onnxOnly).toContain('`gemma-3-1b-it/q2_dim4_sink3.onnx` (+ `gemma-3-1b-it/q2_dim4_sink3.onnx.data`)');
+    expect(onnxOnly).toContain('session = ort.InferenceSession(hf_hub_download("me/gates", "gemma-3-1b-it/q2_dim4_sink3.onnx"))');
+    expect(onnxOnly).not.toContain('torch.load');
+    expect(onnxOnly).not.toContain('Rounding the projections');
+    const all = renderModelCard(gates, summary, { formats: ['pt', 'safetensors', 'onnx'], precisionGap: { dtype: 'bfloat16', tokens: 512, maxAbs: 2.8e-4, meanAbs: 1.1e-5, top30Agreement: 0.999 } });
+    for (const h of ['### PyTorch', '### safetensors', '### ONNX']) expect(all).toContain(h);
+    expect(all).toContain('at most 2.8e-4 (mean 1.1e-5), and 99.9 %');
+    expect(renderModelCard(gates, summary, { formats: ['pt'] })).toContain('was not measured for this export');
+  });
+});
+
+describe('publicModelId', () => {
+  it('keeps hub ids and turns local folders into their names', async () => {
+    const { publicModelId } = await import('../../src/export/naming.js');
+    expect(publicModelId('Qwen/Qwen3-8B', '0123abcd')).toBe('Qwen/Qwen3-8B');
+    expect(publicModelId('/work/x/data/default-model', '')).toBe('default-model');
+    expect(publicModelId('models/stories260K/', undefined)).toBe('stories260K');
   });
 });
 
