@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fileError, UserError } from './util/errors.js';
 import type { RecipeOptions } from './data/index.js';
+import type { HiddenDtype } from './features/types.js';
 
 export const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CONFIG_DIR = path.join(PACKAGE_ROOT, 'configs');
@@ -21,7 +22,7 @@ export interface PipelineConfig {
   /** JSON file of document ids to leave out */
   excludeDocs?: string;
   recipe: Partial<RecipeOptions>;
-  extract: { prefillChunk: number; scoreChunk: number; device?: string; threads?: number; hiddenDtype?: 'float16' | 'bfloat16' };
+  extract: { prefillChunk: number; scoreChunk: number; device?: string; threads?: number; hiddenDtype?: HiddenDtype; quantBlock?: number; keepFraction?: number; keepSeed?: number };
   train: { steps: number; batch: number; lr: number; momentum: number; seed: number; rank: number; sinks: number; device?: string; threads?: number };
   export: { formats: ('pt' | 'safetensors' | 'onnx')[] };
 }

@@ -1,7 +1,7 @@
 // `fastkvzip extract`: corpus -> KVzip scores + attention inputs -> Arrow feature store.
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { addDeviceOptions, deviceFrom, intArg, positiveInt, printJson } from './common.js';
+import { addDeviceOptions, deviceFrom, floatArg, intArg, positiveInt, printJson } from './common.js';
 import { extract, EXTRACT_DEFAULTS } from '../kvzip/extract.js';
 import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/index.js';
 import { UserError } from '../util/errors.js';
@@ -76,7 +76,12 @@ export function extractCommand(): Command {
     .option('--prefill-chunk <n>', 'longest prefill chunk', (v) => positiveInt(v, '--prefill-chunk'), EXTRACT_DEFAULTS.prefillChunk)
     .option('--score-chunk <n>', 'reconstruction chunk', (v) => positiveInt(v, '--score-chunk'), EXTRACT_DEFAULTS.scoreChunk)
     .option('--template <name>', 'chat template from configs/templates.json (default: chosen from the model)')
-    .addOption(new Option('--hidden-dtype <dtype>', 'stored attention-input dtype (default: the model dtype)').choices(['float16', 'bfloat16']))
+    .addOption(
+      new Option('--hidden-dtype <dtype>', 'stored attention-input dtype (default: the model dtype, exact public parity); int8 / float8e4m3: 8-bit codes with fp32 scales, half the size').choices(['float16', 'bfloat16', 'int8', 'float8e4m3']),
+    )
+    .option('--quant-block <n>', '8-bit dtypes: channels per scale (default: the hidden size, one scale per token)', (v) => positiveInt(v, '--quant-block'))
+    .option('--keep-fraction <p>', "store this seeded uniform fraction of each context's token positions (the held-out 1 % always kept; default 1)", (v) => floatArg(v, '--keep-fraction'))
+    .option('--keep-seed <n>', 'seed of --keep-fraction', (v) => intArg(v, '--keep-seed'))
     .option('--shard <i/n>', 'process contexts with index % n == i (merge the stores afterwards)', parseShard)
     .option('--no-resume', 'refuse to continue an existing store')
     .option('--ignore-disk-check', 'start even when the disk looks too small')
@@ -97,6 +102,9 @@ export function extractCommand(): Command {
       device: deviceFrom(o),
       dtype: o.dtype as ComputeDType | undefined,
       hiddenDtype: o.hiddenDtype as HiddenDtype | undefined,
+      quantBlock: o.quantBlock,
+      keepFraction: o.keepFraction,
+      keepSeed: o.keepSeed,
       recipe: recipeFrom(o),
       prefillChunk: o.prefillChunk,
       scoreChunk: o.scoreChunk,
