@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { Graph, encodeModel, type DType } from '../onnx/builder.js';
 import { buildTrainGraph, PARAMS, paramShape, type GateDims, type RowPiece } from './graph.js';
 import { initLayer, stack, unstack, zerosLike, type StackedParams } from './state.js';
-import { BatchOrder, lrMultiplier, splitPositions, stepBlocks, subsample, topKRecall } from './schedule.js';
+import { BatchOrder, lrMultiplier, stepBlocks, subsample, topKRecall } from './schedule.js';
 import type { GateSet, GateLayerParams } from './types.js';
 import { readManifest, readLayer, layerBlocks, storeFormOf, HIDDEN_BYTES, type FeatureManifest } from '../features/index.js';
 import { storeRows } from './positions.js';
