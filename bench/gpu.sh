@@ -8,7 +8,9 @@
 # Environment: EXTRACT_FLAGS (extra `extract` flags, e.g. "--runners 2"), EXTRACT_CONTEXTS (contexts
 # per extract stage), STORE_ROOT (where stores go; default the disk), KEEP_STORE (keep a store put
 # under STORE_ROOT), SKIP_TORCH (fastkvzip side only), TORCH_TRAIN_STEPS, TORCH_SCORE_DTYPES (the
-# reference's score precisions to time, default "tf32,bf16": see bench/torch_extract.py).
+# reference's score precisions to time, default "tf32,bf16": see bench/torch_extract.py),
+# COMPACT_FORMS (compact8b: store forms to compare, default "bf16 int8 int8-k45"), RECIPE_FLAGS
+# (recipe8b: the store form, default "--hidden-dtype int8 --keep-fraction 0.45").
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
 set -uo pipefail
@@ -90,6 +92,60 @@ for stage in "$@"; do
       for f in pt safetensors onnx; do $FKZ export --gates $work/gates-8b --format $f --out $work/export-8b > /dev/null; done
       python3 bench/check_gates.py --export $work/export-8b --store $store --tokens 2000 --out "$out/train8b-check.json" 2>&1 | tail -2
       gpu_peak train8b-torch python3 bench/torch_train.py --features $store --steps ${TORCH_TRAIN_STEPS:-300} --out "$out/train8b-torch.json" 2>&1 | tail -2
+      ;;
+    compact8b)
+      # issue 16: per store form, Qwen3-8B shape, EXTRACT_CONTEXTS x 20k-token contexts with the store
+      # ON THE DISK ($work), then 5,000 training steps; the store is deleted before the next form.
+      # Reports bytes per context token, extraction ctx tok/s and train wall per form, in one call.
+      n=${EXTRACT_CONTEXTS:-5}
+      make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -2
+      [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
+      for form in ${COMPACT_FORMS:-bf16 int8 int8-k45}; do
+        case $form in
+          bf16) flags="--hidden-dtype bfloat16" ;;
+          int8) flags="--hidden-dtype int8" ;;
+          fp8) flags="--hidden-dtype float8e4m3" ;;
+          int8-k*) flags="--hidden-dtype int8 --keep-fraction 0.${form#int8-k} --keep-seed 0" ;;
+          *) echo "unknown form $form"; continue ;;
+        esac
+        store=$work/store-compact-$form
+        rm -rf $store; sync
+        gpu_peak compact8b-$form-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k.jsonl --out $store --device cuda \
+          --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 $flags ${EXTRACT_FLAGS:-} --json \
+          > "$out/compact8b-$form-extract.json" 2> "$out/compact8b-$form-extract.log"
+        tail -2 "$out/compact8b-$form-extract.log"
+        gpu_peak compact8b-$form-train $FKZ train --features $store --out $work/gates-compact-$form --device cuda --steps 5000 --json \
+          > "$out/compact8b-$form-train.json" 2> "$out/compact8b-$form-train.log"
+        python3 - "$store" "$out/compact8b-$form-extract.json" "$out/compact8b-$form-train.json" "$form" <<'PY' | tee "$out/compact8b-$form.json"
+import json, sys
+store, ex, tr, form = sys.argv[1:]
+m = json.load(open(f"{store}/manifest.json")); e = json.load(open(ex)); t = json.load(open(tr))
+ctx = sum(s.get("contextTokens", s["tokens"]) for s in m["shards"])
+steady = [x for x in e["timings"][3:]] or e["timings"]
+print(json.dumps({"form": form, "hiddenDtype": m["hiddenDtype"], "extract": {k: m["extract"].get(k) for k in ("quantBlock", "keepFraction")},
+  "contextTokens": ctx, "rows": m["totals"]["tokens"], "storeBytes": m["totals"]["bytes"], "bytesPerContextToken": m["totals"]["bytes"] / ctx,
+  "extractSeconds": e["seconds"], "extractTokPerS": e["tokensPerSecond"], "setupSeconds": e["setupSeconds"],
+  "steadyTokPerS": sum(x["tokens"] for x in steady) / sum(x["seconds"] for x in steady), "writeSecondsPerContext": sum((x["write"] or 0) for x in e["timings"]) / len(e["timings"]),
+  "waitForWriter": e["time"]["waitForWriter"], "peakRssMiB": e["peakRssMiB"], "trainSeconds": t["seconds"], "trainPeakRssMiB": t["peakRssMiB"],
+  "heldOut": t["mean"]}))
+PY
+        rm -rf $store $work/gates-compact-$form
+      done
+      ;;
+    recipe8b)
+      # issue 16: the recipe's 5 concatenated 100k-token contexts (Qwen3-8B shape) with a compact store ON
+      # THE DISK, then `train` (5,000 steps) on it; df before and after shows what the disk held.
+      make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -2
+      [ -f $work/docs20k-30.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 30 --out $work/docs20k-30.jsonl
+      store=$work/store-recipe8b
+      rm -rf $store; sync; df -B1 $work | tee "$out/recipe8b-df.txt"
+      gpu_peak recipe8b-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k-30.jsonl --out $store --device cuda \
+        --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count 0 --cat-count 5 --cat-min-tokens 100000 --max-tokens 1000000 \
+        ${RECIPE_FLAGS:---hidden-dtype int8 --keep-fraction 0.45} --writers 1 ${EXTRACT_FLAGS:-} --json > "$out/recipe8b-extract.json" 2> "$out/recipe8b-extract.log"
+      tail -2 "$out/recipe8b-extract.log"; df -B1 $work | tee -a "$out/recipe8b-df.txt"; du -sb $store | tee -a "$out/recipe8b-df.txt"
+      gpu_peak recipe8b-train $FKZ train --features $store --out $work/gates-recipe8b --device cuda --steps 5000 --json > "$out/recipe8b-train.json" 2> "$out/recipe8b-train.log"
+      tail -3 "$out/recipe8b-train.log"
+      [ -n "${KEEP_STORE:-}" ] || rm -rf $store
       ;;
     evalcuda)
       # the embedded default model (a real, trained model) and its gates, on the GPU

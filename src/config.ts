@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fileError, UserError, UsageError } from './util/errors.js';
 import type { RecipeOptions } from './data/index.js';
+import type { HiddenDtype } from './features/types.js';
 
 export const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CONFIG_DIR = path.join(PACKAGE_ROOT, 'configs');
@@ -26,7 +27,10 @@ export interface PipelineConfig {
     scoreChunk: number;
     device?: string;
     threads?: number;
-    hiddenDtype?: 'float16' | 'bfloat16';
+    hiddenDtype?: HiddenDtype;
+    quantBlock?: number;
+    keepFraction?: number;
+    keepSeed?: number;
     /** "none" or "yarn:<factor>:<original positions>" (src/model/rope-override.ts) */
     ropeOverride?: string;
     allowLongContexts?: boolean;
@@ -36,7 +40,7 @@ export interface PipelineConfig {
 }
 
 /** What a value of a config key must be. */
-type Kind = 'string' | 'bool' | 'int>0' | 'int>=0' | 'count' | 'number>0' | 'momentum' | 'device' | 'hiddenDtype' | 'formats';
+type Kind = 'string' | 'bool' | 'int>0' | 'int>=0' | 'count' | 'number>0' | 'momentum' | 'device' | 'hiddenDtype' | 'formats' | 'fraction';
 
 /** Every key a config file may hold (besides "extends" and "$comment"), by section. */
 export const CONFIG_SCHEMA: Record<string, Kind | Record<string, Kind>> = {
@@ -59,7 +63,7 @@ export const CONFIG_SCHEMA: Record<string, Kind | Record<string, Kind>> = {
     stripDocuments: 'bool',
     useSourceTokenCounts: 'bool',
   },
-  extract: { prefillChunk: 'int>0', scoreChunk: 'int>0', device: 'device', threads: 'int>=0', hiddenDtype: 'hiddenDtype' },
+  extract: { prefillChunk: 'int>0', scoreChunk: 'int>0', device: 'device', threads: 'int>=0', hiddenDtype: 'hiddenDtype', quantBlock: 'int>0', keepFraction: 'fraction', keepSeed: 'int>=0', ropeOverride: 'string', allowLongContexts: 'bool' },
   train: { steps: 'int>0', batch: 'int>0', lr: 'number>0', momentum: 'momentum', seed: 'int>=0', rank: 'int>0', sinks: 'int>0', device: 'device', threads: 'int>=0' },
   export: { formats: 'formats', license: 'string' },
 };
@@ -101,7 +105,9 @@ function checkValue(kind: Kind, v: unknown): string | null {
     case 'device':
       return v === 'cpu' || v === 'cuda' || v === 'webgpu' ? null : 'one of cpu, cuda, webgpu';
     case 'hiddenDtype':
-      return v === 'float16' || v === 'bfloat16' ? null : 'float16 or bfloat16';
+      return v === 'float16' || v === 'bfloat16' || v === 'int8' || v === 'float8e4m3' ? null : 'float16, bfloat16, int8 or float8e4m3';
+    case 'fraction':
+      return typeof v === 'number' && v > 0 && v <= 1 ? null : 'a number in (0, 1]';
     case 'formats':
       return Array.isArray(v) && v.length > 0 && v.every((f) => f === 'pt' || f === 'safetensors' || f === 'onnx') ? null : 'a non-empty list of pt, safetensors, onnx';
   }

@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { addDeviceOptions, deviceFrom, intArg, positiveInt, printJson } from './common.js';
+import { addDeviceOptions, deviceFrom, floatArg, intArg, positiveInt, printJson } from './common.js';
 import { extract, EXTRACT_DEFAULTS } from '../kvzip/extract.js';
 import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/index.js';
 import { UserError, UsageError } from '../util/errors.js';
@@ -75,7 +75,12 @@ export function extractCommand(): Command {
     .option('--template <name>', 'chat template from configs/templates.json (default: chosen from the model)')
     .option('--rope-override <spec>', `run the model with another RoPE: none, or yarn:<factor>:<original positions> (${QWEN3_PUBLIC_YARN} is the public extraction's Qwen3 setup: max positions 131,072); recorded in the store`, 'none')
     .option('--allow-long-contexts', "score contexts needing more positions than the model was trained on (refused by default: RoPE extrapolates and the scores are not the model's)", false)
-    .addOption(new Option('--hidden-dtype <dtype>', 'stored attention-input dtype (default: the model dtype)').choices(['float16', 'bfloat16']))
+    .addOption(
+      new Option('--hidden-dtype <dtype>', 'stored attention-input dtype (default: the model dtype, exact public parity); int8 / float8e4m3: 8-bit codes with fp32 scales, half the size').choices(['float16', 'bfloat16', 'int8', 'float8e4m3']),
+    )
+    .option('--quant-block <n>', '8-bit dtypes: channels per scale (default: the hidden size, one scale per token)', (v) => positiveInt(v, '--quant-block'))
+    .option('--keep-fraction <p>', "store this seeded uniform fraction of each context's token positions (the held-out 1 % always kept; default 1)", (v) => floatArg(v, '--keep-fraction'))
+    .option('--keep-seed <n>', 'seed of --keep-fraction', (v) => intArg(v, '--keep-seed'))
     .option('--shard <i/n>', 'process contexts with index % n == i (merge the stores afterwards)', parseShard)
     .option('--no-resume', 'refuse to continue an existing store')
     .option('--ignore-disk-check', 'start even when the disk looks too small')
@@ -97,6 +102,9 @@ export function extractCommand(): Command {
       device: deviceFrom(o),
       dtype: o.dtype as ComputeDType | undefined,
       hiddenDtype: o.hiddenDtype as HiddenDtype | undefined,
+      quantBlock: o.quantBlock,
+      keepFraction: o.keepFraction,
+      keepSeed: o.keepSeed,
       recipe: recipeFrom(o),
       prefillChunk: o.prefillChunk,
       scoreChunk: o.scoreChunk,

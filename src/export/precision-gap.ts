@@ -59,13 +59,14 @@ export async function measurePrecisionGap(gates: GateSet, storeDir: string | und
   } catch {
     return null;
   }
-  if (m.shards.length === 0 || m.model.D !== gates.D) return null;
+  // measured on 16-bit stores (8-bit stores would add their own quantisation to the gap)
+  if (m.shards.length === 0 || m.model.D !== gates.D || (m.hiddenDtype !== 'float16' && m.hiddenDtype !== 'bfloat16')) return null;
   const T = Math.min(PRECISION_GAP_TOKENS, m.shards[0]!.tokens);
   const L = gates.layers.length;
   const x = new Float32Array(L * T * gates.D);
   for (let i = 0; i < L; i++) {
     for await (const chunk of readLayer(storeDir, gates.layers[i]!, { maxTokens: T })) {
-      const bits = chunk.hidden.subarray(0, T * gates.D);
+      const bits = chunk.hidden.subarray(0, T * gates.D) as Uint16Array;
       x.set(m.hiddenDtype === 'float16' ? f16ArrayToF32(bits) : bf16ArrayToF32(bits), i * T * gates.D);
       break;
     }

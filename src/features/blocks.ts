@@ -6,13 +6,16 @@
 // flatbuffer Message whose RecordBatch header gives every buffer's (offset, length) relative
 // to the body, which follows the metadata. Buffers come in schema pre-order:
 //   0 hidden validity, 1 hidden.item validity, 2 hidden.item values,
-//   3 score validity,  4 score.item validity,  5 score.item values.
+//   3 score validity,  4 score.item validity,  5 score.item values,
+// and in the compact forms (issue 16)
+//   6 scale validity,  7 scale.item validity,  8 scale.item values   (8-bit forms)
+//   then position validity, position values                          (subsampled stores)
 import { promises as fs } from 'node:fs';
 import { Message, MessageHeader, type AsyncRecordBatchFileReader } from 'apache-arrow';
 import { fileError } from '../util/errors.js';
 import { readManifest, shardAbsPath } from './manifest.js';
 import { batchIndexOf, checkLayoutAgainstManifest, openShardFile, shardLayout } from './reader.js';
-import { META, type FeatureManifest, type HiddenDtype, type ShardEntry } from './types.js';
+import { HIDDEN_BYTES, META, storeFormOf, type FeatureManifest, type HiddenDtype, type ShardEntry } from './types.js';
 
 export interface ByteRange {
   /** absolute byte offset in the file (a multiple of 8) */
@@ -21,7 +24,7 @@ export interface ByteRange {
   length: number;
   rows: number;
   cols: number;
-  dtype: HiddenDtype | 'float32';
+  dtype: HiddenDtype | 'float32' | 'int32';
 }
 
 export interface LayerBlock {
@@ -34,11 +37,15 @@ export interface LayerBlock {
   hidden: ByteRange;
   /** [rows, H] fp32 */
   score: ByteRange;
+  /** 8-bit forms: [rows, D / quantBlock] fp32 scales */
+  scale?: ByteRange;
+  /** subsampled stores: [rows, 1] int32 token positions */
+  position?: ByteRange;
 }
 
 const HIDDEN_VALUES = 2;
 const SCORE_VALUES = 5;
-const BUFFER_COUNT = 6;
+const SCALE_VALUES = 8;
 
 /** The layer's hidden and score byte ranges in every shard, in the canonical context order. */
 export async function layerBlocks(storeDir: string, layer: number): Promise<LayerBlock[]> {
@@ -94,13 +101,16 @@ export async function recordBatchBlock(
   if (rows !== entry.tokens) throw fileError(file, `layer ${layer} has ${rows} rows, the manifest records ${entry.tokens} tokens`);
   const D = m.model.D;
   const H = m.model.H;
+  const form = storeFormOf(m);
+  const nb = form.quantBlock ? D / form.quantBlock : 0;
   const nodes: { length: number; nullCount: number }[] = header.nodes;
-  const expectNodes = [rows, rows * D, rows, rows * H];
-  if (nodes.length !== 4 || nodes.some((n, i) => Number(n.length) !== expectNodes[i] || Number(n.nullCount) !== 0)) {
+  const expectNodes = [rows, rows * D, rows, rows * H, ...(nb ? [rows, rows * nb] : []), ...(form.keep ? [rows] : [])];
+  if (nodes.length !== expectNodes.length || nodes.some((n, i) => Number(n.length) !== expectNodes[i] || Number(n.nullCount) !== 0)) {
     throw fileError(file, `record batch ${batchIndex}: unexpected field nodes (want lengths ${expectNodes.join('/')} and no nulls)`);
   }
+  const bufferCount = 6 + (nb ? 3 : 0) + (form.keep ? 2 : 0);
   const buffers: { offset: number; length: number }[] = header.buffers;
-  if (buffers.length !== BUFFER_COUNT) throw fileError(file, `record batch ${batchIndex}: ${buffers.length} buffers, expected ${BUFFER_COUNT}`);
+  if (buffers.length !== bufferCount) throw fileError(file, `record batch ${batchIndex}: ${buffers.length} buffers, expected ${bufferCount}`);
   const bodyStart = block.offset + block.metaDataLength;
   const range = (i: number, cols: number, elemBytes: number, dtype: ByteRange['dtype']): ByteRange => {
     const region = buffers[i]!;
@@ -115,8 +125,10 @@ export async function recordBatchBlock(
     index: entry.index,
     file,
     rows,
-    hidden: range(HIDDEN_VALUES, D, 2, m.hiddenDtype),
+    hidden: range(HIDDEN_VALUES, D, HIDDEN_BYTES[m.hiddenDtype], m.hiddenDtype),
     score: range(SCORE_VALUES, H, 4, 'float32'),
+    ...(nb ? { scale: range(SCALE_VALUES, nb, 4, 'float32') } : {}),
+    ...(form.keep ? { position: range(bufferCount - 1, 1, 4, 'int32') } : {}),
   };
 }
 

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { fileError } from '../util/errors.js';
 import { tempPathFor } from '../util/atomic.js';
 import {
+  HIDDEN_DTYPES,
   MANIFEST_FORMAT,
   MANIFEST_NAME,
   MANIFEST_VERSION,
@@ -126,7 +127,13 @@ function validateManifest(file: string, m: any): void {
   for (const key of ['model', 'recipe', 'extract', 'tool', 'totals'] as const) {
     if (m[key] === null || typeof m[key] !== 'object') throw bad(`"${key}" is missing or not an object`);
   }
-  if (m.hiddenDtype !== 'float16' && m.hiddenDtype !== 'bfloat16') throw bad(`hiddenDtype ${JSON.stringify(m.hiddenDtype)} must be "float16" or "bfloat16"`);
+  if (!HIDDEN_DTYPES.includes(m.hiddenDtype)) throw bad(`hiddenDtype ${JSON.stringify(m.hiddenDtype)} must be one of ${HIDDEN_DTYPES.map((d) => `"${d}"`).join(', ')}`);
+  const quant = m.hiddenDtype === 'int8' || m.hiddenDtype === 'float8e4m3';
+  const block = m.extract.quantBlock;
+  if (quant && !(Number.isInteger(block) && block > 0 && Number.isInteger(m.model?.D) && m.model.D % block === 0)) throw bad(`extract.quantBlock ${JSON.stringify(block)} must divide the hidden size for a ${m.hiddenDtype} store`);
+  if (!quant && block !== undefined) throw bad(`extract.quantBlock is set but hiddenDtype ${m.hiddenDtype} is not an 8-bit form`);
+  const keep = m.extract.keepFraction;
+  if (keep !== undefined && !(typeof keep === 'number' && keep > 0 && keep < 1 && Number.isInteger(m.extract.keepSeed))) throw bad(`extract.keepFraction ${JSON.stringify(keep)} must be in (0, 1) with an integer extract.keepSeed`);
   const model = m.model;
   for (const key of ['D', 'H', 'G', 'numLayers'] as const) {
     if (!Number.isInteger(model[key]) || model[key] <= 0) throw bad(`model.${key} must be a positive integer`);
@@ -152,6 +159,7 @@ function validateManifest(file: string, m: any): void {
     for (const key of ['index', 'tokens', 'bytes'] as const) {
       if (!Number.isInteger(s[key]) || s[key] < 0) throw bad(`${where}.${key} must be a non-negative integer`);
     }
+    if (keep !== undefined && !(Number.isInteger(s.contextTokens) && s.contextTokens >= s.tokens)) throw bad(`${where}.contextTokens must be an integer >= tokens in a subsampled store`);
     if (typeof s.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) throw bad(`${where}.sha256 is not a sha256 hex digest`);
   });
   if (identityHash(m) !== m.identityHash) throw bad('identityHash does not match the model/recipe/extract fields (the manifest was edited by hand?)');

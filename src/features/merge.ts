@@ -14,7 +14,7 @@ import { tempPathFor } from '../util/atomic.js';
 import { fsyncDir, identityDiff, manifestPath, normalizeShards, readManifest, readManifestIfAny, shardAbsPath, writeManifest } from './manifest.js';
 import { isTempName, shardSizeProblem } from './store.js';
 import { verifyStore } from './verify.js';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, type FeatureManifest, type ShardEntry } from './types.js';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, describeForm, storeFormOf, type FeatureManifest, type ShardEntry } from './types.js';
 
 export interface MergeOptions {
   /** 'link' (default): hard links, falling back to copies across filesystems; 'copy': always copy */
@@ -38,7 +38,10 @@ export async function mergeStores(outDir: string, inputDirs: string[], options: 
   const inputs = await Promise.all(inputDirs.map(async (dir) => ({ dir, m: await readManifest(dir) })));
 
   const first = inputs[0]!;
+  const firstForm = describeForm(storeFormOf(first.m));
   for (const { dir, m } of inputs) {
+    const form = describeForm(storeFormOf(m));
+    if (form !== firstForm) throw fileError(manifestPath(dir), `holds ${form} features, ${manifestPath(first.dir)} holds ${firstForm}; cannot merge stores of different forms`);
     if (m.identityHash !== first.m.identityHash) {
       throw fileError(manifestPath(dir), `differs from ${manifestPath(first.dir)}: ${identityDiff(first.m, m) ?? 'identity hash differs'}; cannot merge features of different runs`);
     }

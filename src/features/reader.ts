@@ -5,17 +5,21 @@ import { promises as fs } from 'node:fs';
 import { RecordBatchReader, type AsyncRecordBatchFileReader, type RecordBatch, type Schema } from 'apache-arrow';
 import { fileError } from '../util/errors.js';
 import { readManifest, shardAbsPath } from './manifest.js';
-import { META, type FeatureManifest, type HiddenDtype, type ShardEntry } from './types.js';
+import { HIDDEN_DTYPES, META, storeFormOf, type FeatureManifest, type HiddenDtype, type ShardEntry } from './types.js';
 
 export interface LayerChunk {
   contextId: string;
   /** position of the context in the recipe order */
   index: number;
   tokens: number;
-  /** [tokens, D] fp16 or bf16 bits, row-major */
-  hidden: Uint16Array;
+  /** [tokens, D] fp16 or bf16 bits, or 8-bit codes (see `scales`), row-major */
+  hidden: Uint16Array | Int8Array | Uint8Array;
   /** [tokens, H] row-major */
   scores: Float32Array;
+  /** 8-bit forms: [tokens, D / quantBlock] */
+  scales?: Float32Array;
+  /** subsampled stores: each row's token position in its context */
+  positions?: Int32Array;
 }
 
 export interface ReadLayerOptions {
@@ -31,6 +35,8 @@ export interface ShardLayout {
   D: number;
   H: number;
   hiddenDtype: HiddenDtype;
+  quantBlock: number | null;
+  keep: { fraction: number; seed: number } | null;
 }
 
 export function shardLayout(file: string, schema: Schema): ShardLayout {
@@ -48,16 +54,23 @@ export function shardLayout(file: string, schema: Schema): ShardLayout {
   }
   if (!Array.isArray(layers) || !layers.every((l) => Number.isInteger(l))) throw fileError(file, `schema metadata ${META.layers} is not a list of layers`);
   const hiddenDtype = meta.get(META.hiddenDtype);
-  if (hiddenDtype !== 'float16' && hiddenDtype !== 'bfloat16') throw fileError(file, `schema metadata ${META.hiddenDtype} is ${JSON.stringify(hiddenDtype)}`);
+  if (!HIDDEN_DTYPES.includes(hiddenDtype as HiddenDtype)) throw fileError(file, `schema metadata ${META.hiddenDtype} is ${JSON.stringify(hiddenDtype)}`);
+  const quantBlock = meta.has(META.quantBlock) ? num(META.quantBlock) : null;
+  const keep = meta.has(META.keepFraction) ? { fraction: Number(meta.get(META.keepFraction)), seed: Number(meta.get(META.keepSeed)) } : null;
+  const want = ['hidden', 'score', ...(quantBlock ? ['scale'] : []), ...(keep ? ['position'] : [])].join(',');
   const names = schema.fields.map((f) => f.name).join(',');
-  if (names !== 'hidden,score') throw fileError(file, `columns are [${names}], expected [hidden,score]`);
-  return { layers: layers as number[], D: num(META.hiddenSize), H: num(META.kvHeads), hiddenDtype };
+  if (names !== want) throw fileError(file, `columns are [${names}], expected [${want}]`);
+  return { layers: layers as number[], D: num(META.hiddenSize), H: num(META.kvHeads), hiddenDtype: hiddenDtype as HiddenDtype, quantBlock, keep };
 }
 
 export function checkLayoutAgainstManifest(file: string, layout: ShardLayout, m: FeatureManifest): void {
-  const want = { layers: m.model.scoredLayers, D: m.model.D, H: m.model.H, hiddenDtype: m.hiddenDtype };
-  for (const key of ['D', 'H', 'hiddenDtype'] as const) {
+  const form = storeFormOf(m);
+  const want = { layers: m.model.scoredLayers, D: m.model.D, H: m.model.H, hiddenDtype: m.hiddenDtype, quantBlock: form.quantBlock };
+  for (const key of ['D', 'H', 'hiddenDtype', 'quantBlock'] as const) {
     if (layout[key] !== want[key]) throw fileError(file, `${key} is ${layout[key]} but the manifest says ${want[key]}`);
+  }
+  if (JSON.stringify(layout.keep) !== JSON.stringify(form.keep)) {
+    throw fileError(file, `kept fraction ${JSON.stringify(layout.keep)} but the manifest says ${JSON.stringify(form.keep)}`);
   }
   if (JSON.stringify(layout.layers) !== JSON.stringify(want.layers)) {
     throw fileError(file, `holds layers ${JSON.stringify(layout.layers)} but the manifest says ${JSON.stringify(want.layers)}`);
@@ -108,23 +121,33 @@ export async function readShardLayer(storeDir: string, m: FeatureManifest, entry
   const tagged = batch.metadata.get(META.batchLayer);
   if (tagged !== undefined && Number(tagged) !== layer) throw fileError(file, `record batch ${batchIndex} is tagged layer ${tagged}, expected ${layer}`);
   if (batch.numRows !== entry.tokens) throw fileError(file, `layer ${layer} has ${batch.numRows} rows, the manifest records ${entry.tokens} tokens`);
-  return {
+  const form = storeFormOf(m);
+  const chunk: LayerChunk = {
     contextId: entry.contextId,
     index: entry.index,
     tokens: entry.tokens,
-    hidden: childValues(batch, 'hidden', entry.tokens * m.model.D) as Uint16Array,
+    hidden: childValues(batch, 'hidden', entry.tokens * m.model.D) as LayerChunk['hidden'],
     scores: childValues(batch, 'score', entry.tokens * m.model.H) as Float32Array,
   };
+  if (form.quantBlock) chunk.scales = childValues(batch, 'scale', entry.tokens * (m.model.D / form.quantBlock)) as Float32Array;
+  if (form.keep) {
+    const data = batch.getChild('position')!.data;
+    if (data.length !== 1) throw fileError(file, `column position has ${data.length} chunks`);
+    chunk.positions = (data[0]!.values as Int32Array).subarray(data[0]!.offset, data[0]!.offset + entry.tokens);
+  }
+  return chunk;
 }
 
+type Values = Uint16Array | Int8Array | Uint8Array | Float32Array;
+
 /** The flat values of a FixedSizeList column (a view into the batch's body buffer). */
-function childValues(batch: RecordBatch, column: string, count: number): Uint16Array | Float32Array {
+function childValues(batch: RecordBatch, column: string, count: number): Values {
   const data = batch.getChild(column)!.data;
   if (data.length !== 1) throw new Error(`column ${column} has ${data.length} chunks`);
   const list = data[0]!;
   const child = list.children[0]!;
   const start = (list.offset * (list.type as any).listSize) + child.offset;
-  const values = child.values as Uint16Array | Float32Array;
+  const values = child.values as Values;
   return values.subarray(start, start + count);
 }
 
@@ -140,7 +163,10 @@ export async function* readLayer(storeDir: string, layer: number, options: ReadL
     const chunk = await readShardLayer(storeDir, m, entry, layer);
     if (chunk.tokens > budget) {
       const T = budget;
-      yield { ...chunk, tokens: T, hidden: chunk.hidden.subarray(0, T * m.model.D), scores: chunk.scores.subarray(0, T * m.model.H) };
+      const cut: LayerChunk = { ...chunk, tokens: T, hidden: chunk.hidden.subarray(0, T * m.model.D), scores: chunk.scores.subarray(0, T * m.model.H) };
+      if (chunk.scales) cut.scales = chunk.scales.subarray(0, (T * chunk.scales.length) / chunk.tokens);
+      if (chunk.positions) cut.positions = chunk.positions.subarray(0, T);
+      yield cut;
       return;
     }
     budget -= chunk.tokens;

@@ -4,6 +4,7 @@
 import { openShardWriter, type ShardWriterOptions } from './shard-writer.js';
 import type { ShardInfo } from './types.js';
 import { f16ArrayToBf16, f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
+import { compactLayer, contextRows, type CompactSpec } from './compact.js';
 
 export interface ShardJob {
   storeDir: string;
@@ -17,10 +18,12 @@ export interface ShardJob {
   scores: Float32Array[];
   /** worker: send the hidden buffers back once written (they are recycled by the sender) */
   returnHidden?: boolean;
+  /** compact forms (issue 16): options.hiddenDtype is then the 8-bit dtype, or the 16-bit one when only subsampled */
+  compact?: CompactSpec;
 }
 
 /** Graph output (fp32, or fp16/bf16 bits) -> the store's 16-bit dtype; a no-op when they agree. */
-export function toStoreBits(h: Uint16Array | Float32Array, bits: 'float16' | 'bfloat16', dtype: ShardWriterOptions['hiddenDtype']): Uint16Array {
+export function toStoreBits(h: Uint16Array | Float32Array, bits: 'float16' | 'bfloat16', dtype: 'float16' | 'bfloat16'): Uint16Array {
   if (h instanceof Float32Array) return dtype === 'bfloat16' ? f32ArrayToBf16(h) : f32ArrayToF16(h);
   if (bits === dtype) return h;
   if (bits === 'float16' && dtype === 'bfloat16') return f16ArrayToBf16(h);
@@ -28,9 +31,23 @@ export function toStoreBits(h: Uint16Array | Float32Array, bits: 'float16' | 'bf
 }
 
 export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
-  const writer = await openShardWriter(job.storeDir, job.contextId, job.options);
+  const spec = job.compact ?? {};
+  const D = job.options.D;
+  const tokens = job.hidden[0]!.length / D;
+  const rows = contextRows(spec, job.contextId, tokens);
+  const writer = await openShardWriter(job.storeDir, job.contextId, { ...job.options, contextTokens: tokens });
+  // the 16-bit form the store holds, or the 8-bit codes are made from
+  const base = spec.quant?.source ?? (job.options.hiddenDtype as 'float16' | 'bfloat16');
   try {
-    for (let s = 0; s < job.hidden.length; s++) await writer.writeLayer(job.options.layers[s]!, toStoreBits(job.hidden[s]!, job.hiddenBits, job.options.hiddenDtype), job.scores[s]!);
+    for (let s = 0; s < job.hidden.length; s++) {
+      const bits = toStoreBits(job.hidden[s]!, job.hiddenBits, base);
+      if (!job.compact) {
+        await writer.writeLayer(job.options.layers[s]!, bits, job.scores[s]!);
+        continue;
+      }
+      const c = compactLayer(spec, rows, bits, job.scores[s]!, D, job.options.H);
+      await writer.writeLayer(job.options.layers[s]!, c.hidden, c.scores, c.extra);
+    }
     return await writer.close();
   } catch (e) {
     await writer.abort();

@@ -16,17 +16,20 @@ import {
   FixedSizeList,
   Float16,
   Float32,
+  Int8,
+  Int32,
   RecordBatch,
   RecordBatchFileWriter,
   RecordBatchStreamWriter,
   Schema,
   Struct,
   Uint16,
+  Uint8,
   makeData,
 } from 'apache-arrow';
 import { tempPathFor } from '../util/atomic.js';
 import { fsyncDir, shardRelPath } from './manifest.js';
-import { META, MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, type HiddenDtype, type ShardInfo } from './types.js';
+import { HIDDEN_BYTES, HIDDEN_DTYPES, META, MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, type HiddenDtype, type ShardInfo } from './types.js';
 
 export interface ShardWriterOptions {
   /** hidden size */
@@ -36,8 +39,14 @@ export interface ShardWriterOptions {
   /** scored layers, in the order writeLayer must be called */
   layers: number[];
   hiddenDtype: HiddenDtype;
+  /** 8-bit forms: channels per scale (a `scale` column of D / quantBlock fp32 values per row) */
+  quantBlock?: number;
+  /** subsampled stores: a `position` column, and the kept fraction and seed for the metadata */
+  keep?: { fraction: number; seed: number };
   /** recorded in the schema metadata */
   modelId?: string;
+  /** subsampled stores: the context's full length, reported by close() */
+  contextTokens?: number;
   /** file-offset alignment of each layer's hidden values, a power of two >= 8 (default 4096) */
   align?: number;
 }
@@ -45,15 +54,25 @@ export interface ShardWriterOptions {
 export interface ShardWriter {
   readonly contextId: string;
   /**
-   * Appends the next layer. `hidden` holds [T, D] fp16/bf16 bits row-major; `scores` is
-   * [H, T] head-major as the scorer produces it (scores[h*T + t]). Await it before the next
-   * call and before reusing the arrays: they are written without a copy.
+   * Appends the next layer. `hidden` holds [T, D] fp16/bf16 bits (or 8-bit codes) row-major;
+   * `scores` is [H, T] head-major as the scorer produces it (scores[h*T + t]); `extra` the
+   * compact forms' columns ([T, D/B] scales, [T] positions). Await it before the next call and
+   * before reusing the arrays: they are written without a copy.
    */
-  writeLayer(layerIdx: number, hidden: Uint16Array, scores: Float32Array): Promise<void>;
+  writeLayer(layerIdx: number, hidden: StoredHidden, scores: Float32Array, extra?: CompactColumns): Promise<void>;
   /** Writes the footer, fsyncs and renames the shard to its final name. */
   close(): Promise<ShardInfo>;
   /** Drops the temp file (after an error, or to give up on this context). */
   abort(): Promise<void>;
+}
+
+export type StoredHidden = Uint16Array | Int8Array | Uint8Array;
+
+export interface CompactColumns {
+  /** [T, D / quantBlock] (8-bit forms) */
+  scales?: Float32Array;
+  /** [T] ascending token positions in the context (subsampled stores) */
+  positions?: Int32Array;
 }
 
 /** Chunks the Arrow writer emits, kept until we write them out. */
@@ -77,10 +96,18 @@ const MAX_BODY = 2 ** 32 - 2 ** 16;
 /** Linux writes at most ~2 GiB per call; stay well below. */
 const MAX_WRITE = 1 << 30;
 
+const hiddenItemType = (d: HiddenDtype) => (d === 'float16' ? new Float16() : d === 'bfloat16' ? new Uint16() : d === 'int8' ? new Int8() : new Uint8());
+const FP8_TAG = 'float8e4m3fn'; // field metadata: the bytes are OCP e4m3fn (no infinities), as ONNX's FLOAT8E4M3FN
+
 export function shardSchema(contextId: string, opts: ShardWriterOptions): Schema {
-  const hiddenChild = new Field('item', opts.hiddenDtype === 'float16' ? new Float16() : new Uint16(), false);
-  const hidden = new Field('hidden', new FixedSizeList(opts.D, hiddenChild), false, new Map([[META.fieldDtype, opts.hiddenDtype]]));
+  const hiddenChild = new Field('item', hiddenItemType(opts.hiddenDtype), false);
+  const hidden = new Field('hidden', new FixedSizeList(opts.D, hiddenChild), false, new Map([[META.fieldDtype, opts.hiddenDtype === 'float8e4m3' ? FP8_TAG : opts.hiddenDtype]]));
   const score = new Field('score', new FixedSizeList(opts.H, new Field('item', new Float32(), false)), false, new Map([[META.fieldDtype, 'float32']]));
+  const fields: Field[] = [hidden, score];
+  if (opts.quantBlock) {
+    fields.push(new Field('scale', new FixedSizeList(opts.D / opts.quantBlock, new Field('item', new Float32(), false)), false, new Map([[META.fieldDtype, 'float32'], [META.quantBlock, String(opts.quantBlock)]])));
+  }
+  if (opts.keep) fields.push(new Field('position', new Int32(), false, new Map([[META.fieldDtype, 'int32']])));
   const meta = new Map<string, string>([
     [META.format, MANIFEST_FORMAT],
     [META.version, String(MANIFEST_VERSION)],
@@ -92,7 +119,12 @@ export function shardSchema(contextId: string, opts: ShardWriterOptions): Schema
     [META.hiddenDtype, opts.hiddenDtype],
     [META.scoreDtype, 'float32'],
   ]);
-  return new Schema([hidden, score], meta);
+  if (opts.quantBlock) meta.set(META.quantBlock, String(opts.quantBlock));
+  if (opts.keep) {
+    meta.set(META.keepFraction, String(opts.keep.fraction));
+    meta.set(META.keepSeed, String(opts.keep.seed));
+  }
+  return new Schema(fields, meta);
 }
 
 /**
@@ -130,7 +162,13 @@ function checkOptions(opts: ShardWriterOptions): void {
     throw new Error('shard writer: layers must be a non-empty list of layer numbers');
   }
   if (new Set(opts.layers).size !== opts.layers.length) throw new Error('shard writer: layers contain duplicates');
-  if (opts.hiddenDtype !== 'float16' && opts.hiddenDtype !== 'bfloat16') throw new Error(`shard writer: unknown hidden dtype ${opts.hiddenDtype}`);
+  if (!HIDDEN_DTYPES.includes(opts.hiddenDtype)) throw new Error(`shard writer: unknown hidden dtype ${opts.hiddenDtype}`);
+  const quant = HIDDEN_BYTES[opts.hiddenDtype] === 1;
+  if (quant !== !!opts.quantBlock) throw new Error(`shard writer: ${opts.hiddenDtype} ${quant ? 'needs' : 'takes no'} quantBlock`);
+  if (opts.quantBlock && (!Number.isInteger(opts.quantBlock) || opts.quantBlock <= 0 || opts.D % opts.quantBlock !== 0)) {
+    throw new Error(`shard writer: quantBlock ${opts.quantBlock} must divide D=${opts.D}`);
+  }
+  if (opts.keep && !(opts.keep.fraction > 0 && opts.keep.fraction < 1)) throw new Error(`shard writer: keep fraction ${opts.keep.fraction} must be in (0, 1)`);
   const align = opts.align ?? DEFAULT_ALIGN;
   if (!Number.isInteger(align) || align < 8 || (align & (align - 1)) !== 0) throw new Error(`shard writer: align ${align} must be a power of two >= 8`);
 }
@@ -226,7 +264,7 @@ export async function openShardWriter(storeDir: string, contextId: string, opts:
 
   return {
     contextId,
-    async writeLayer(layerIdx, hidden, scores) {
+    async writeLayer(layerIdx, hidden, scores, extra = {}) {
       enter('writeLayer');
       if (next >= opts.layers.length) throw new Error(`shard ${contextId}: all ${opts.layers.length} layers are already written`);
       const expected = opts.layers[next]!;
@@ -237,7 +275,12 @@ export async function openShardWriter(storeDir: string, contextId: string, opts:
       const T = hidden.length / opts.D;
       if (tokens >= 0 && T !== tokens) throw new Error(`shard ${contextId}: layer ${layerIdx} has ${T} tokens, earlier layers ${tokens}`);
       if (scores.length !== opts.H * T) throw new Error(`shard ${contextId}: layer ${layerIdx}: scores has ${scores.length} values, expected H*T = ${opts.H}*${T}`);
-      if (T * (opts.D * 2 + opts.H * 4) > MAX_BODY) {
+      const wantHidden = opts.hiddenDtype === 'int8' ? Int8Array : opts.hiddenDtype === 'float8e4m3' ? Uint8Array : Uint16Array;
+      if (!(hidden instanceof wantHidden)) throw new Error(`shard ${contextId}: layer ${layerIdx}: ${opts.hiddenDtype} values must come as a ${wantHidden.name}`);
+      const nb = opts.quantBlock ? opts.D / opts.quantBlock : 0;
+      if (nb && extra.scales?.length !== T * nb) throw new Error(`shard ${contextId}: layer ${layerIdx}: scales has ${extra.scales?.length ?? 0} values, expected ${T}*${nb}`);
+      if (opts.keep && extra.positions?.length !== T) throw new Error(`shard ${contextId}: layer ${layerIdx}: positions has ${extra.positions?.length ?? 0} values, expected ${T}`);
+      if (T * (opts.D * HIDDEN_BYTES[opts.hiddenDtype] + opts.H * 4 + nb * 4 + (opts.keep ? 4 : 0)) > MAX_BODY) {
         throw new Error(`shard ${contextId}: ${T} tokens make one layer larger than 4 GiB, which Arrow in Node cannot read back; split the context`);
       }
       state = 'busy';
@@ -249,7 +292,13 @@ export async function openShardWriter(storeDir: string, contextId: string, opts:
         const scoreValues = makeData({ type: new Float32(), length: T * opts.H, nullCount: 0, data: scoresToRows(scores, opts.H, T) });
         const hiddenData = makeData({ type: hiddenField, length: T, nullCount: 0, child: hiddenValues });
         const scoreData = makeData({ type: scoreField, length: T, nullCount: 0, child: scoreValues });
-        const rows = makeData({ type: structType, length: T, nullCount: 0, children: [hiddenData, scoreData] });
+        const children = [hiddenData, scoreData];
+        if (nb) {
+          const scaleField = schema.fields[2]!.type as FixedSizeList;
+          children.push(makeData({ type: scaleField, length: T, nullCount: 0, child: makeData({ type: new Float32(), length: T * nb, nullCount: 0, data: extra.scales! }) }) as any);
+        }
+        if (opts.keep) children.push(makeData({ type: new Int32(), length: T, nullCount: 0, data: extra.positions! }) as any);
+        const rows = makeData({ type: structType, length: T, nullCount: 0, children });
         await flush(); // everything before this batch is on disk: `bytes` is where it starts
         writer.write(alignedBatch(schema, rows, layerIdx, bytes, align, sizer));
         await flush();
@@ -273,7 +322,7 @@ export async function openShardWriter(storeDir: string, contextId: string, opts:
         await fs.rename(tmpPath, finalPath);
         await fsyncDir(shardsDir);
         state = 'closed';
-        return { file, contextId, tokens, bytes, sha256: hash.digest('hex') };
+        return { file, contextId, tokens, ...(opts.keep ? { contextTokens: opts.contextTokens ?? tokens } : {}), bytes, sha256: hash.digest('hex') };
       } catch (e) {
         return fail(e);
       }

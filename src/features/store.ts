@@ -31,6 +31,7 @@ import {
   type ShardEntry,
   type ShardInfo,
   type StoreIdentity,
+  storeFormOf,
 } from './types.js';
 
 export interface StoreInit extends StoreIdentity {
@@ -65,8 +66,8 @@ export interface FeatureStore {
   readonly removed: string[];
   /** shards dropped while opening because dropBadShards was set: "file: problem" */
   readonly dropped: string[];
-  /** A writer for one context, with D/H/layers/dtype from the manifest. */
-  openShard(contextId: string): Promise<ShardWriter>;
+  /** A writer for one context, with D/H/layers/dtype from the manifest (`contextTokens`: its length, in a subsampled store). */
+  openShard(contextId: string, contextTokens?: number): Promise<ShardWriter>;
   /** Records a finished shard in the manifest (atomically). */
   addShard(info: ShardInfo, meta: ShardMeta): Promise<void>;
   /** Marks the store complete (or not), writes the manifest and releases the lock. */
@@ -217,14 +218,16 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
     completed,
     removed,
     dropped,
-    async openShard(contextId) {
+    async openShard(contextId, contextTokens) {
       ensureOpen();
       return openShardWriter(dir, contextId, {
         D: current.model.D,
         H: current.model.H,
         layers: current.model.scoredLayers,
         hiddenDtype: current.hiddenDtype,
+        ...shardFormOptions(current),
         modelId: current.model.id,
+        contextTokens,
       });
     },
     async addShard(info, meta) {
@@ -240,6 +243,7 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
         set: meta.set,
         docIds: [...meta.docIds],
         tokens: info.tokens,
+        ...(info.contextTokens !== undefined ? { contextTokens: info.contextTokens } : {}),
         file: info.file,
         bytes: info.bytes,
         sha256: info.sha256,
@@ -260,6 +264,12 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
     },
     release,
   };
+}
+
+/** The shard writer's options for a store's form (8-bit scales, kept positions). */
+export function shardFormOptions(id: StoreIdentity): { quantBlock?: number; keep?: { fraction: number; seed: number } } {
+  const form = storeFormOf(id);
+  return { ...(form.quantBlock ? { quantBlock: form.quantBlock } : {}), ...(form.keep ? { keep: form.keep } : {}) };
 }
 
 function fmtPart(part: PartInfo | null): string {

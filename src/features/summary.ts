@@ -4,7 +4,8 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { readManifest } from './manifest.js';
-import type { HiddenDtype, PartInfo } from './types.js';
+import { HIDDEN_BYTES, storeFormOf, type HiddenDtype, type PartInfo, type StoreForm } from './types.js';
+import { HELD_OUT_EVERY } from './keep.js';
 
 export interface StoreSummary {
   dir: string;
@@ -14,6 +15,8 @@ export interface StoreSummary {
   H: number;
   layers: number[];
   hiddenDtype: HiddenDtype;
+  /** the hidden form and kept fraction */
+  form: StoreForm;
   part: PartInfo | null;
   plannedContexts: number | null;
   contexts: number;
@@ -38,7 +41,8 @@ export async function storeSummary(storeDir: string): Promise<StoreSummary> {
     maxContextTokens = Math.max(maxContextTokens, s.tokens);
   }
   const tokens = m.totals.tokens;
-  const hiddenBytes = tokens * m.model.D * 2;
+  const form = storeFormOf(m);
+  const hiddenBytes = tokens * m.model.D * HIDDEN_BYTES[m.hiddenDtype] + (form.quantBlock ? tokens * (m.model.D / form.quantBlock) * 4 : 0);
   const scoreBytes = tokens * m.model.H * 4;
   return {
     dir: storeDir,
@@ -48,6 +52,7 @@ export async function storeSummary(storeDir: string): Promise<StoreSummary> {
     H: m.model.H,
     layers: [...m.model.scoredLayers],
     hiddenDtype: m.hiddenDtype,
+    form,
     part: m.part,
     plannedContexts: m.plannedContexts,
     contexts: m.totals.contexts,
@@ -66,8 +71,24 @@ export interface StoreSizeInput {
   D: number;
   H: number;
   hiddenDtype: HiddenDtype;
+  /** 8-bit forms: channels per fp32 scale */
+  quantBlock?: number;
+  /** subsampled stores: fraction of the non-held-out positions kept (a row also carries an int32 position) */
+  keepFraction?: number;
   /** number of shards (contexts); default 1 */
   contexts?: number;
+}
+
+/** Bytes of one stored row (token) of one layer in a store form. */
+export function bytesPerRow(input: Pick<StoreSizeInput, 'D' | 'H' | 'hiddenDtype' | 'quantBlock' | 'keepFraction'>): number {
+  const scales = input.quantBlock ? (input.D / input.quantBlock) * 4 : 0;
+  const position = input.keepFraction !== undefined && input.keepFraction < 1 ? 4 : 0;
+  return input.D * HIDDEN_BYTES[input.hiddenDtype] + input.H * 4 + scales + position;
+}
+
+/** Rows kept per token of a context: the held-out 1 % always, and `fraction` of the others. */
+export function keptRowsPerToken(fraction = 1): number {
+  return fraction >= 1 ? 1 : 1 / HELD_OUT_EVERY + fraction * (1 - 1 / HELD_OUT_EVERY);
 }
 
 /**
@@ -79,9 +100,8 @@ const BATCH_OVERHEAD = 512 + 4096;
 
 /** Bytes the shard files will take (data plus Arrow framing; the manifest is negligible). */
 export function estimateStoreBytes(input: StoreSizeInput): number {
-  const hiddenElem = input.hiddenDtype === 'float16' || input.hiddenDtype === 'bfloat16' ? 2 : 4;
   const contexts = input.contexts ?? 1;
-  const data = input.tokens * input.layers * (input.D * hiddenElem + input.H * 4);
+  const data = Math.ceil(input.tokens * keptRowsPerToken(input.keepFraction)) * input.layers * bytesPerRow(input);
   return data + contexts * (FILE_OVERHEAD + input.layers * BATCH_OVERHEAD);
 }
 

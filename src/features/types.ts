@@ -8,9 +8,19 @@
 // Columns of every record batch:
 //   hidden  FixedSizeList<Float16>[D]  (hiddenDtype float16)
 //           FixedSizeList<Uint16>[D]   holding bfloat16 bits (hiddenDtype bfloat16; field metadata dtype=bfloat16)
+//           FixedSizeList<Int8>[D]     int8 codes (hiddenDtype int8)
+//           FixedSizeList<Uint8>[D]    fp8 e4m3fn bit patterns (hiddenDtype float8e4m3)
 //   score   FixedSizeList<Float32>[H]  KVzip score of each KV head for that token
+// and, in the compact forms of issue 16 (see src/features/quant.ts, src/features/keep.ts):
+//   scale     FixedSizeList<Float32>[D/B]  8-bit forms: one scale per block of B channels;
+//                                          value = decode(code) * scale[channel / B]
+//   position  Int32                        stores with a kept fraction < 1: the row's token
+//                                          position in its context (rows ascending)
 
-export type HiddenDtype = 'float16' | 'bfloat16';
+export type HiddenDtype = 'float16' | 'bfloat16' | 'int8' | 'float8e4m3';
+export const HIDDEN_DTYPES: readonly HiddenDtype[] = ['float16', 'bfloat16', 'int8', 'float8e4m3'];
+/** bytes per stored hidden value */
+export const HIDDEN_BYTES: Record<HiddenDtype, number> = { float16: 2, bfloat16: 2, int8: 1, float8e4m3: 1 };
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -31,6 +41,9 @@ export const META = {
   kvHeads: 'fastkvzip.H',
   hiddenDtype: 'fastkvzip.hidden_dtype',
   scoreDtype: 'fastkvzip.score_dtype',
+  quantBlock: 'fastkvzip.quant_block', // 8-bit forms: channels per scale
+  keepFraction: 'fastkvzip.keep_fraction', // subsampled stores
+  keepSeed: 'fastkvzip.keep_seed',
   batchLayer: 'fastkvzip.layer', // record-batch metadata: the layer of this batch
   batchPad: 'fastkvzip.pad', // record-batch metadata: filler that page-aligns the batch body
   fieldDtype: 'dtype', // field metadata of `hidden` and `score`
@@ -69,7 +82,13 @@ export interface ExtractInfo {
   hiddenDtype: HiddenDtype;
   /** dtype of the softmax behind the scores (docs/method.md §1: we use float32) */
   scoreDtype: 'float32';
-  [key: string]: JsonValue;
+  /** 8-bit forms only: channels per scale, and the 16-bit dtype the codes were made from */
+  quantBlock?: number;
+  quantSource?: 'float16' | 'bfloat16';
+  /** subsampled stores only (kept fraction < 1): the fraction of non-held-out positions kept, and its seed */
+  keepFraction?: number;
+  keepSeed?: number;
+  [key: string]: JsonValue | undefined;
 }
 
 /** The fields that must match for two runs to share a store. */
@@ -93,7 +112,10 @@ export interface ShardEntry {
   /** recipe set name, e.g. "10k" or "10k-cat" */
   set: string;
   docIds: string[];
+  /** rows stored: the context's tokens, or the kept ones in a subsampled store */
   tokens: number;
+  /** subsampled stores only: the context's length (the rows' positions are below it) */
+  contextTokens?: number;
   /** path relative to the store directory, always "shards/<contextId>.arrow" */
   file: string;
   bytes: number;
@@ -123,6 +145,31 @@ export interface ShardInfo {
   file: string;
   contextId: string;
   tokens: number;
+  /** subsampled stores only */
+  contextTokens?: number;
   bytes: number;
   sha256: string;
+}
+
+/** What a store holds, beyond model and recipe: the hidden form and the kept fraction. */
+export interface StoreForm {
+  hiddenDtype: HiddenDtype;
+  /** channels per scale (8-bit forms), else null */
+  quantBlock: number | null;
+  /** kept fraction and seed (subsampled stores), else null */
+  keep: { fraction: number; seed: number } | null;
+}
+
+export function storeFormOf(id: { hiddenDtype: HiddenDtype; extract: ExtractInfo }): StoreForm {
+  const quant = id.hiddenDtype === 'int8' || id.hiddenDtype === 'float8e4m3';
+  return {
+    hiddenDtype: id.hiddenDtype,
+    quantBlock: quant ? (id.extract.quantBlock ?? null) : null,
+    keep: id.extract.keepFraction !== undefined && id.extract.keepFraction < 1 ? { fraction: id.extract.keepFraction, seed: id.extract.keepSeed ?? 0 } : null,
+  };
+}
+
+export function describeForm(f: StoreForm): string {
+  const dtype = f.quantBlock ? `${f.hiddenDtype} (scale per ${f.quantBlock} channels)` : f.hiddenDtype;
+  return f.keep ? `${dtype}, keep ${f.keep.fraction} (seed ${f.keep.seed})` : dtype;
 }

@@ -16,6 +16,7 @@
 //   Linear:   ∂Wqᵀ = xᵀ da,  ∂c = Σ_b da,  ∂Wkᵀ = xᵀ du
 import { Graph, type DType } from '../onnx/builder.js';
 import type { GateDims } from './types.js';
+import { FP8_E4M3_VALUES } from '../features/quant.js';
 
 export type { GateDims } from './types.js';
 
@@ -150,10 +151,28 @@ export function gateBackward(g: Graph, f: Forward, y: string, P: Params, d: Gate
   };
 }
 
+/** 8-bit stored features (issue 16): codes gathered like 16-bit rows, then fp32(decode(q) · scale). */
+export interface Dequant {
+  dtype: 'int8' | 'float8e4m3';
+  /** channels per scale */
+  block: number;
+  /** [·, D / block] fp32 scales, row-aligned with the codes */
+  scales: RowSource;
+}
+
+/** Codes [L, B, D] (int8, or uint8 e4m3fn bits) and scales [L, B, D/block] -> fp32 [L, B, D]. */
+export function dequantRows(g: Graph, codes: string, scales: string, dtype: Dequant['dtype'], block: number): string {
+  const values = dtype === 'int8' ? g.cast(codes, 'float32') : g.gather(g.constant(FP8_E4M3_VALUES, 'float32', [256], 'fp8_e4m3_values'), g.cast(codes, 'int32'), 0);
+  const blocks = g.reshape(values, [0, 0, -1, block]); // [L,B,nb,block]
+  return g.reshape(g.mul(blocks, g.unsqueeze(scales, [3])), [0, 0, -1]);
+}
+
 export interface TrainGraphOptions {
   dims: GateDims;
   /** dtype of the stored features (the gather source) */
   featureDtype: DType;
+  /** 8-bit stored features: how to dequantise the gathered rows */
+  dequant?: Dequant;
   /** dtype of the projection matmuls (fp32 on CPU; the features' dtype on GPUs) */
   mm: DType;
   momentum: number;
@@ -235,7 +254,9 @@ export function buildTrainGraph(g: Graph, o: TrainGraphOptions): void {
   const batchIdx = g.input('batch_idx', 'int64', ['steps', 'batch']);
   const lr = g.input('lr', 'float32', ['steps']);
   const testIdx = g.input('test_idx', 'int64', ['test']);
-  const featureRows = prepareRows(g, o.features);
+  const codeRows = prepareRows(g, o.features);
+  const scaleRows = o.dequant ? prepareRows(g, o.dequant.scales) : null;
+  const featureRows = (b: Graph, idx: string) => (o.dequant ? dequantRows(b, codeRows(b, idx), scaleRows!(b, idx), o.dequant.dtype, o.dequant.block) : codeRows(b, idx));
   const targetRows = prepareRows(g, o.targets);
 
   const body = g.subgraph('step');

@@ -14,10 +14,11 @@ import { buildTrainGraph, PARAMS, paramShape, type GateDims, type RowPiece } fro
 import { initLayer, stack, unstack, zerosLike, type StackedParams } from './state.js';
 import { BatchOrder, lrMultiplier, recallAgainst, splitPositions, stepBlocks, subsample, topKMask, topKRecall } from './schedule.js';
 import type { GateSet, GateLayerParams } from './types.js';
-import { readManifest, readLayer, layerBlocks, acquireLock, type FeatureManifest } from '../features/index.js';
+import { readManifest, readLayer, layerBlocks, acquireLock, storeFormOf, HIDDEN_BYTES, type FeatureManifest } from '../features/index.js';
 import { claimTrainOut, incompleteWarning, trainGraphFolder, verifyShards, type VerifyLevel } from './train-out.js';
 import { ensureOutDir } from '../util/owned-files.js';
 import { validateGateSet } from './gate-tensors.js';
+import { storeRows } from './positions.js';
 import { createSession, ort, type DeviceOptions } from '../runtime/session.js';
 import { writeFileAtomicSync, writeJsonAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -154,10 +155,8 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
   const dimsBase = { D: m.model.D, H: m.model.H, G, r: o.rank, S: o.sinks };
   const layers = m.model.scoredLayers;
 
-  // Positions: the concatenated token stream of the shards, in canonical order.
-  const totalAll = m.shards.reduce((a, s) => a + s.tokens, 0);
-  const total = Math.min(totalAll, o.maxTokens ?? Infinity);
-  const split = splitPositions(total);
+  // Positions: the concatenated token stream of the shards, in canonical order (rows of a subsampled store).
+  const { total, ...split } = await storeRows(o.features, m, o.maxTokens);
   const trainPos = subsample(split.train, o.subsample ?? 1, o.seed);
   const testPos = split.test;
   if (testPos.length === 0) throw new UserError(`${o.features}: too few tokens (${total}) for a held-out split (every 100th token)`);
@@ -172,7 +171,8 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
   // Layer groups under the memory budget (features + targets, twice: the shards and their per-layer join).
   const usedShards = shardsUpTo(m, total);
   const usedTokens = usedShards.reduce((a, s) => a + s.tokens, 0);
-  const perLayer = 2 * usedTokens * (m.model.D * 2 + m.model.H * 4);
+  const form = storeFormOf(m);
+  const perLayer = 2 * usedTokens * (m.model.D * HIDDEN_BYTES[m.hiddenDtype] + m.model.H * 4 + (form.quantBlock ? (m.model.D / form.quantBlock) * 4 : 0));
   const groupSize = Math.max(1, Math.min(layers.length, Math.floor(o.memoryBudget / perLayer)));
   const groups: number[][] = [];
   for (let i = 0; i < layers.length; i += groupSize) groups.push(layers.slice(i, i + groupSize));
@@ -195,7 +195,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
   if (warning) process.stderr.write(`${warning}\n`);
   await verifyShards(o.features, usedShards, o.verify ?? 'full');
 
-  const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : m.hiddenDtype);
+  const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : halfTypeOf(m));
   const logPath = path.join(o.out, 'log.jsonl');
   if (!resume && existsSync(logPath)) rmSync(logPath);
 
@@ -527,25 +527,37 @@ function shardsUpTo(m: FeatureManifest, total: number) {
 /** The training graph of one layer group, with features/targets as external data in the store's shards. */
 async function trainGraph(storeDir: string, m: FeatureManifest, group: number[], dims: GateDims, mm: DType, momentum: number, nShards: number): Promise<Graph> {
   const g = new Graph('fastkvzip_gate_train');
-  const featDtype: DType = m.hiddenDtype;
+  const form = storeFormOf(m);
+  const featDtype: DType = m.hiddenDtype === 'int8' ? 'int8' : m.hiddenDtype === 'float8e4m3' ? 'uint8' : m.hiddenDtype;
   const features: RowPiece[][] = [];
   const targets: RowPiece[][] = [];
+  const scales: RowPiece[][] = [];
   for (const layer of group) {
     const blocks = (await layerBlocks(storeDir, layer)).slice(0, nShards);
     let start = 0;
     const hid: RowPiece[] = [];
     const sco: RowPiece[] = [];
+    const sca: RowPiece[] = [];
     blocks.forEach((b, s) => {
       const at = (x: { offset: number; length: number }) => ({ location: `shards/${path.basename(b.file)}`, offset: x.offset, length: x.length });
       hid.push({ name: g.externalInitializer(`hidden.${layer}.${s}`, featDtype, [b.hidden.rows, b.hidden.cols], at(b.hidden)), start, rows: b.hidden.rows, cols: b.hidden.cols });
       sco.push({ name: g.externalInitializer(`score.${layer}.${s}`, 'float32', [b.score.rows, b.score.cols], at(b.score)), start, rows: b.score.rows, cols: b.score.cols });
+      if (b.scale) sca.push({ name: g.externalInitializer(`scale.${layer}.${s}`, 'float32', [b.scale.rows, b.scale.cols], at(b.scale)), start, rows: b.scale.rows, cols: b.scale.cols });
       start += b.hidden.rows;
     });
     features.push(hid);
     targets.push(sco);
+    scales.push(sca);
   }
-  buildTrainGraph(g, { dims, featureDtype: featDtype, mm, momentum, features: { pieces: features }, targets: { pieces: targets } });
+  const dequant = form.quantBlock ? { dtype: m.hiddenDtype as 'int8' | 'float8e4m3', block: form.quantBlock, scales: { pieces: scales } } : undefined;
+  buildTrainGraph(g, { dims, featureDtype: featDtype, mm, momentum, features: { pieces: features }, targets: { pieces: targets }, dequant });
   return g;
+}
+
+/** The 16-bit type of the features' model: the store's own, or for 8-bit stores the one they were made from. */
+function halfTypeOf(m: FeatureManifest): DType {
+  if (m.hiddenDtype === 'float16' || m.hiddenDtype === 'bfloat16') return m.hiddenDtype;
+  return m.extract.quantSource ?? (m.extract.modelDtype === 'float16' ? 'float16' : 'bfloat16');
 }
 
 /** Training sessions skip graph optimisation: constant folding would materialise the features on the host. */

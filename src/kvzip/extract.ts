@@ -36,6 +36,11 @@ export interface ExtractOptions {
   device: DeviceOptions;
   dtype?: ComputeDType;
   hiddenDtype?: HiddenDtype;
+  /** 8-bit hidden dtypes: channels per scale (default: the whole row, one scale per token) */
+  quantBlock?: number;
+  /** keep this fraction of each context's non-held-out positions (default 1: all) */
+  keepFraction?: number;
+  keepSeed?: number;
   recipe: Partial<RecipeOptions>;
   prefillChunk: number;
   scoreChunk: number;
@@ -101,15 +106,28 @@ export interface ContextTiming {
   write: number;
 }
 
+/** The compact forms asked for (issue 16): an 8-bit dtype, a kept fraction below 1. */
+function compactOptions(o: ExtractOptions): { quant?: 'int8' | 'float8e4m3'; keep?: { fraction: number; seed: number } } {
+  const quant = o.hiddenDtype === 'int8' || o.hiddenDtype === 'float8e4m3' ? o.hiddenDtype : undefined;
+  if (o.quantBlock !== undefined && !quant) throw new UserError(`--quant-block applies to the 8-bit hidden dtypes (int8, float8e4m3), not ${o.hiddenDtype ?? 'the model dtype'}`);
+  const f = o.keepFraction ?? 1;
+  if (!(f > 0 && f <= 1)) throw new UserError(`--keep-fraction ${f} must be in (0, 1]`);
+  if (o.keepSeed !== undefined && !Number.isInteger(o.keepSeed)) throw new UserError(`--keep-seed ${o.keepSeed} must be an integer`);
+  return { ...(quant ? { quant } : {}), ...(f < 1 ? { keep: { fraction: f, seed: o.keepSeed ?? 0 } } : {}) };
+}
+
 const sha256 = (b: string | Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const t0 = Date.now();
   ensureOutDir(o.out); // a file or an unwritable path fails now, not after loading the model
-  // bf16 stores get bf16 bit patterns straight from the graph (no per-value work on the host)
+  // bf16 stores get bf16 bit patterns straight from the graph (no per-value work on the host);
+  // 8-bit stores are made from the model's 16-bit values (src/features/compact.ts)
+  const sixteen = (torchDtype: string) => (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16') as 'bfloat16' | 'float16';
+  const compact = compactOptions(o);
   const kind = (hd: HiddenDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
-  const storeDtypeOf = (torchDtype: string): HiddenDtype => o.hiddenDtype ?? (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
+  const storeDtypeOf = (torchDtype: string): HiddenDtype => (compact.quant ? sixteen(torchDtype) : (o.hiddenDtype ?? sixteen(torchDtype)));
   const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for extraction`);
@@ -120,7 +138,10 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     excludeIds: o.excludeDocs,
     resolveHubFile: async (repo: string, file: string) => (await resolveDatasetFile(repo, file, {})).path,
   });
-  const hiddenDtype = storeDtypeOf(spec.torchDtype);
+  const baseDtype = storeDtypeOf(spec.torchDtype) as 'bfloat16' | 'float16';
+  const hiddenDtype: HiddenDtype = compact.quant ? o.hiddenDtype! : baseDtype;
+  const quantBlock = compact.quant ? (o.quantBlock ?? spec.hiddenSize) : undefined;
+  if (quantBlock !== undefined && spec.hiddenSize % quantBlock !== 0) throw new UserError(`--quant-block ${quantBlock} must divide the hidden size ${spec.hiddenSize}`);
 
   const identity = {
     model: {
@@ -156,9 +177,13 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       computeDtype: m.dtype,
       hiddenDtype,
       scoreDtype: 'float32' as const,
+      // compact forms only (absent otherwise, so 16-bit stores keep their identity)
+      ...(quantBlock !== undefined ? { quantBlock, quantSource: baseDtype } : {}),
+      ...(compact.keep ? { keepFraction: compact.keep.fraction, keepSeed: compact.keep.seed } : {}),
     },
     hiddenDtype,
   };
+  const shardForm = { ...(quantBlock !== undefined ? { quantBlock } : {}), ...(compact.keep ? { keep: compact.keep } : {}) };
 
   // Contexts the recipe is certain to make (its minimum lengths) must fit the model's positions.
   const limit = positionLimit(spec);
@@ -176,9 +201,10 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   // The recipe cannot yield more than its budget, nor more than its set sizes allow.
   const setBound = recipe.tenKCount * recipe.maxDocTokens + recipe.catCount * (recipe.catMinTokens + recipe.maxDocTokens);
   const plannedTokens = Math.min(Number.isFinite(recipe.maxTokens) ? recipe.maxTokens : Infinity, Number.isFinite(setBound) ? setBound : Infinity, 1e9) / (o.shard?.count ?? 1);
-  const estimate = estimateStoreBytes({ tokens: plannedTokens, layers: spec.scoredLayers.length, D: spec.hiddenSize, H: spec.numKvHeads, hiddenDtype });
+  const estimate = estimateStoreBytes({ tokens: plannedTokens, layers: spec.scoredLayers.length, D: spec.hiddenSize, H: spec.numKvHeads, hiddenDtype, quantBlock, keepFraction: compact.keep?.fraction });
   log(`feature store: about ${fmtBytes(estimate)} for up to ${Math.round(plannedTokens).toLocaleString('en-US')} tokens (${spec.scoredLayers.length} layers x D ${spec.hiddenSize}, ${hiddenDtype}) -> ${o.out}`);
 
+  if (compact.keep && o.shard) throw new UserError('--keep-fraction with --shard: the kept positions depend on the lengths of every earlier context, which one shard does not see; extract whole, or keep all positions');
   const store = await openStore(o.out, { ...identity, tool: { name: TOOL_NAME, version: TOOL_VERSION }, part: o.shard ?? null }, { dropBadShards: o.resume });
   if (!o.resume && store.completed.size > 0) {
     await store.release();
@@ -197,7 +223,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   }
 
   // Runners: one in-process session, or --runners N worker threads with a session each.
-  const runnerSpec = { modelPath: m.graphs.paths[kind(hiddenDtype)]!, device: o.device, numScored: spec.scoredLayers.length, numKvHeads: spec.numKvHeads };
+  const runnerSpec = { modelPath: m.graphs.paths[kind(baseDtype)]!, device: o.device, numScored: spec.scoredLayers.length, numKvHeads: spec.numKvHeads };
   const nRunners = o.runners ?? 1;
   if (nRunners > 1 && !workerRunnersAvailable()) throw new UserError('--runners > 1 needs the compiled build (npm run build), not the TypeScript sources');
   const runners: ContextRunner[] = [];
@@ -221,7 +247,11 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGTERM', onSignal);
 
   const sink = new ShardSink({ workers: o.writers });
-  const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipHiddenType(m.dtype, kind(hiddenDtype) === 'kvzip_bf16'));
+  const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipHiddenType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
+  // stream position of each context's first token (subsampled stores keep the held-out positions of the whole stream)
+  const doneByIndex = store.manifest.shards.map((s) => ({ index: s.index, tokens: s.contextTokens ?? s.tokens }));
+  let yieldedTokens = 0;
+  const streamOffset = (index: number) => yieldedTokens + doneByIndex.filter((d) => d.index < index).reduce((a, d) => a + d.tokens, 0);
   const writers = o.writers ?? defaultShardWriters();
   // The graph writes attention inputs straight into recycled host buffers (a set per runner and writer, + one).
   const recycling = { recycle: (b: ArrayBuffer[]) => buffers.give(b, writers + nRunners + 1) };
@@ -230,10 +260,10 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   let beyondMaxPositions = 0;
   let doneTokens = store.manifest.totals.tokens;
   // Contexts in flight on the runners, oldest first; they are handed to the writers in this order.
-  const inFlight: { ctx: ScoringContext; started: number; result: Promise<RunResult> }[] = [];
+  const inFlight: { ctx: ScoringContext; offset: number; started: number; result: Promise<RunResult> }[] = [];
 
   const finishOldest = async () => {
-    const { ctx, started, result } = inFlight.shift()!;
+    const { ctx, offset, started, result } = inFlight.shift()!;
     const res = await result;
     const timing: ContextTiming = { id: ctx.id, tokens: ctx.tokenIds.length, seconds: 0, run: +res.runSeconds.toFixed(3), waitForWriter: 0, write: NaN };
     const tw = Date.now();
@@ -243,10 +273,13 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       {
         storeDir: o.out,
         contextId: ctx.id,
-        options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id },
+        options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id, ...shardForm },
         hidden: res.hidden,
-        hiddenBits: hiddenDtype === 'bfloat16' ? 'bfloat16' : 'float16',
+        hiddenBits: baseDtype,
         scores: res.scores,
+        ...(compact.quant || compact.keep
+          ? { compact: { ...(quantBlock !== undefined ? { quant: { dtype: compact.quant!, block: quantBlock, source: baseDtype } } : {}), ...(compact.keep ? { keep: { ...compact.keep, offset } } : {}) } }
+          : {}),
       },
       (info, seconds) => {
         timing.write = +seconds.toFixed(3);
@@ -283,7 +316,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       const runner = runners[next++ % runners.length]!;
       const result = runner.run(feeds, buffers.take(ctx.tokenIds.length));
       result.catch(() => undefined); // awaited in order by finishOldest
-      inFlight.push({ ctx, started: Date.now(), result });
+      inFlight.push({ ctx, offset: streamOffset(ctx.index), started: Date.now(), result });
+      yieldedTokens += ctx.tokenIds.length;
     }
     while (inFlight.length) await finishOldest();
     await sink.drain();

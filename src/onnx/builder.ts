@@ -10,11 +10,12 @@ type TensorProto = InstanceType<typeof onnx.TensorProto>;
 type ValueInfoProto = InstanceType<typeof onnx.ValueInfoProto>;
 type GraphProto = InstanceType<typeof onnx.GraphProto>;
 
-export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'uint16';
+export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'uint16' | 'int8';
 
 export const ONNX_DTYPE: Record<DType, number> = {
   float32: 1,
   uint8: 2,
+  int8: 3,
   uint16: 4,
   int32: 6,
   int64: 7,
@@ -32,6 +33,7 @@ export const DTYPE_BYTES: Record<DType, number> = {
   bool: 1,
   uint8: 1,
   uint16: 2,
+  int8: 1,
 };
 
 export type Dim = number | string;
@@ -248,6 +250,7 @@ export function encodeRaw(values: ArrayLike<number>, dtype: DType): Uint8Array {
       case 'int64': dv.setBigInt64(i * 8, BigInt(v), true); break;
       case 'int32': dv.setInt32(i * 4, v, true); break;
       case 'bool': case 'uint8': dv.setUint8(i, v); break;
+      case 'int8': dv.setInt8(i, v); break;
       case 'uint16': dv.setUint16(i * 2, v, true); break;
     }
   }

@@ -44,7 +44,17 @@ const CASES: { name: string; model: string; golden: string; gateDir: string; ext
   { name: 'gemma-3-12b-it layout (multimodal)', model: 'layouts/gemma-3-12b-it', golden: 'cli-gemma-3-12b-it', gateDir: 'gemma-3-12b-it' },
 ];
 
+// The goldens come from tools/reference (part D/E: `python3 tools/reference/make_fixtures.py --out
+// test/fixtures --only layouts,cli`, on a machine with transformers). Until they are generated these
+// cases are skipped and say so; they are not counted as passing.
+const missing = CASES.filter((c) => !existsSync(path.join(FIXTURES, 'golden', `${c.golden}.json`)));
+if (missing.length) console.warn(`SKIPPED (goldens not generated yet): ${missing.map((c) => c.golden).join(', ')}`);
+
 for (const c of CASES) {
+  if (missing.includes(c)) {
+    describe.skip(`${c.golden}: goldens not generated`, () => it('needs tools/reference part D/E', () => undefined));
+    continue;
+  }
   describe(`${c.name}: extract -> train -> export -> eval through the CLI`, () => {
     const g = golden(c.golden);
     const k = g.meta.kvzip ?? g.meta;

@@ -4,11 +4,11 @@
 // concatenated set on Qwen3's own 40,960 positions) is refused before any work.
 import { describe, it, expect, beforeAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { layoutDir, modelDir } from '../helpers/golden.js';
+import { modelDir } from '../helpers/golden.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
@@ -34,7 +34,7 @@ describe('contexts beyond the trained positions', () => {
   it('are refused by default with the context, its positions, the limit and the fixes; nothing is stored', () => {
     const out = path.join(tmp, 'refused');
     const r = fkz([...EXTRACT, '--model', modelDir('qwen3'), '--data', path.join(tmp, 'c'), '--out', out]);
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/context 10k-0000 \([\d,]+ tokens\) needs [\d,]+ positions/);
     expect(r.stderr).toMatch(/beyond the model's 256 trained positions \(max_position_embeddings\)/);
     expect(r.stderr).toMatch(/--rope-override yarn:4:32768/); // a Qwen3 model: the public RoPE setup is one of the fixes
@@ -52,8 +52,13 @@ describe('contexts beyond the trained positions', () => {
 
   it("the recipe's 100k-token concatenated set on Qwen3's own 40,960 positions is refused before any work", () => {
     const out = path.join(tmp, 'recipe');
-    const r = fkz(['extract', '--model', layoutDir('qwen3-8b'), '--data', path.join(tmp, 'c'), '--out', out, '--threads', '1']);
-    expect(r.code).toBe(2);
+    // the qwen3 fixture with Qwen3-8B's own position limit
+    const model = path.join(tmp, 'qwen3-40960');
+    cpSync(modelDir('qwen3'), model, { recursive: true });
+    const cfg = JSON.parse(readFileSync(path.join(model, 'config.json'), 'utf8'));
+    writeFileSync(path.join(model, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 40960 }));
+    const r = fkz(['extract', '--model', model, '--data', path.join(tmp, 'c'), '--out', out, '--threads', '1']);
+    expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/the concatenated contexts \(--cat-min-tokens 100000\) need at least [\d,]+ positions, beyond the model's 40,960 trained positions/);
     expect(r.stderr).toMatch(/--rope-override yarn:4:32768/);
     expect(existsSync(path.join(out, 'manifest.json'))).toBe(false);

@@ -7,7 +7,7 @@ import { describe, it, expect } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { golden, layoutDir, maxAbsDiff, LAYOUT_NAMES, type LayoutName } from '../helpers/golden.js';
+import { FIXTURES, golden, layoutDir, maxAbsDiff, LAYOUT_NAMES, type LayoutName } from '../helpers/golden.js';
 import { openModel } from '../../src/model/load.js';
 import { parseRopeOverride } from '../../src/model/rope-override.js';
 import { parseModelConfig } from '../../src/model/config.js';
@@ -24,7 +24,17 @@ const CASES: { name: LayoutName; golden: string; rope?: string }[] = [
   { name: 'qwen3-8b', golden: 'layout-qwen3-8b-yarn', rope: 'yarn:4:32768' },
 ];
 
+// The goldens come from tools/reference (part D/E: `python3 tools/reference/make_fixtures.py --out
+// test/fixtures --only layouts,cli`, on a machine with transformers). Until they are generated these
+// cases are skipped and say so; they are not counted as passing.
+const missing = CASES.filter((c) => !existsSync(path.join(FIXTURES, 'golden', `${c.golden}.json`)));
+if (missing.length) console.warn(`SKIPPED (goldens not generated yet): ${missing.map((c) => c.golden).join(', ')}`);
+
 for (const c of CASES) {
+  if (missing.includes(c)) {
+    describe.skip(`${c.golden}: goldens not generated`, () => it('needs tools/reference part D/E', () => undefined));
+    continue;
+  }
   describe(`${c.golden}: the hub layout through our loader and graphs (fp32, CPU)`, () => {
     const g = golden(c.golden);
     const dir = layoutDir(c.name);
