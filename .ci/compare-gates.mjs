@@ -17,7 +17,8 @@
 //   differing. A real change (a step more or less, another seed, another recipe) moves most
 //   entries by many ulps and fails both.
 // Usage: node .ci/compare-gates.mjs <exported.pt> <reference.pt>   (exit 0 = within tolerance)
-import { readGatePt, gateStateDtypes, GATE_STATE_KEYS } from '../dist/export/index.js';
+import { readGatePt } from '../dist/export/index.js';
+import { gateStateDtypes, GATE_STATE_KEYS } from '../dist/gate/gate-tensors.js';
 
 export const FP32_REL_TOL = 1e-5;
 export const HALF_MAX_DIFFERING = 0.01;

@@ -17,7 +17,7 @@ const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'fkz-compact-'));
 const env = { ...process.env, FASTKVZIP_CACHE: path.join(tmp, 'cache'), HF_HUB_OFFLINE: '1' };
 const EXTRACT = ['extract', '--model', modelDir('qwen3'), '--data', 'sotu', '--min-doc-tokens', '3000', '--max-doc-tokens', '9000',
-  '--ten-k-count', '2', '--cat-count', '1', '--cat-min-tokens', '9000', '--max-tokens', '25000', '--prefill-chunk', '2048', '--score-chunk', '512', '--threads', '1'];
+  '--ten-k-count', '2', '--cat-count', '1', '--cat-min-tokens', '9000', '--max-tokens', '25000', '--prefill-chunk', '2048', '--score-chunk', '512', '--threads', '1', '--allow-long-contexts'];
 
 function fkz(args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8', cwd: tmp });

@@ -3,7 +3,7 @@
 // into the same folder waits for nobody: it is refused by the lock.
 import { describe, it, expect, beforeAll } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,6 +86,7 @@ describe('train', () => {
     const nextBlock = stepBlocks(40, 20).findIndex((b) => b.start === 1);
     expect(nextBlock).toBeGreaterThan(0);
     await writeCheckpoint(ckpt, { ...c, nextBlock, metrics: c.metrics.slice(0, 1) }, dims);
+    rmSync(path.join(out, 'summary.json')); // a killed run has written no summary (with one, the re-run is a no-op)
     const again = fkz(['train', '--features', store, '--out', out, ...TRAIN]);
     expect(again.stderr).toMatch(/resuming group 0 from step 1\b/);
     expect(again.code, again.stderr).toBe(0);

@@ -86,7 +86,7 @@ describe('extract -> store -> train -> export (CPU, tiny model, SOTU)', () => {
     for (const h of ['### PyTorch', '### safetensors', '### ONNX']) expect(card).toContain(h);
     expect(card).not.toContain('Rounding the projections'); // a float32 model: the .pt keeps fp32 too
     // for a bf16 model the card states the measured effect of the .pt's bf16 projections
-    const { readGateSetFile } = await import('../../src/gate/gate-file.js');
+    const { readGateFile: readGateSetFile } = await import('../../src/gate/gate-file.js');
     const { measurePrecisionGap } = await import('../../src/export/precision-gap.js');
     const gap = await measurePrecisionGap({ ...readGateSetFile(path.join(tmp, 'g1', 'gates.safetensors')), modelDtype: 'bfloat16' }, store);
     expect(gap!.tokens).toBe(512);

@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { makeGateSet, tempDir, torchPython, runPython } from './helpers.js';
 import { writeGatePt } from '../../src/export/index.js';
-import { renderModelCard } from '../../src/export/modelCard.js';
+import { renderModelCard } from '../../src/export/model-card.js';
 
 const STUBS: Record<string, string> = {
   'huggingface_hub/__init__.py': `import os\ndef hf_hub_download(repo_id, filename, **kw):\n    return os.path.join(os.environ["CARD_ROOT"], filename)\n`,
