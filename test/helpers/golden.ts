@@ -65,3 +65,14 @@ export function maxHalfRoundingRatio(stored: ArrayLike<number>, want: ArrayLike<
   }
   return m;
 }
+
+/** The KVzip prompt ids a golden was scored with (part B's `kvzip.*_ids`). */
+export function kvzipPrompts(g: Golden) {
+  return {
+    prefixIds: g.ids('kvzip.prefix_ids'),
+    postfixIds: g.ids('kvzip.postfix_ids'),
+    repeatFirstIds: g.ids('kvzip.repeat_first_ids'),
+    repeatNextIds: g.ids('kvzip.repeat_next_ids'),
+    prevPostfixTokens: g.meta.kvzip.prev_postfix_tokens as number,
+  };
+}

@@ -4,7 +4,7 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { golden, modelDir, maxAbsDiff, MODEL_NAMES } from '../helpers/golden.js';
+import { golden, kvzipPrompts, modelDir, maxAbsDiff, MODEL_NAMES } from '../helpers/golden.js';
 import { openModel } from '../../src/model/load.js';
 import { ensureGraphs } from '../../src/onnx/index.js';
 import { createSession } from '../../src/runtime/session.js';
@@ -17,13 +17,7 @@ for (const name of MODEL_NAMES) {
   describe(`${name}: KVzip scores vs the Python reference`, () => {
     const g = golden(name);
     const k = g.meta.kvzip;
-    const prompts = {
-      prefixIds: g.ids('kvzip.prefix_ids'),
-      postfixIds: g.ids('kvzip.postfix_ids'),
-      repeatFirstIds: g.ids('kvzip.repeat_first_ids'),
-      repeatNextIds: g.ids('kvzip.repeat_next_ids'),
-      prevPostfixTokens: k.prev_postfix_tokens,
-    };
+    const prompts = kvzipPrompts(g);
     const ctx = g.ids('kvzip.ctx_ids');
 
     it('builds the same reconstruction inputs', () => {

@@ -7,7 +7,7 @@ import { describe, it, expect } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { FIXTURES, golden, layoutDir, maxAbsDiff, LAYOUT_NAMES, type LayoutName } from '../helpers/golden.js';
+import { FIXTURES, golden, kvzipPrompts, layoutDir, maxAbsDiff, LAYOUT_NAMES, type LayoutName } from '../helpers/golden.js';
 import { openModel } from '../../src/model/load.js';
 import { parseRopeOverride } from '../../src/model/rope-override.js';
 import { parseModelConfig } from '../../src/model/config.js';
@@ -77,13 +77,7 @@ for (const c of CASES) {
 
     it('KVzip scores and attention inputs within 1e-4', async () => {
       const k = g.meta.kvzip;
-      const prompts = {
-        prefixIds: g.ids('kvzip.prefix_ids'),
-        postfixIds: g.ids('kvzip.postfix_ids'),
-        repeatFirstIds: g.ids('kvzip.repeat_first_ids'),
-        repeatNextIds: g.ids('kvzip.repeat_next_ids'),
-        prevPostfixTokens: k.prev_postfix_tokens,
-      };
+      const prompts = kvzipPrompts(g);
       const ctx = g.ids('kvzip.ctx_ids');
       const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip'], cacheDir });
       const session = await createSession(files.paths.kvzip!, { device: 'cpu' });
