@@ -1,7 +1,7 @@
 // One vocabulary across commands (issue 14): config keys are checked, `run` takes overrides and
 // --dry-run, flag values are validated, exit codes follow the convention (2 bad command line,
 // 1 runtime failure), every --help lists its environment variables and the exit codes.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -19,11 +19,6 @@ const fkz = (args: string[]) => {
   const r = spawnSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8', cwd: tmp });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 };
-
-beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
-});
 
 describe('config files and overrides', () => {
   it('every preset is valid', () => {

@@ -1,5 +1,5 @@
 // Bad inputs through the CLI: a one-line error naming the file and the problem, a non-zero exit.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -11,11 +11,6 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'fkz-bad-'));
 const env = { ...process.env, FASTKVZIP_CACHE: path.join(tmp, 'cache'), HF_HUB_OFFLINE: '1' };
-
-beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
-});
 
 function broken(name: string, damage: (dir: string) => void): string {
   const dir = path.join(tmp, name);

@@ -33,8 +33,6 @@ function oneLine(r: { code: number | null; stderr: string }): string {
 }
 
 beforeAll(async () => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
   await writeTrainStore(store);
   await writeGateSetFile(path.join(gatesDir, 'gates.safetensors'), { ...makeGateSet({ D: 32, H: 2, G: 2, r: 16, S: 16, layers: [0, 1], modelDtype: 'bfloat16' }), meta: { model_id: 'Qwen/Qwen3-8B' } });
   writeFileSync(file, 'a regular file');

@@ -33,8 +33,6 @@ async function layerChunks(store: string, layer: number): Promise<LayerChunk[]> 
 const store = (name: string) => path.join(tmp, name);
 
 beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
   for (const [name, flags] of [
     ['bf16', []],
     ['int8', ['--hidden-dtype', 'int8']],

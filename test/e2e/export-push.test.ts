@@ -1,7 +1,7 @@
 // `fastkvzip export --push` uploads the export folder (model card + gate file) to the hub with
 // the token from HF_TOKEN — against a fake hub on 127.0.0.1, never the real one.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,8 +17,6 @@ let hub: FakeHub;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'fkz-push-'));
 
 beforeAll(async () => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
   hub = await startFakeHub({ token: TOKEN });
 });
 afterAll(async () => hub.close());

@@ -24,8 +24,6 @@ function fkz(args: string[]) {
 }
 
 beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
   for (const [name, folder] of [['doc.txt', 'doc'], ['heldout.txt', 'heldout']]) {
     mkdirSync(path.join(tmp, folder));
     copyFileSync(path.join(FIXTURES, 'cli', name), path.join(tmp, folder, name));

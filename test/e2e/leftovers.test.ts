@@ -2,7 +2,7 @@
 // may be read-only) and leaves no temp files; an incomplete store is trained with a warning;
 // unreadable documents are reported; a run that yields no context fails instead of leaving a
 // "complete" empty store, and the corrected command then works in the same folder.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -32,11 +32,6 @@ function snapshot(dir: string): string[] {
     return `${path.relative(dir, p)} ${st.size} ${st.mtimeMs}`;
   }).sort();
 }
-
-beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
-});
 
 describe('train and the store', () => {
   it('writes nothing into the store and leaves no temp files in --out', async () => {

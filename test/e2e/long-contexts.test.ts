@@ -21,8 +21,6 @@ const fkz = (args: string[]) => {
 const SOTU = path.join(ROOT, 'node_modules', '@stdlib', 'datasets-sotu', 'data', '1929_herbert_hoover_r.txt');
 
 beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
   mkdirSync(path.join(tmp, 'c'));
   writeFileSync(path.join(tmp, 'c', 'a.txt'), readFileSync(SOTU, 'utf8').slice(0, 2200));
 });

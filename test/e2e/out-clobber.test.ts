@@ -37,8 +37,6 @@ function refused(r: { code: number | null; stderr: string }, file: RegExp | stri
 }
 
 beforeAll(async () => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
   await writeTrainStore(store);
   const g = { ...makeGateSet({ D: 32, H: 2, G: 2, r: 16, S: 16, layers: [0, 1], modelDtype: 'bfloat16' }), meta: { model_id: 'Qwen/Qwen3-8B' } };
   await writeGateSetFile(path.join(gatesDir, 'gates.safetensors'), g);

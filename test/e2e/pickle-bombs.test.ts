@@ -1,7 +1,7 @@
 // Hostile inputs, family "inflation bombs": a small .pt whose data.pkl deflates to hundreds of
 // MiB, whose zip header lies about the size, or whose pickle grows its stack without bound is
 // refused with one line naming the file, quickly and without exhausting memory.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -53,11 +53,6 @@ function evalWith(gates: string) {
   const r = spawnSync(process.execPath, ['--max-old-space-size=512', BIN, 'eval', '--model', modelDir('qwen3'), '--gates', gates, '--data', 'sotu', '--contexts', '1', '--out', path.join(tmp, `out-${path.basename(gates)}`)], { env, encoding: 'utf8', cwd: tmp, timeout: 120_000 });
   return { code: r.status, stderr: r.stderr };
 }
-
-beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
-});
 
 const cases: [string, () => Buffer, RegExp][] = [
   ['data.pkl that deflates to 300 MiB', () => zipOne('archive/data.pkl', Buffer.alloc(300 << 20)), /inflates to 314572800 bytes, more than the \d+ such an entry can hold/],

@@ -1,7 +1,7 @@
 // End to end on CPU with a tiny fixture model and real SOTU text: extract -> a store that the
 // reader opens layer by layer -> train -> export; kill-and-resume gives the same store as an
 // uninterrupted run; two trainings with the same seed give byte-identical gates.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -25,12 +25,6 @@ function fkz(args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
-
-beforeAll(() => {
-  // the CLI runs from dist/: build it (cheap when up to date)
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
-});
 
 describe('extract -> store -> train -> export (CPU, tiny model, SOTU)', () => {
   const store = path.join(tmp, 'store');

@@ -2,7 +2,7 @@
 // (never hidden files, unrelated files or symlink targets), creates repos private by default,
 // and never prints the token, even when the Hub echoes it back. Against servers on 127.0.0.1.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -21,8 +21,6 @@ const tmp = mkdtempSync(path.join(os.tmpdir(), 'fkz-push-safety-'));
 const trainOut = path.join(tmp, 'train');
 
 beforeAll(async () => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
   hub = await startFakeHub({ token: TOKEN });
   const gates = { ...makeGateSet({ D: 32, H: 2, G: 2, r: 16, S: 16, layers: [0, 1], modelDtype: 'bfloat16' }), meta: { model_id: 'Qwen/Qwen3-8B' } };
   await writeGateSetFile(path.join(trainOut, 'gates.safetensors'), gates);

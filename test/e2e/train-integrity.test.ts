@@ -1,7 +1,7 @@
 // Hostile inputs, family "corrupt or diverged data": nothing corrupt becomes gates. Flipped
 // bytes in a shard, NaN features, exploding settings and bad gate files all stop with one line
 // naming the file (or layer and step), a non-zero exit, and no gate file written.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, readFileSync, readdirSync, writeSync, closeSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -27,11 +27,6 @@ function oneLine(stderr: string): string {
   expect(lines, stderr).toHaveLength(1);
   return lines[0]!;
 }
-
-beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
-});
 
 describe('train refuses corrupt or diverging data', () => {
   it('a healthy store trains (exit 0, finite gates)', async () => {

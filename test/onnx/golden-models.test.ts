@@ -1,7 +1,7 @@
 // Issue 2 proof: our ONNX graphs on CPU reproduce transformers (the Python reference's goldens)
 // for tiny random Llama / Qwen2 / Qwen3 / Gemma-3 models: logits and every layer's attention
 // input for a prompt run as two chunks with a KV cache, and greedy tokens.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
