@@ -276,7 +276,8 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
     tieWordEmbeddings: raw.tie_word_embeddings ?? c.tie_word_embeddings ?? (quirks.family === 'gemma3'),
     torchDtype: parseDtype(c.torch_dtype ?? c.dtype ?? raw.torch_dtype ?? raw.dtype),
     layerKinds,
-    slidingWindow,
+    // a window that no layer uses is no window (Qwen2.5 writes sliding_window with use_sliding_window false)
+    slidingWindow: layerKinds.includes('sliding') ? slidingWindow : null,
     rope,
     ropeLocal,
     qkvBias: quirks.qkvBias(c),

@@ -65,7 +65,9 @@ for (const c of CASES) {
     it('extract: the store holds the reference scores and attention inputs', async () => {
       const r = fkz(['extract', '--model', model, '--template', 'qwen', '--data', path.join(tmp, 'doc'), '--min-doc-tokens', '1',
         '--max-doc-tokens', '100000', '--ten-k-count', 'all', '--cat-count', '0', '--prefill-chunk', String(k.prefill_chunk),
-        '--score-chunk', String(k.score_chunk), '--threads', '1', '--out', store, '--json', ...(c.extra ?? [])]);
+        '--score-chunk', String(k.score_chunk), '--threads', '1', '--out', store, '--json', ...(c.extra ?? []),
+        // the part-A models hold 256 positions; the reference records that this run goes past them
+        ...(g.meta.needs_allow_long_contexts ? ['--allow-long-contexts'] : [])]);
       expect(r.code, r.stderr).toBe(0);
       const m = await readManifest(store);
       expect(m.model.scoredLayers).toEqual(k.scored_layers);
@@ -90,8 +92,10 @@ for (const c of CASES) {
         for (let h = 0; h < H; h++) for (let t = 0; t < n; t++) want[t * H + h] = scores[s * H * n + h * n + t]!;
         expect(maxAbsDiff(got.scores, want), `scores of layer ${layer}`).toBeLessThan(1e-4);
         const h32 = bf16 ? bf16ArrayToF32(got.hidden) : f16ArrayToF32(got.hidden);
-        // within one rounding of the 16-bit store dtype (plus fp32 noise)
-        expect(maxHalfRoundingRatio(h32, hidden.subarray(s * n * D, (s + 1) * n * D), bf16 ? 7 : 10), `hidden of layer ${layer}`).toBeLessThan(1.01);
+        // within one rounding of the 16-bit store dtype, plus the 1e-4 that our fp32 graphs and the
+        // reference's may differ by (the attention-input bound of the golden tests): near zero that
+        // noise is many roundings (ratios up to 13 were seen without it)
+        expect(maxHalfRoundingRatio(h32, hidden.subarray(s * n * D, (s + 1) * n * D), bf16 ? 7 : 10, 1e-4), `hidden of layer ${layer}`).toBeLessThan(1.01);
       }
     });
 

@@ -56,12 +56,12 @@ export function layoutDir(name: LayoutName): string {
 }
 
 /** Largest |a - b| relative to the rounding step of a 16-bit float holding b: the store keeps fp16/bf16. */
-export function maxHalfRoundingRatio(stored: ArrayLike<number>, want: ArrayLike<number>, mantissaBits: 7 | 10): number {
+export function maxHalfRoundingRatio(stored: ArrayLike<number>, want: ArrayLike<number>, mantissaBits: 7 | 10, absSlack = 0): number {
   if (stored.length !== want.length) throw new Error(`length ${stored.length} vs ${want.length}`);
   let m = 0;
   for (let i = 0; i < want.length; i++) {
     const ulp = Math.max(Math.abs(want[i]!), 2 ** -14) * 2 ** -mantissaBits;
-    m = Math.max(m, Math.abs(stored[i]! - want[i]!) / ulp);
+    m = Math.max(m, Math.max(0, Math.abs(stored[i]! - want[i]!) - absSlack) / ulp);
   }
   return m;
 }

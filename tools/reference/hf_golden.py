@@ -55,7 +55,7 @@ KV_REPEAT_NEXT_TEXT = "\n\nRepeat the part of the previous context exactly, star
 KV_POSTFIX_TEXT = "<|im_end|>\n<|im_start|>"
 PREFILL_CHUNK, SCORE_CHUNK, PREV_POSTFIX_TOKENS = 16, 12, 8
 
-TOL_CHUNKED = 1e-5      # chunked vs one-shot (logits, attention inputs, keys)
+TOL_CHUNKED = 2e-5      # chunked vs one-shot (logits, attention inputs, keys)
 TOL_ATTN = 1e-5         # recorded queries/keys reproduce the model's own attention probabilities
 
 
