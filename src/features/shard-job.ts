@@ -1,8 +1,10 @@
 // One context's shard, written from raw graph outputs: the conversion to the store's 16-bit
-// dtype, the Arrow writing and the checksum. Runs in a worker thread during extraction (so it
-// overlaps the next context's ONNX Runtime run, which blocks the main thread) or in-process.
+// dtype, the Arrow writing and the checksum, then (with `record`) its entry in manifest.json.
+// Runs in a worker thread during extraction (so it overlaps the next context's ONNX Runtime run,
+// which blocks the main thread) or in-process.
 import { openShardWriter, type ShardWriterOptions } from './shard-writer.js';
-import type { ShardInfo } from './types.js';
+import type { ShardInfo, ShardMeta } from './types.js';
+import { recordShard } from './manifest.js';
 import { f16ArrayToBf16, f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { compactLayer, contextRows, type CompactSpec } from './compact.js';
 
@@ -20,6 +22,11 @@ export interface ShardJob {
   returnHidden?: boolean;
   /** compact forms (issue 16): options.hiddenDtype is then the 8-bit dtype, or the 16-bit one when only subsampled */
   compact?: CompactSpec;
+  /**
+   * Record the shard in storeDir's manifest as soon as it is on disk, under the store's
+   * manifest lock (FeatureStore.manifestLock), not when the busy main thread gets to it.
+   */
+  record?: { meta: ShardMeta; lock: SharedArrayBuffer };
 }
 
 /** Graph output (fp32, or fp16/bf16 bits) -> the store's 16-bit dtype; a no-op when they agree. */
@@ -38,6 +45,7 @@ export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
   const writer = await openShardWriter(job.storeDir, job.contextId, { ...job.options, contextTokens: tokens });
   // the 16-bit form the store holds, or the 8-bit codes are made from
   const base = spec.quant?.source ?? (job.options.hiddenDtype as 'float16' | 'bfloat16');
+  let info: ShardInfo;
   try {
     for (let s = 0; s < job.hidden.length; s++) {
       const bits = toStoreBits(job.hidden[s]!, job.hiddenBits, base);
@@ -48,9 +56,11 @@ export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
       const c = compactLayer(spec, rows, bits, job.scores[s]!, D, job.options.H);
       await writer.writeLayer(job.options.layers[s]!, c.hidden, c.scores, c.extra);
     }
-    return await writer.close();
+    info = await writer.close();
   } catch (e) {
     await writer.abort();
     throw e;
   }
+  if (job.record) await recordShard(job.storeDir, info, job.record.meta, job.record.lock);
+  return info;
 }

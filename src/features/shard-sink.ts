@@ -1,7 +1,8 @@
 // Writes shards in the background while the caller computes the next contexts: a small pool of
 // worker threads, each writing (converting, hashing, fsyncing) one shard, so a fast GPU is not
-// held back by one core's sha256 or one file's fsync. Shards are recorded strictly in submission
-// order. Host memory is bounded: a submission waits while the shards in flight already hold
+// held back by one core's sha256 or one file's fsync. A job with `record` puts its shard in the
+// manifest itself the moment the shard is on disk (the main thread may be blocked in a run);
+// the caller's callbacks run strictly in submission order. Host memory is bounded: a submission waits while the shards in flight already hold
 // `maxBytesInFlight` (one shard is always allowed). Falls back to writing in-process when no
 // compiled worker is available (running from TypeScript sources).
 import { existsSync } from 'node:fs';
@@ -23,7 +24,7 @@ export interface ShardSinkOptions {
   maxBytesInFlight?: number;
 }
 
-/** Called in submission order once a shard is complete on disk; `seconds` = its write time. */
+/** Called in submission order once a shard is complete on disk (and recorded, with `record`); `seconds` = its write time. */
 export type OnShardWritten = (info: ShardInfo, seconds: number) => Promise<void>;
 
 /**
@@ -71,7 +72,8 @@ export class ShardSink {
       return;
     }
     const written = this.inWorker(this.freeSlot(), job, recycling);
-    // A failure stops every later shard from being recorded (the chain rejects from there on).
+    // A failure stops every later shard's callback (the chain rejects from there on); shards that
+    // their writers finished and recorded stay recorded.
     const recorded = Promise.all([this.tail, written]).then(([, r]) => onDone(r.info, r.seconds));
     recorded.catch(() => undefined); // awaited by submit/drain; no unhandled-rejection noise meanwhile
     this.tail = recorded;

@@ -140,6 +140,14 @@ export interface FeatureManifest extends StoreIdentity {
 }
 
 /** What a finished shard writer reports. */
+/** What the recipe says about a context, recorded beside its shard. */
+export interface ShardMeta {
+  /** position in the recipe's canonical context order */
+  index: number;
+  set: string;
+  docIds: string[];
+}
+
 export interface ShardInfo {
   /** relative to the store directory */
   file: string;

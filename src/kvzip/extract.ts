@@ -267,8 +267,10 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     const res = await result;
     const timing: ContextTiming = { id: ctx.id, tokens: ctx.tokenIds.length, seconds: 0, run: +res.runSeconds.toFixed(3), waitForWriter: 0, write: NaN };
     const tw = Date.now();
-    // The shard is written in the background while the next contexts run on the device;
-    // the manifest records it (in order) only once it is complete on disk.
+    // The shard is written in the background while the next contexts run on the device; its
+    // writer records it in the manifest as soon as it is complete on disk, not when this thread
+    // is back from the next run (a kill in between would have cost the context).
+    const meta = { index: ctx.index, set: ctx.set, docIds: ctx.docIds };
     await sink.submit(
       {
         storeDir: o.out,
@@ -277,13 +279,15 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
         hidden: res.hidden,
         hiddenBits: baseDtype,
         scores: res.scores,
+        record: { meta, lock: store.manifestLock },
         ...(compact.quant || compact.keep
           ? { compact: { ...(quantBlock !== undefined ? { quant: { dtype: compact.quant!, block: quantBlock, source: baseDtype } } : {}), ...(compact.keep ? { keep: { ...compact.keep, offset } } : {}) } }
           : {}),
       },
       (info, seconds) => {
         timing.write = +seconds.toFixed(3);
-        return store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds });
+        store.shardRecorded(info, meta);
+        return Promise.resolve();
       },
       recycling,
     );
