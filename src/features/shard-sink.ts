@@ -2,8 +2,8 @@
 // worker threads, each writing (converting, hashing, fsyncing) one shard, so a fast GPU is not
 // held back by one core's sha256 or one file's fsync. A job with `record` puts its shard in the
 // manifest itself the moment the shard is on disk (the main thread may be blocked in a run);
-// the caller's callbacks run strictly in submission order. Host memory is bounded: a submission waits while the shards in flight already hold
-// `maxBytesInFlight` (one shard is always allowed). Falls back to writing in-process when no
+// the caller's callbacks run strictly in submission order. Host memory is bounded: a submission
+// waits while the shards in flight already hold `maxBytesInFlight` (one shard is always allowed). Falls back to writing in-process when no
 // compiled worker is available (running from TypeScript sources).
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
