@@ -24,6 +24,7 @@ import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { hostMallocReuses } from '../util/host-malloc.js';
 import { formatRopeOverride, QWEN3_PUBLIC_YARN, type RopeOverride } from '../model/rope-override.js';
 import type { ModelSpec } from '../model/config.js';
+import { positionLimit, type PositionLimit } from '../model/position-limit.js';
 
 export interface ExtractOptions {
   model: string;
@@ -372,17 +373,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   };
 }
 
-
-
-/** How many positions the model runs as it was trained (or, for DCA checkpoints, as full attention). */
-export function positionLimit(spec: ModelSpec): { positions: number; why: string } {
-  if (spec.dualChunkSize !== null && spec.dualChunkSize < spec.maxPositions) {
-    return { positions: spec.dualChunkSize, why: `the ${spec.dualChunkSize.toLocaleString('en-US')}-position chunk of its dual chunk attention, which is not implemented (within one chunk it is full attention)` };
-  }
-  return { positions: spec.maxPositions, why: `the model's ${spec.maxPositions.toLocaleString('en-US')} trained positions (max_position_embeddings)` };
-}
-
-function longContextError(what: string, limit: { positions: number; why: string }, modelId: string, spec: ModelSpec): UserError {
+function longContextError(what: string, limit: PositionLimit, modelId: string, spec: ModelSpec): UserError {
   const fixes = [
     ...(spec.family === 'qwen3' && spec.rope.type !== 'yarn' ? [`--rope-override ${QWEN3_PUBLIC_YARN} (the public extraction's Qwen3 setup)`] : []),
     'shorter contexts (--min-doc-tokens, --max-doc-tokens, --cat-min-tokens)',
