@@ -29,7 +29,8 @@ import {
 } from 'apache-arrow';
 import { tempPathFor } from '../util/atomic.js';
 import { fsyncDir, shardRelPath } from './manifest.js';
-import { HIDDEN_BYTES, HIDDEN_DTYPES, META, MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, type HiddenDtype, type ShardInfo } from './types.js';
+import { HIDDEN_DTYPES, META, MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, type HiddenDtype, type ShardInfo } from './types.js';
+import { DTYPE_BYTES } from '../util/dtype.js';
 
 export interface ShardWriterOptions {
   /** hidden size */
@@ -163,7 +164,7 @@ function checkOptions(opts: ShardWriterOptions): void {
   }
   if (new Set(opts.layers).size !== opts.layers.length) throw new Error('shard writer: layers contain duplicates');
   if (!HIDDEN_DTYPES.includes(opts.hiddenDtype)) throw new Error(`shard writer: unknown hidden dtype ${opts.hiddenDtype}`);
-  const quant = HIDDEN_BYTES[opts.hiddenDtype] === 1;
+  const quant = DTYPE_BYTES[opts.hiddenDtype] === 1;
   if (quant !== !!opts.quantBlock) throw new Error(`shard writer: ${opts.hiddenDtype} ${quant ? 'needs' : 'takes no'} quantBlock`);
   if (opts.quantBlock && (!Number.isInteger(opts.quantBlock) || opts.quantBlock <= 0 || opts.D % opts.quantBlock !== 0)) {
     throw new Error(`shard writer: quantBlock ${opts.quantBlock} must divide D=${opts.D}`);
@@ -280,7 +281,7 @@ export async function openShardWriter(storeDir: string, contextId: string, opts:
       const nb = opts.quantBlock ? opts.D / opts.quantBlock : 0;
       if (nb && extra.scales?.length !== T * nb) throw new Error(`shard ${contextId}: layer ${layerIdx}: scales has ${extra.scales?.length ?? 0} values, expected ${T}*${nb}`);
       if (opts.keep && extra.positions?.length !== T) throw new Error(`shard ${contextId}: layer ${layerIdx}: positions has ${extra.positions?.length ?? 0} values, expected ${T}`);
-      if (T * (opts.D * HIDDEN_BYTES[opts.hiddenDtype] + opts.H * 4 + nb * 4 + (opts.keep ? 4 : 0)) > MAX_BODY) {
+      if (T * (opts.D * DTYPE_BYTES[opts.hiddenDtype] + opts.H * 4 + nb * 4 + (opts.keep ? 4 : 0)) > MAX_BODY) {
         throw new Error(`shard ${contextId}: ${T} tokens make one layer larger than 4 GiB, which Arrow in Node cannot read back; split the context`);
       }
       state = 'busy';

@@ -17,10 +17,10 @@
 //   position  Int32                        stores with a kept fraction < 1: the row's token
 //                                          position in its context (rows ascending)
 
-export type HiddenDtype = 'float16' | 'bfloat16' | 'int8' | 'float8e4m3';
+export type HiddenDtype = Extract<Dtype, 'float16' | 'bfloat16' | 'int8' | 'float8e4m3'>;
 export const HIDDEN_DTYPES: readonly HiddenDtype[] = ['float16', 'bfloat16', 'int8', 'float8e4m3'];
-/** bytes per stored hidden value */
-export const HIDDEN_BYTES: Record<HiddenDtype, number> = { float16: 2, bfloat16: 2, int8: 1, float8e4m3: 1 };
+
+import type { Dtype } from '../util/dtype.js';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 

@@ -14,7 +14,7 @@ import { buildTrainGraph, PARAMS, paramShape, type GateDims, type RowPiece } fro
 import { initLayer, stack, unstack, zerosLike, type StackedParams } from './state.js';
 import { BatchOrder, lrMultiplier, recallAgainst, splitPositions, stepBlocks, subsample, topKMask, topKRecall } from './schedule.js';
 import type { GateSet, GateLayerParams, GateMetrics } from './types.js';
-import { readManifest, readLayer, layerBlocks, acquireLock, storeFormOf, HIDDEN_BYTES, type FeatureManifest, type ShardEntry } from '../features/index.js';
+import { readManifest, readLayer, layerBlocks, acquireLock, storeFormOf, type FeatureManifest, type ShardEntry } from '../features/index.js';
 import { claimTrainOut, incompleteWarning, trainGraphFolder, verifyShards, type VerifyLevel } from './train-out.js';
 import { ensureOutDir } from '../util/owned-files.js';
 import { validateGateSet } from './gate-tensors.js';
@@ -26,6 +26,7 @@ import { createProgress } from '../util/progress.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { plotPanels } from './plot.js';
 import { writeGateFile } from './gate-file.js';
+import { DTYPE_BYTES } from '../util/dtype.js';
 
 export interface TrainOptions {
   features: string;
@@ -233,7 +234,7 @@ async function planRun(o: TrainOptions): Promise<RunPlan> {
   const usedShards = shardsUpTo(m, total);
   const usedTokens = usedShards.reduce((a, s) => a + s.tokens, 0);
   const form = storeFormOf(m);
-  const perLayer = 2 * usedTokens * (m.model.D * HIDDEN_BYTES[m.hiddenDtype] + m.model.H * 4 + (form.quantBlock ? (m.model.D / form.quantBlock) * 4 : 0));
+  const perLayer = 2 * usedTokens * (m.model.D * DTYPE_BYTES[m.hiddenDtype] + m.model.H * 4 + (form.quantBlock ? (m.model.D / form.quantBlock) * 4 : 0));
   const groupSize = Math.max(1, Math.min(layers.length, Math.floor(o.memoryBudget / perLayer)));
   const groups: number[][] = [];
   for (let i = 0; i < layers.length; i += groupSize) groups.push(layers.slice(i, i + groupSize));
