@@ -15,7 +15,7 @@ import { Message, MessageHeader, type AsyncRecordBatchFileReader } from 'apache-
 import { fileError } from '../util/errors.js';
 import { readManifest, shardAbsPath } from './manifest.js';
 import { batchIndexOf, checkLayoutAgainstManifest, openShardFile, shardLayout } from './reader.js';
-import { META, storeFormOf, type FeatureManifest, type HiddenDtype, type ShardEntry } from './types.js';
+import { META, storeFormOf, type FeatureManifest, type AttnInputDtype, type ShardEntry } from './types.js';
 import { DTYPE_BYTES } from '../util/dtype.js';
 
 export interface ByteRange {
@@ -25,7 +25,7 @@ export interface ByteRange {
   length: number;
   rows: number;
   cols: number;
-  dtype: HiddenDtype | 'float32' | 'int32';
+  dtype: AttnInputDtype | 'float32' | 'int32';
 }
 
 export interface LayerBlock {

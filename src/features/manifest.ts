@@ -7,7 +7,7 @@ import { fileError } from '../util/errors.js';
 import { tempPathFor } from '../util/atomic.js';
 import { withManifestLock } from './manifest-lock.js';
 import {
-  HIDDEN_DTYPES,
+  ATTN_INPUT_DTYPES,
   MANIFEST_FORMAT,
   MANIFEST_NAME,
   MANIFEST_VERSION,
@@ -130,7 +130,7 @@ function validateManifest(file: string, m: any): void {
   for (const key of ['model', 'recipe', 'extract', 'tool', 'totals'] as const) {
     if (m[key] === null || typeof m[key] !== 'object') throw bad(`"${key}" is missing or not an object`);
   }
-  if (!HIDDEN_DTYPES.includes(m.hiddenDtype)) throw bad(`hiddenDtype ${JSON.stringify(m.hiddenDtype)} must be one of ${HIDDEN_DTYPES.map((d) => `"${d}"`).join(', ')}`);
+  if (!ATTN_INPUT_DTYPES.includes(m.hiddenDtype)) throw bad(`hiddenDtype ${JSON.stringify(m.hiddenDtype)} must be one of ${ATTN_INPUT_DTYPES.map((d) => `"${d}"`).join(', ')}`);
   const quant = m.hiddenDtype === 'int8' || m.hiddenDtype === 'float8e4m3';
   const block = m.extract.quantBlock;
   if (quant && !(Number.isInteger(block) && block > 0 && Number.isInteger(m.model?.D) && m.model.D % block === 0)) throw bad(`extract.quantBlock ${JSON.stringify(block)} must divide the hidden size for a ${m.hiddenDtype} store`);

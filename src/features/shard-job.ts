@@ -3,7 +3,7 @@
 // Runs in a worker thread during extraction (so it overlaps the next context's ONNX Runtime run,
 // which blocks the main thread) or in-process.
 import { openShardWriter, type ShardWriterOptions } from './shard-writer.js';
-import type { ShardInfo, ShardMeta } from './types.js';
+import type { AttnInputDtype, ShardInfo, ShardMeta } from './types.js';
 import { recordShard } from './manifest.js';
 import { f16ArrayToBf16, f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { compactLayer, contextRows, type CompactSpec } from './compact.js';
@@ -13,13 +13,13 @@ export interface ShardJob {
   contextId: string;
   options: ShardWriterOptions;
   /** per scored layer: [T, D] as the graph returned it */
-  hidden: (Uint16Array | Float32Array)[];
-  /** what the Uint16Array hidden arrays hold: fp16 or bf16 bit patterns */
-  hiddenBits: 'float16' | 'bfloat16';
+  attnInput: (Uint16Array | Float32Array)[];
+  /** what the Uint16Array attnInput arrays hold: fp16 or bf16 bit patterns */
+  attnInputDtype: Extract<AttnInputDtype, 'float16' | 'bfloat16'>;
   /** per scored layer: [H, T] head-major */
   scores: Float32Array[];
-  /** worker: send the hidden buffers back once written (they are recycled by the sender) */
-  returnHidden?: boolean;
+  /** worker: send the attnInput buffers back once written (they are recycled by the sender) */
+  returnAttnInput?: boolean;
   /** compact forms (issue 16): options.hiddenDtype is then the 8-bit dtype, or the 16-bit one when only subsampled */
   compact?: CompactSpec;
   /**
@@ -40,15 +40,15 @@ export function toStoreBits(h: Uint16Array | Float32Array, bits: 'float16' | 'bf
 export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
   const spec = job.compact ?? {};
   const D = job.options.D;
-  const tokens = job.hidden[0]!.length / D;
+  const tokens = job.attnInput[0]!.length / D;
   const rows = contextRows(spec, job.contextId, tokens);
   const writer = await openShardWriter(job.storeDir, job.contextId, { ...job.options, contextTokens: tokens });
   // the 16-bit form the store holds, or the 8-bit codes are made from
   const base = spec.quant?.source ?? (job.options.hiddenDtype as 'float16' | 'bfloat16');
   let info: ShardInfo;
   try {
-    for (let s = 0; s < job.hidden.length; s++) {
-      const bits = toStoreBits(job.hidden[s]!, job.hiddenBits, base);
+    for (let s = 0; s < job.attnInput.length; s++) {
+      const bits = toStoreBits(job.attnInput[s]!, job.attnInputDtype, base);
       if (!job.compact) {
         await writer.writeLayer(job.options.layers[s]!, bits, job.scores[s]!);
         continue;

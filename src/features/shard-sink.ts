@@ -28,7 +28,7 @@ export interface ShardSinkOptions {
 export type OnShardWritten = (info: ShardInfo, seconds: number) => Promise<void>;
 
 /**
- * The caller's hidden arrays are views over buffers it owns whole: they travel to the writer
+ * The caller's attention-input arrays are views over buffers it owns whole: they travel to the writer
  * without a copy and come back through `recycle` once the shard is written.
  */
 export interface Recycling {
@@ -60,14 +60,14 @@ export class ShardSink {
 
   /** Waits until the job may start (worker free, memory budget), then starts it. */
   async submit(job: ShardJob, onDone: OnShardWritten, recycling?: Recycling): Promise<void> {
-    const bytes = [...job.hidden, ...job.scores].reduce((a, x) => a + x.byteLength, 0);
+    const bytes = [...job.attnInput, ...job.scores].reduce((a, x) => a + x.byteLength, 0);
     while (this.inflight.length > 0 && (this.inflight.length >= this.maxWorkers || this.bytesInFlight() + bytes > this.maxBytes)) {
       await this.inflight.shift()!.done;
     }
     if (!this.background) {
       const t = process.hrtime.bigint();
       const info = await runShardJob(job);
-      recycling?.recycle(job.hidden.map((h) => h.buffer as ArrayBuffer));
+      recycling?.recycle(job.attnInput.map((h) => h.buffer as ArrayBuffer));
       await onDone(info, Number(process.hrtime.bigint() - t) / 1e9);
       return;
     }
@@ -111,9 +111,9 @@ export class ShardSink {
     // a view into a larger buffer (e.g. Node's pool) is copied first, so nothing else moves,
     // unless the caller owns the whole buffer (recycling): then the view travels as it is.
     const own = <T extends Uint16Array | Float32Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
-    const sent: ShardJob = { ...job, hidden: recycling ? job.hidden : job.hidden.map(own), scores: job.scores.map(own), returnHidden: !!recycling };
+    const sent: ShardJob = { ...job, attnInput: recycling ? job.attnInput : job.attnInput.map(own), scores: job.scores.map(own), returnAttnInput: !!recycling };
     slot.busy = true;
-    const m = await request<{ ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }>(slot.worker, sent, buffersOf([...sent.hidden, ...sent.scores]));
+    const m = await request<{ ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }>(slot.worker, sent, buffersOf([...sent.attnInput, ...sent.scores]));
     slot.busy = false;
     if (m.buffers && recycling) recycling.recycle(m.buffers);
     if (!m.ok) throw new Error(m.error);

@@ -4,7 +4,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { readManifest } from './manifest.js';
-import { storeFormOf, type HiddenDtype, type PartInfo, type StoreForm } from './types.js';
+import { storeFormOf, type AttnInputDtype, type PartInfo, type StoreForm } from './types.js';
 import { HELD_OUT_EVERY } from './keep.js';
 import { DTYPE_BYTES } from '../util/dtype.js';
 
@@ -15,7 +15,7 @@ export interface StoreSummary {
   D: number;
   H: number;
   layers: number[];
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
   /** the hidden form and kept fraction */
   form: StoreForm;
   part: PartInfo | null;
@@ -71,7 +71,7 @@ export interface StoreSizeInput {
   layers: number;
   D: number;
   H: number;
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
   /** 8-bit forms: channels per fp32 scale */
   quantBlock?: number;
   /** subsampled stores: fraction of the non-held-out positions kept (a row also carries an int32 position) */

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type RecipeSummary, type ScoringContext } from '../data/index.js';
 import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile } from '../hub/index.js';
-import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type HiddenDtype } from '../features/index.js';
+import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type AttnInputDtype } from '../features/index.js';
 import { loadModel, type LoadedModel } from '../runtime/model-session.js';
 import type { GraphKind } from '../onnx/index.js';
 import type { DeviceOptions } from '../runtime/session.js';
@@ -15,7 +15,7 @@ import type { ComputeDType } from '../onnx/weights.js';
 import { kvzipFeeds } from './inputs.js';
 import { inProcessRunner, workerRunner, workerRunnersAvailable, type ContextRunner, type RunResult } from './context-runner.js';
 import { ShardSink, defaultShardWriters } from '../features/shard-sink.js';
-import { HiddenBuffers } from './hidden-buffers.js';
+import { AttnInputBuffers } from './attn-input-buffers.js';
 import { kvzipHiddenType } from '../onnx/kvzip-graph.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
@@ -36,7 +36,7 @@ export interface ExtractOptions {
   out: string;
   device: DeviceOptions;
   dtype?: ComputeDType;
-  hiddenDtype?: HiddenDtype;
+  hiddenDtype?: AttnInputDtype;
   /** 8-bit hidden dtypes: channels per scale (default: the whole row, one scale per token) */
   quantBlock?: number;
   /** keep this fraction of each context's non-held-out positions (default 1: all) */
@@ -127,8 +127,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   // 8-bit stores are made from the model's 16-bit values (src/features/compact.ts)
   const sixteen = (torchDtype: string) => (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16') as 'bfloat16' | 'float16';
   const compact = compactOptions(o);
-  const kind = (hd: HiddenDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
-  const storeDtypeOf = (torchDtype: string): HiddenDtype => (compact.quant ? sixteen(torchDtype) : (o.hiddenDtype ?? sixteen(torchDtype)));
+  const kind = (hd: AttnInputDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
+  const storeDtypeOf = (torchDtype: string): AttnInputDtype => (compact.quant ? sixteen(torchDtype) : (o.hiddenDtype ?? sixteen(torchDtype)));
   const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for extraction`);
@@ -140,7 +140,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     resolveHubFile: async (repo: string, file: string) => (await resolveDatasetFile(repo, file, {})).path,
   });
   const baseDtype = storeDtypeOf(spec.torchDtype) as 'bfloat16' | 'float16';
-  const hiddenDtype: HiddenDtype = compact.quant ? o.hiddenDtype! : baseDtype;
+  const hiddenDtype: AttnInputDtype = compact.quant ? o.hiddenDtype! : baseDtype;
   const quantBlock = compact.quant ? (o.quantBlock ?? spec.hiddenSize) : undefined;
   if (quantBlock !== undefined && spec.hiddenSize % quantBlock !== 0) throw new UserError(`--quant-block ${quantBlock} must divide the hidden size ${spec.hiddenSize}`);
 
@@ -248,7 +248,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGTERM', onSignal);
 
   const sink = new ShardSink({ workers: o.writers });
-  const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipHiddenType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
+  const buffers = new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipHiddenType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
   // stream position of each context's first token (subsampled stores keep the held-out positions of the whole stream)
   const doneByIndex = store.manifest.shards.map((s) => ({ index: s.index, tokens: s.contextTokens ?? s.tokens }));
   let yieldedTokens = 0;
@@ -277,8 +277,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
         storeDir: o.out,
         contextId: ctx.id,
         options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id, ...shardForm },
-        hidden: res.hidden,
-        hiddenBits: baseDtype,
+        attnInput: res.attnInput,
+        attnInputDtype: baseDtype,
         scores: res.scores,
         record: { meta, lock: store.manifestLock },
         ...(compact.quant || compact.keep

@@ -15,9 +15,9 @@ const D = 64;
 const H = 2;
 
 function job(storeDir: string, contextId: string, T: number, seed: number) {
-  const hidden = [0, 1].map((l) => new Uint16Array(T * D).map((_, i) => (i * 31 + seed * 7 + l) & 0x3bff));
+  const attnInput = [0, 1].map((l) => new Uint16Array(T * D).map((_, i) => (i * 31 + seed * 7 + l) & 0x3bff));
   const scores = [0, 1].map((l) => new Float32Array(H * T).map((_, i) => ((i + seed + l) % 97) / 97));
-  return { storeDir, contextId, options: { D, H, layers: [0, 1], hiddenDtype: 'float16' as const }, hidden, hiddenBits: 'float16' as const, scores };
+  return { storeDir, contextId, options: { D, H, layers: [0, 1], hiddenDtype: 'float16' as const }, attnInput, attnInputDtype: 'float16' as const, scores };
 }
 
 describe.skipIf(!existsSync(dist))('ShardSink worker pool (dist build)', () => {
@@ -81,8 +81,8 @@ describe.skipIf(!existsSync(dist))('ShardSink worker pool (dist build)', () => {
       storeDir: dir,
       contextId: 'c0000-10k',
       options: { D: d, H: h, layers: scoredLayers, hiddenDtype: 'float16' as const },
-      hidden: scoredLayers.map((l: number) => new Uint16Array(T * d).map((_, i) => (i * 31 + l) & 0x3bff)),
-      hiddenBits: 'float16' as const,
+      attnInput: scoredLayers.map((l: number) => new Uint16Array(T * d).map((_, i) => (i * 31 + l) & 0x3bff)),
+      attnInputDtype: 'float16' as const,
       scores: scoredLayers.map((l: number) => new Float32Array(h * T).map((_, i) => ((i + l) % 97) / 97)),
       record: { meta, lock: store.manifestLock },
     };
@@ -127,8 +127,8 @@ describe.skipIf(!existsSync(dist))('ShardSink worker pool (dist build)', () => {
           storeDir: dir,
           contextId: id,
           options: { D: d, H: h, layers: scoredLayers, hiddenDtype: 'float16' as const },
-          hidden: scoredLayers.map(() => new Uint16Array(T * d).fill(0x3c00)),
-          hiddenBits: 'float16' as const,
+          attnInput: scoredLayers.map(() => new Uint16Array(T * d).fill(0x3c00)),
+          attnInputDtype: 'float16' as const,
           scores: scoredLayers.map(() => new Float32Array(h * T).fill(0.5)),
           record: { meta, lock: store.manifestLock },
         },
