@@ -1,7 +1,7 @@
 // Read a gate checkpoint (ours, or a public one made by torch.save) back into a GateSet;
 // tensors come back as fp32 copies.
 import type { GateLayerParams, GateMetrics, GateModelDtype, GateSet } from '../gate/types.js';
-import { GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, gateStateShapes, type GateStateKey } from '../gate/gate-tensors.js';
+import { GATE_STATE_KEYS, METRIC_KEYS, gateStateShapes, type GateStateKey } from '../gate/gate-tensors.js';
 import { NdArray, openTorchCheckpoint, TensorRef, type CheckpointLimits, type TorchCheckpoint } from './torch-file/index.js';
 import { fileError } from '../util/errors.js';
 
@@ -72,7 +72,7 @@ export async function readGatePt(file: string, options: ReadGatePtOptions = {}):
           bad(`module[${i}] ${key} has shape [${t.shape.join(', ')}], expected [${shapes[key].join(', ')}]`);
         }
         const values = t ? await ckpt.readTensor(t) : new Float32Array(0);
-        layer[PARAM_FIELD[key]] = values instanceof Float32Array ? values : Float32Array.from(values);
+        layer[key] = values instanceof Float32Array ? values : Float32Array.from(values);
       }
       params.push(layer as GateLayerParams);
     }
