@@ -23,8 +23,6 @@ import { gateStateDtypes, GATE_STATE_KEYS } from '../dist/gate/gate-tensors.js';
 export const FP32_REL_TOL = 1e-5;
 export const HALF_MAX_DIFFERING = 0.01;
 
-const FIELD = { 'q_proj.weight': 'qProjWeight', 'q_proj.bias': 'qProjBias', 'k_proj.weight': 'kProjWeight', 'q_norm.weight': 'qNormWeight', 'k_norm.weight': 'kNormWeight', b: 'b', k_base: 'kBase' };
-
 /** One ulp of a value stored with `mantissaBits` explicit mantissa bits (bf16: 7, fp16: 10). */
 function ulp(x, mantissaBits) {
   const a = Math.abs(x);
@@ -41,8 +39,8 @@ export function compareGateSets(a, b) {
   const dtypes = gateStateDtypes(b.modelDtype);
   b.layers.forEach((layer, i) => {
     for (const key of GATE_STATE_KEYS) {
-      const x = a.params[i][FIELD[key]];
-      const y = b.params[i][FIELD[key]];
+      const x = a.params[i][key];
+      const y = b.params[i][key];
       let maxDiff = 0;
       let scale = 0;
       let differing = 0;

@@ -43,7 +43,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
         ref.scores = res.scores;
         report[key] = 'reference (cpu)';
       } else {
-        report[key] = { logitsMaxAbs: maxAbs(out.logits!, ref.logits!), scoresMaxAbs: Math.max(...res.scores.map((s, i) => maxAbs(s, ref.scores![i]!))), hiddenFinite: res.hidden.every((h) => asF32(h).every(Number.isFinite)) };
+        report[key] = { logitsMaxAbs: maxAbs(out.logits!, ref.logits!), scoresMaxAbs: Math.max(...res.scores.map((s, i) => maxAbs(s, ref.scores![i]!))), hiddenFinite: res.attnInput.every((h) => asF32(h).every(Number.isFinite)) };
       }
     } catch (e) {
       report[key] = `FAILED: ${(e as Error).message.slice(0, 400)}`;

@@ -7,7 +7,7 @@ import { loadModel, sessionFor } from '../src/runtime/model-session.js';
 import { ort, parseDevice } from '../src/runtime/session.js';
 import { prefillLayout } from '../src/kvzip/inputs.js';
 import { Rng } from '../src/util/random.js';
-import { HiddenBuffers, hiddenFetches } from '../src/kvzip/hidden-buffers.js';
+import { AttnInputBuffers, attnInputFetches } from '../src/kvzip/attn-input-buffers.js';
 import { kvzipHiddenType } from '../src/onnx/kvzip-graph.js';
 
 const { values: a } = parseArgs({ options: { model: { type: 'string' }, device: { type: 'string', default: 'cuda' }, ctx: { type: 'string', default: '16384,65536' }, chunk: { type: 'string', default: '16000' }, out: { type: 'string' }, profile: { type: 'string' }, kind: { type: 'string', default: 'prefill' } } });
@@ -37,11 +37,11 @@ for (const n of a.ctx!.split(',').map(Number)) {
   let outBytes = 0;
   // attention inputs go straight into host buffers reused across runs, as `extract` does
   const type = kvzipHiddenType(m.dtype, kind === 'prefill_bf16');
-  const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, type);
+  const buffers = new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, type);
   const into = buffers.take(n);
   for (let rep = 0; rep < 2; rep++) { // the first run warms up kernels and the memory arena
     const t = process.hrtime.bigint();
-    const out = await session.run(feeds, hiddenFetches(into, n) as unknown as ort.InferenceSession.FetchesType);
+    const out = await session.run(feeds, attnInputFetches(into, n) as unknown as ort.InferenceSession.FetchesType);
     seconds = Number(process.hrtime.bigint() - t) / 1e9;
     outBytes = Object.values(out).reduce((s, v) => s + (v.data as ArrayBufferView).byteLength, 0);
     for (const v of Object.values(out)) v.dispose?.();

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fileError, UserError, UsageError } from './util/errors.js';
 import type { RecipeOptions } from './data/index.js';
-import type { HiddenDtype } from './features/types.js';
+import type { AttnInputDtype } from './features/types.js';
 
 export const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CONFIG_DIR = path.join(PACKAGE_ROOT, 'configs');
@@ -27,7 +27,7 @@ export interface PipelineConfig {
     scoreChunk: number;
     device?: string;
     threads?: number;
-    hiddenDtype?: HiddenDtype;
+    hiddenDtype?: AttnInputDtype;
     quantBlock?: number;
     keepFraction?: number;
     keepSeed?: number;

@@ -8,7 +8,7 @@ import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/in
 import { UserError, UsageError } from '../util/errors.js';
 import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import type { ComputeDType } from '../onnx/weights.js';
-import type { HiddenDtype } from '../features/index.js';
+import type { AttnInputDtype } from '../features/index.js';
 import { parseRopeOverride, QWEN3_PUBLIC_YARN } from '../model/rope-override.js';
 
 /** Document ids from a JSON file: an array, or an object with a "heldout" / "documents" array. */
@@ -101,7 +101,7 @@ export function extractCommand(): Command {
       out: o.out,
       device: deviceFrom(o),
       dtype: o.dtype as ComputeDType | undefined,
-      hiddenDtype: o.hiddenDtype as HiddenDtype | undefined,
+      hiddenDtype: o.hiddenDtype as AttnInputDtype | undefined,
       quantBlock: o.quantBlock,
       keepFraction: o.keepFraction,
       keepSeed: o.keepSeed,

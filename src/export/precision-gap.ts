@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { readLayer, readManifest } from '../features/index.js';
 import type { GateLayerParams, GateSet } from '../gate/types.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
-import { gateStateDtypes, PARAM_FIELD, GATE_STATE_KEYS } from '../gate/gate-tensors.js';
+import { gateStateDtypes, GATE_STATE_KEYS } from '../gate/gate-tensors.js';
 import { writeOnnxGate } from './onnx-gate.js';
 
 /** attention inputs per layer taken for the measurement (the first context's first tokens) */
@@ -33,7 +33,7 @@ export function roundAsStored(gates: GateSet): GateSet {
     dt === 'bfloat16' ? bf16ArrayToF32(f32ArrayToBf16(v)) : dt === 'float16' ? f16ArrayToF32(f32ArrayToF16(v)) : Float32Array.from(v);
   const params = gates.params.map((p) => {
     const q = { ...p } as GateLayerParams;
-    for (const key of GATE_STATE_KEYS) q[PARAM_FIELD[key]] = round(p[PARAM_FIELD[key]], dtypes[key]);
+    for (const key of GATE_STATE_KEYS) q[key] = round(p[key], dtypes[key]);
     return q;
   });
   return { ...gates, params };

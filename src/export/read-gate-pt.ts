@@ -1,8 +1,8 @@
 // Read a gate checkpoint (ours, or a public one made by torch.save) back into a GateSet;
 // tensors come back as fp32 copies.
 import type { GateLayerParams, GateMetrics, GateModelDtype, GateSet } from '../gate/types.js';
-import { GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, gateStateShapes, type GateStateKey } from '../gate/gate-tensors.js';
-import { NdArray, openTorchCheckpoint, TensorRef, type TorchCheckpoint } from './torch-file/index.js';
+import { GATE_STATE_KEYS, METRIC_KEYS, gateStateShapes, type GateStateKey } from '../gate/gate-tensors.js';
+import { NdArray, openTorchCheckpoint, TensorRef, type CheckpointLimits, type TorchCheckpoint } from './torch-file/index.js';
 import { fileError } from '../util/errors.js';
 
 export interface ReadGatePtOptions {
@@ -12,9 +12,22 @@ export interface ReadGatePtOptions {
   meta?: Record<string, string>;
 }
 
+/**
+ * What a gate checkpoint can hold: its data.pkl is a state dict plus metric lists (kilobytes even
+ * for 64 layers x thousands of evaluations, a few thousand pickle stack items and memo entries),
+ * and one storage is one projection of a ~10k-wide model.
+ */
+const GATE_CHECKPOINT_LIMITS: CheckpointLimits = {
+  expected: 'a gate checkpoint',
+  maxPickleBytes: 16 << 20,
+  maxPickleStack: 1 << 20,
+  maxPickleMemo: 1 << 20,
+  maxStorageBytes: 2 ** 31,
+};
+
 /** Read a Fast KVzip gate checkpoint into a GateSet (fp32 values; dims inferred from shapes). */
 export async function readGatePt(file: string, options: ReadGatePtOptions = {}): Promise<GateSet> {
-  const ckpt = await openTorchCheckpoint(file);
+  const ckpt = await openTorchCheckpoint(file, GATE_CHECKPOINT_LIMITS);
   try {
     const bad = (problem: string): never => {
       throw fileError(file, problem);
@@ -59,7 +72,7 @@ export async function readGatePt(file: string, options: ReadGatePtOptions = {}):
           bad(`module[${i}] ${key} has shape [${t.shape.join(', ')}], expected [${shapes[key].join(', ')}]`);
         }
         const values = t ? await ckpt.readTensor(t) : new Float32Array(0);
-        layer[PARAM_FIELD[key]] = values instanceof Float32Array ? values : Float32Array.from(values);
+        layer[key] = values instanceof Float32Array ? values : Float32Array.from(values);
       }
       params.push(layer as GateLayerParams);
     }

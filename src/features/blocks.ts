@@ -15,7 +15,8 @@ import { Message, MessageHeader, type AsyncRecordBatchFileReader } from 'apache-
 import { fileError } from '../util/errors.js';
 import { readManifest, shardAbsPath } from './manifest.js';
 import { batchIndexOf, checkLayoutAgainstManifest, openShardFile, shardLayout } from './reader.js';
-import { HIDDEN_BYTES, META, storeFormOf, type FeatureManifest, type HiddenDtype, type ShardEntry } from './types.js';
+import { META, storeFormOf, type FeatureManifest, type AttnInputDtype, type ShardEntry } from './types.js';
+import { DTYPE_BYTES } from '../util/dtype.js';
 
 export interface ByteRange {
   /** absolute byte offset in the file (a multiple of 8) */
@@ -24,7 +25,7 @@ export interface ByteRange {
   length: number;
   rows: number;
   cols: number;
-  dtype: HiddenDtype | 'float32' | 'int32';
+  dtype: AttnInputDtype | 'float32' | 'int32';
 }
 
 export interface LayerBlock {
@@ -125,7 +126,7 @@ export async function recordBatchBlock(
     index: entry.index,
     file,
     rows,
-    hidden: range(HIDDEN_VALUES, D, HIDDEN_BYTES[m.hiddenDtype], m.hiddenDtype),
+    hidden: range(HIDDEN_VALUES, D, DTYPE_BYTES[m.hiddenDtype], m.hiddenDtype),
     score: range(SCORE_VALUES, H, 4, 'float32'),
     ...(nb ? { scale: range(SCALE_VALUES, nb, 4, 'float32') } : {}),
     ...(form.keep ? { position: range(bufferCount - 1, 1, 4, 'int32') } : {}),

@@ -5,8 +5,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { fileError } from '../util/errors.js';
 import { tempPathFor } from '../util/atomic.js';
+import { withManifestLock } from './manifest-lock.js';
 import {
-  HIDDEN_DTYPES,
+  ATTN_INPUT_DTYPES,
   MANIFEST_FORMAT,
   MANIFEST_NAME,
   MANIFEST_VERSION,
@@ -14,6 +15,8 @@ import {
   type FeatureManifest,
   type JsonValue,
   type ShardEntry,
+  type ShardInfo,
+  type ShardMeta,
   type StoreIdentity,
 } from './types.js';
 
@@ -127,7 +130,7 @@ function validateManifest(file: string, m: any): void {
   for (const key of ['model', 'recipe', 'extract', 'tool', 'totals'] as const) {
     if (m[key] === null || typeof m[key] !== 'object') throw bad(`"${key}" is missing or not an object`);
   }
-  if (!HIDDEN_DTYPES.includes(m.hiddenDtype)) throw bad(`hiddenDtype ${JSON.stringify(m.hiddenDtype)} must be one of ${HIDDEN_DTYPES.map((d) => `"${d}"`).join(', ')}`);
+  if (!ATTN_INPUT_DTYPES.includes(m.hiddenDtype)) throw bad(`hiddenDtype ${JSON.stringify(m.hiddenDtype)} must be one of ${ATTN_INPUT_DTYPES.map((d) => `"${d}"`).join(', ')}`);
   const quant = m.hiddenDtype === 'int8' || m.hiddenDtype === 'float8e4m3';
   const block = m.extract.quantBlock;
   if (quant && !(Number.isInteger(block) && block > 0 && Number.isInteger(m.model?.D) && m.model.D % block === 0)) throw bad(`extract.quantBlock ${JSON.stringify(block)} must divide the hidden size for a ${m.hiddenDtype} store`);
@@ -174,6 +177,40 @@ export function normalizeShards(shards: ShardEntry[]): { shards: ShardEntry[]; t
     totals.bytes += s.bytes;
   }
   return { shards: sorted, totals };
+}
+
+/** `m` with the shard of `info` recorded (replacing an earlier entry of its context). */
+export function withShard(m: FeatureManifest, info: ShardInfo, meta: ShardMeta): FeatureManifest {
+  checkContextId(info.contextId);
+  if (info.file !== shardRelPath(info.contextId)) throw new Error(`record shard: file ${info.file} does not belong to context ${info.contextId}`);
+  if (!Number.isInteger(meta.index) || meta.index < 0) throw new Error(`record shard: index ${meta.index} must be a non-negative integer`);
+  const clash = m.shards.find((s) => s.index === meta.index && s.contextId !== info.contextId);
+  if (clash) throw new Error(`record shard: index ${meta.index} is already used by context ${clash.contextId}`);
+  const entry: ShardEntry = {
+    contextId: info.contextId,
+    index: meta.index,
+    set: meta.set,
+    docIds: [...meta.docIds],
+    tokens: info.tokens,
+    ...(info.contextTokens !== undefined ? { contextTokens: info.contextTokens } : {}),
+    file: info.file,
+    bytes: info.bytes,
+    sha256: info.sha256,
+  };
+  const others = m.shards.filter((s) => s.contextId !== info.contextId);
+  return { ...m, ...normalizeShards([...others, entry]), updatedAt: new Date().toISOString() };
+}
+
+/**
+ * Records a finished shard in `storeDir`'s manifest.json (read, add, atomic write) under the
+ * store's manifest lock: what a shard writer does the moment its shard is on disk.
+ */
+export async function recordShard(storeDir: string, info: ShardInfo, meta: ShardMeta, lock: SharedArrayBuffer): Promise<FeatureManifest> {
+  return withManifestLock(lock, async () => {
+    const next = withShard(await readManifest(storeDir), info, meta);
+    await writeManifest(storeDir, next);
+    return next;
+  });
 }
 
 /** Atomic and durable: temp file, fsync, rename, fsync of the directory. */

@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import { RecordBatchReader, type AsyncRecordBatchFileReader, type RecordBatch, type Schema } from 'apache-arrow';
 import { fileError } from '../util/errors.js';
 import { readManifest, shardAbsPath } from './manifest.js';
-import { HIDDEN_DTYPES, META, storeFormOf, type FeatureManifest, type HiddenDtype, type ShardEntry } from './types.js';
+import { ATTN_INPUT_DTYPES, META, storeFormOf, type FeatureManifest, type AttnInputDtype, type ShardEntry } from './types.js';
 
 export interface LayerChunk {
   contextId: string;
@@ -34,7 +34,7 @@ export interface ShardLayout {
   layers: number[];
   D: number;
   H: number;
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
   quantBlock: number | null;
   keep: { fraction: number; seed: number } | null;
 }
@@ -54,13 +54,13 @@ export function shardLayout(file: string, schema: Schema): ShardLayout {
   }
   if (!Array.isArray(layers) || !layers.every((l) => Number.isInteger(l))) throw fileError(file, `schema metadata ${META.layers} is not a list of layers`);
   const hiddenDtype = meta.get(META.hiddenDtype);
-  if (!HIDDEN_DTYPES.includes(hiddenDtype as HiddenDtype)) throw fileError(file, `schema metadata ${META.hiddenDtype} is ${JSON.stringify(hiddenDtype)}`);
+  if (!ATTN_INPUT_DTYPES.includes(hiddenDtype as AttnInputDtype)) throw fileError(file, `schema metadata ${META.hiddenDtype} is ${JSON.stringify(hiddenDtype)}`);
   const quantBlock = meta.has(META.quantBlock) ? num(META.quantBlock) : null;
   const keep = meta.has(META.keepFraction) ? { fraction: Number(meta.get(META.keepFraction)), seed: Number(meta.get(META.keepSeed)) } : null;
   const want = ['hidden', 'score', ...(quantBlock ? ['scale'] : []), ...(keep ? ['position'] : [])].join(',');
   const names = schema.fields.map((f) => f.name).join(',');
   if (names !== want) throw fileError(file, `columns are [${names}], expected [${want}]`);
-  return { layers: layers as number[], D: num(META.hiddenSize), H: num(META.kvHeads), hiddenDtype: hiddenDtype as HiddenDtype, quantBlock, keep };
+  return { layers: layers as number[], D: num(META.hiddenSize), H: num(META.kvHeads), hiddenDtype: hiddenDtype as AttnInputDtype, quantBlock, keep };
 }
 
 export function checkLayoutAgainstManifest(file: string, layout: ShardLayout, m: FeatureManifest): void {

@@ -1,8 +1,10 @@
 // One context's shard, written from raw graph outputs: the conversion to the store's 16-bit
-// dtype, the Arrow writing and the checksum. Runs in a worker thread during extraction (so it
-// overlaps the next context's ONNX Runtime run, which blocks the main thread) or in-process.
+// dtype, the Arrow writing and the checksum, then (with `record`) its entry in manifest.json.
+// Runs in a worker thread during extraction (so it overlaps the next context's ONNX Runtime run,
+// which blocks the main thread) or in-process.
 import { openShardWriter, type ShardWriterOptions } from './shard-writer.js';
-import type { ShardInfo } from './types.js';
+import type { AttnInputDtype, ShardInfo, ShardMeta } from './types.js';
+import { recordShard } from './manifest.js';
 import { f16ArrayToBf16, f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { compactLayer, contextRows, type CompactSpec } from './compact.js';
 
@@ -11,15 +13,20 @@ export interface ShardJob {
   contextId: string;
   options: ShardWriterOptions;
   /** per scored layer: [T, D] as the graph returned it */
-  hidden: (Uint16Array | Float32Array)[];
-  /** what the Uint16Array hidden arrays hold: fp16 or bf16 bit patterns */
-  hiddenBits: 'float16' | 'bfloat16';
+  attnInput: (Uint16Array | Float32Array)[];
+  /** what the Uint16Array attnInput arrays hold: fp16 or bf16 bit patterns */
+  attnInputDtype: Extract<AttnInputDtype, 'float16' | 'bfloat16'>;
   /** per scored layer: [H, T] head-major */
   scores: Float32Array[];
-  /** worker: send the hidden buffers back once written (they are recycled by the sender) */
-  returnHidden?: boolean;
+  /** worker: send the attnInput buffers back once written (they are recycled by the sender) */
+  returnAttnInput?: boolean;
   /** compact forms (issue 16): options.hiddenDtype is then the 8-bit dtype, or the 16-bit one when only subsampled */
   compact?: CompactSpec;
+  /**
+   * Record the shard in storeDir's manifest as soon as it is on disk, under the store's
+   * manifest lock (FeatureStore.manifestLock), not when the busy main thread gets to it.
+   */
+  record?: { meta: ShardMeta; lock: SharedArrayBuffer };
 }
 
 /** Graph output (fp32, or fp16/bf16 bits) -> the store's 16-bit dtype; a no-op when they agree. */
@@ -33,14 +40,15 @@ export function toStoreBits(h: Uint16Array | Float32Array, bits: 'float16' | 'bf
 export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
   const spec = job.compact ?? {};
   const D = job.options.D;
-  const tokens = job.hidden[0]!.length / D;
+  const tokens = job.attnInput[0]!.length / D;
   const rows = contextRows(spec, job.contextId, tokens);
   const writer = await openShardWriter(job.storeDir, job.contextId, { ...job.options, contextTokens: tokens });
   // the 16-bit form the store holds, or the 8-bit codes are made from
   const base = spec.quant?.source ?? (job.options.hiddenDtype as 'float16' | 'bfloat16');
+  let info: ShardInfo;
   try {
-    for (let s = 0; s < job.hidden.length; s++) {
-      const bits = toStoreBits(job.hidden[s]!, job.hiddenBits, base);
+    for (let s = 0; s < job.attnInput.length; s++) {
+      const bits = toStoreBits(job.attnInput[s]!, job.attnInputDtype, base);
       if (!job.compact) {
         await writer.writeLayer(job.options.layers[s]!, bits, job.scores[s]!);
         continue;
@@ -48,9 +56,11 @@ export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
       const c = compactLayer(spec, rows, bits, job.scores[s]!, D, job.options.H);
       await writer.writeLayer(job.options.layers[s]!, c.hidden, c.scores, c.extra);
     }
-    return await writer.close();
+    info = await writer.close();
   } catch (e) {
     await writer.abort();
     throw e;
   }
+  if (job.record) await recordShard(job.storeDir, info, job.record.meta, job.record.lock);
+  return info;
 }

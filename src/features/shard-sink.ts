@@ -1,8 +1,9 @@
 // Writes shards in the background while the caller computes the next contexts: a small pool of
 // worker threads, each writing (converting, hashing, fsyncing) one shard, so a fast GPU is not
-// held back by one core's sha256 or one file's fsync. Shards are recorded strictly in submission
-// order. Host memory is bounded: a submission waits while the shards in flight already hold
-// `maxBytesInFlight` (one shard is always allowed). Falls back to writing in-process when no
+// held back by one core's sha256 or one file's fsync. A job with `record` puts its shard in the
+// manifest itself the moment the shard is on disk (the main thread may be blocked in a run);
+// the caller's callbacks run strictly in submission order. Host memory is bounded: a submission
+// waits while the shards in flight already hold `maxBytesInFlight` (one shard is always allowed). Falls back to writing in-process when no
 // compiled worker is available (running from TypeScript sources).
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
@@ -23,11 +24,11 @@ export interface ShardSinkOptions {
   maxBytesInFlight?: number;
 }
 
-/** Called in submission order once a shard is complete on disk; `seconds` = its write time. */
+/** Called in submission order once a shard is complete on disk (and recorded, with `record`); `seconds` = its write time. */
 export type OnShardWritten = (info: ShardInfo, seconds: number) => Promise<void>;
 
 /**
- * The caller's hidden arrays are views over buffers it owns whole: they travel to the writer
+ * The caller's attention-input arrays are views over buffers it owns whole: they travel to the writer
  * without a copy and come back through `recycle` once the shard is written.
  */
 export interface Recycling {
@@ -59,19 +60,20 @@ export class ShardSink {
 
   /** Waits until the job may start (worker free, memory budget), then starts it. */
   async submit(job: ShardJob, onDone: OnShardWritten, recycling?: Recycling): Promise<void> {
-    const bytes = [...job.hidden, ...job.scores].reduce((a, x) => a + x.byteLength, 0);
+    const bytes = [...job.attnInput, ...job.scores].reduce((a, x) => a + x.byteLength, 0);
     while (this.inflight.length > 0 && (this.inflight.length >= this.maxWorkers || this.bytesInFlight() + bytes > this.maxBytes)) {
       await this.inflight.shift()!.done;
     }
     if (!this.background) {
       const t = process.hrtime.bigint();
       const info = await runShardJob(job);
-      recycling?.recycle(job.hidden.map((h) => h.buffer as ArrayBuffer));
+      recycling?.recycle(job.attnInput.map((h) => h.buffer as ArrayBuffer));
       await onDone(info, Number(process.hrtime.bigint() - t) / 1e9);
       return;
     }
     const written = this.inWorker(this.freeSlot(), job, recycling);
-    // A failure stops every later shard from being recorded (the chain rejects from there on).
+    // A failure stops every later shard's callback (the chain rejects from there on); shards that
+    // their writers finished and recorded stay recorded.
     const recorded = Promise.all([this.tail, written]).then(([, r]) => onDone(r.info, r.seconds));
     recorded.catch(() => undefined); // awaited by submit/drain; no unhandled-rejection noise meanwhile
     this.tail = recorded;
@@ -109,9 +111,9 @@ export class ShardSink {
     // a view into a larger buffer (e.g. Node's pool) is copied first, so nothing else moves,
     // unless the caller owns the whole buffer (recycling): then the view travels as it is.
     const own = <T extends Uint16Array | Float32Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
-    const sent: ShardJob = { ...job, hidden: recycling ? job.hidden : job.hidden.map(own), scores: job.scores.map(own), returnHidden: !!recycling };
+    const sent: ShardJob = { ...job, attnInput: recycling ? job.attnInput : job.attnInput.map(own), scores: job.scores.map(own), returnAttnInput: !!recycling };
     slot.busy = true;
-    const m = await request<{ ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }>(slot.worker, sent, buffersOf([...sent.hidden, ...sent.scores]));
+    const m = await request<{ ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }>(slot.worker, sent, buffersOf([...sent.attnInput, ...sent.scores]));
     slot.busy = false;
     if (m.buffers && recycling) recycling.recycle(m.buffers);
     if (!m.ok) throw new Error(m.error);

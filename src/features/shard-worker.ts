@@ -16,5 +16,5 @@ parentPort!.on('message', async (job: ShardJob) => {
 });
 
 function returned(job: ShardJob): ArrayBuffer[] {
-  return job.returnHidden ? buffersOf(job.hidden) : [];
+  return job.returnAttnInput ? buffersOf(job.attnInput) : [];
 }

@@ -29,7 +29,8 @@ import {
 } from 'apache-arrow';
 import { tempPathFor } from '../util/atomic.js';
 import { fsyncDir, shardRelPath } from './manifest.js';
-import { HIDDEN_BYTES, HIDDEN_DTYPES, META, MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, type HiddenDtype, type ShardInfo } from './types.js';
+import { ATTN_INPUT_DTYPES, META, MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, type AttnInputDtype, type ShardInfo } from './types.js';
+import { DTYPE_BYTES } from '../util/dtype.js';
 
 export interface ShardWriterOptions {
   /** hidden size */
@@ -38,7 +39,7 @@ export interface ShardWriterOptions {
   H: number;
   /** scored layers, in the order writeLayer must be called */
   layers: number[];
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
   /** 8-bit forms: channels per scale (a `scale` column of D / quantBlock fp32 values per row) */
   quantBlock?: number;
   /** subsampled stores: a `position` column, and the kept fraction and seed for the metadata */
@@ -96,7 +97,7 @@ const MAX_BODY = 2 ** 32 - 2 ** 16;
 /** Linux writes at most ~2 GiB per call; stay well below. */
 const MAX_WRITE = 1 << 30;
 
-const hiddenItemType = (d: HiddenDtype) => (d === 'float16' ? new Float16() : d === 'bfloat16' ? new Uint16() : d === 'int8' ? new Int8() : new Uint8());
+const hiddenItemType = (d: AttnInputDtype) => (d === 'float16' ? new Float16() : d === 'bfloat16' ? new Uint16() : d === 'int8' ? new Int8() : new Uint8());
 const FP8_TAG = 'float8e4m3fn'; // field metadata: the bytes are OCP e4m3fn (no infinities), as ONNX's FLOAT8E4M3FN
 
 export function shardSchema(contextId: string, opts: ShardWriterOptions): Schema {
@@ -162,8 +163,8 @@ function checkOptions(opts: ShardWriterOptions): void {
     throw new Error('shard writer: layers must be a non-empty list of layer numbers');
   }
   if (new Set(opts.layers).size !== opts.layers.length) throw new Error('shard writer: layers contain duplicates');
-  if (!HIDDEN_DTYPES.includes(opts.hiddenDtype)) throw new Error(`shard writer: unknown hidden dtype ${opts.hiddenDtype}`);
-  const quant = HIDDEN_BYTES[opts.hiddenDtype] === 1;
+  if (!ATTN_INPUT_DTYPES.includes(opts.hiddenDtype)) throw new Error(`shard writer: unknown hidden dtype ${opts.hiddenDtype}`);
+  const quant = DTYPE_BYTES[opts.hiddenDtype] === 1;
   if (quant !== !!opts.quantBlock) throw new Error(`shard writer: ${opts.hiddenDtype} ${quant ? 'needs' : 'takes no'} quantBlock`);
   if (opts.quantBlock && (!Number.isInteger(opts.quantBlock) || opts.quantBlock <= 0 || opts.D % opts.quantBlock !== 0)) {
     throw new Error(`shard writer: quantBlock ${opts.quantBlock} must divide D=${opts.D}`);
@@ -280,7 +281,7 @@ export async function openShardWriter(storeDir: string, contextId: string, opts:
       const nb = opts.quantBlock ? opts.D / opts.quantBlock : 0;
       if (nb && extra.scales?.length !== T * nb) throw new Error(`shard ${contextId}: layer ${layerIdx}: scales has ${extra.scales?.length ?? 0} values, expected ${T}*${nb}`);
       if (opts.keep && extra.positions?.length !== T) throw new Error(`shard ${contextId}: layer ${layerIdx}: positions has ${extra.positions?.length ?? 0} values, expected ${T}`);
-      if (T * (opts.D * HIDDEN_BYTES[opts.hiddenDtype] + opts.H * 4 + nb * 4 + (opts.keep ? 4 : 0)) > MAX_BODY) {
+      if (T * (opts.D * DTYPE_BYTES[opts.hiddenDtype] + opts.H * 4 + nb * 4 + (opts.keep ? 4 : 0)) > MAX_BODY) {
         throw new Error(`shard ${contextId}: ${T} tokens make one layer larger than 4 GiB, which Arrow in Node cannot read back; split the context`);
       }
       state = 'busy';

@@ -9,16 +9,18 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { UserError, fileError } from '../util/errors.js';
 import {
-  checkContextId,
   identityDiff,
   identityHash,
   manifestPath,
   normalizeShards,
+  readManifest,
   readManifestIfAny,
+  recordShard,
   shardAbsPath,
-  shardRelPath,
+  withShard,
   writeManifest,
 } from './manifest.js';
+import { newManifestLock, withManifestLock } from './manifest-lock.js';
 import { openShardWriter, type ShardWriter } from './shard-writer.js';
 import {
   LOCK_NAME,
@@ -30,6 +32,7 @@ import {
   type PartInfo,
   type ShardEntry,
   type ShardInfo,
+  type ShardMeta,
   type StoreIdentity,
   storeFormOf,
 } from './types.js';
@@ -49,12 +52,7 @@ export interface OpenStoreOptions {
   dropBadShards?: boolean;
 }
 
-export interface ShardMeta {
-  /** position in the recipe's canonical context order */
-  index: number;
-  set: string;
-  docIds: string[];
-}
+export type { ShardMeta } from './types.js';
 
 export interface FeatureStore {
   readonly dir: string;
@@ -68,8 +66,15 @@ export interface FeatureStore {
   readonly dropped: string[];
   /** A writer for one context, with D/H/layers/dtype from the manifest (`contextTokens`: its length, in a subsampled store). */
   openShard(contextId: string, contextTokens?: number): Promise<ShardWriter>;
+  /**
+   * The lock that every thread writing this store's manifest holds meanwhile: shard writers
+   * record their shard themselves (recordShard in manifest.ts) as soon as it is on disk.
+   */
+  readonly manifestLock: SharedArrayBuffer;
   /** Records a finished shard in the manifest (atomically). */
   addShard(info: ShardInfo, meta: ShardMeta): Promise<void>;
+  /** Takes note of a shard that a writer has already recorded in the manifest (nothing is written). */
+  shardRecorded(info: ShardInfo, meta: ShardMeta): void;
   /** Marks the store complete (or not), writes the manifest and releases the lock. */
   finish(complete?: boolean): Promise<FeatureManifest>;
   /** Releases the lock without touching the manifest (after an error). */
@@ -198,6 +203,7 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
   await writeManifest(dir, manifest);
 
   let current: FeatureManifest = manifest;
+  const manifestLock = newManifestLock();
   const completed = new Set(current.shards.map((s) => s.contextId));
   let released = false;
   const release = async () => {
@@ -218,6 +224,7 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
     completed,
     removed,
     dropped,
+    manifestLock,
     async openShard(contextId, contextTokens) {
       ensureOpen();
       return openShardWriter(dir, contextId, {
@@ -232,33 +239,24 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
     },
     async addShard(info, meta) {
       ensureOpen();
-      checkContextId(info.contextId);
-      if (info.file !== shardRelPath(info.contextId)) throw new Error(`addShard: file ${info.file} does not belong to context ${info.contextId}`);
-      if (!Number.isInteger(meta.index) || meta.index < 0) throw new Error(`addShard: index ${meta.index} must be a non-negative integer`);
-      const clash = current.shards.find((s) => s.index === meta.index && s.contextId !== info.contextId);
-      if (clash) throw new Error(`addShard: index ${meta.index} is already used by context ${clash.contextId}`);
-      const entry: ShardEntry = {
-        contextId: info.contextId,
-        index: meta.index,
-        set: meta.set,
-        docIds: [...meta.docIds],
-        tokens: info.tokens,
-        ...(info.contextTokens !== undefined ? { contextTokens: info.contextTokens } : {}),
-        file: info.file,
-        bytes: info.bytes,
-        sha256: info.sha256,
-      };
-      const others = current.shards.filter((s) => s.contextId !== info.contextId);
-      const next: FeatureManifest = { ...current, ...normalizeShards([...others, entry]), updatedAt: new Date().toISOString() };
-      await writeManifest(dir, next);
-      current = next;
+      current = await recordShard(dir, info, meta, manifestLock);
+      completed.add(info.contextId);
+    },
+    shardRecorded(info, meta) {
+      ensureOpen();
+      current = withShard(current, info, meta);
       completed.add(info.contextId);
     },
     async finish(complete = true) {
       ensureOpen();
-      const next: FeatureManifest = { ...current, complete, updatedAt: new Date().toISOString() };
-      await writeManifest(dir, next);
-      current = next;
+      current = await withManifestLock(manifestLock, async () => {
+        // the file is the record: a writer may have recorded shards whose callbacks never ran (a failed run)
+        const byId = new Map([...current.shards, ...(await readManifest(dir)).shards].map((e) => [e.contextId, e]));
+        const next: FeatureManifest = { ...current, ...normalizeShards([...byId.values()]), complete, updatedAt: new Date().toISOString() };
+        await writeManifest(dir, next);
+        return next;
+      });
+      for (const e of current.shards) completed.add(e.contextId);
       await release();
       return structuredClone(current);
     },

@@ -4,8 +4,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { readManifest } from './manifest.js';
-import { HIDDEN_BYTES, storeFormOf, type HiddenDtype, type PartInfo, type StoreForm } from './types.js';
+import { storeFormOf, type AttnInputDtype, type PartInfo, type StoreForm } from './types.js';
 import { HELD_OUT_EVERY } from './keep.js';
+import { DTYPE_BYTES } from '../util/dtype.js';
 
 export interface StoreSummary {
   dir: string;
@@ -14,7 +15,7 @@ export interface StoreSummary {
   D: number;
   H: number;
   layers: number[];
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
   /** the hidden form and kept fraction */
   form: StoreForm;
   part: PartInfo | null;
@@ -42,7 +43,7 @@ export async function storeSummary(storeDir: string): Promise<StoreSummary> {
   }
   const tokens = m.totals.tokens;
   const form = storeFormOf(m);
-  const hiddenBytes = tokens * m.model.D * HIDDEN_BYTES[m.hiddenDtype] + (form.quantBlock ? tokens * (m.model.D / form.quantBlock) * 4 : 0);
+  const hiddenBytes = tokens * m.model.D * DTYPE_BYTES[m.hiddenDtype] + (form.quantBlock ? tokens * (m.model.D / form.quantBlock) * 4 : 0);
   const scoreBytes = tokens * m.model.H * 4;
   return {
     dir: storeDir,
@@ -70,7 +71,7 @@ export interface StoreSizeInput {
   layers: number;
   D: number;
   H: number;
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
   /** 8-bit forms: channels per fp32 scale */
   quantBlock?: number;
   /** subsampled stores: fraction of the non-held-out positions kept (a row also carries an int32 position) */
@@ -83,7 +84,7 @@ export interface StoreSizeInput {
 export function bytesPerRow(input: Pick<StoreSizeInput, 'D' | 'H' | 'hiddenDtype' | 'quantBlock' | 'keepFraction'>): number {
   const scales = input.quantBlock ? (input.D / input.quantBlock) * 4 : 0;
   const position = input.keepFraction !== undefined && input.keepFraction < 1 ? 4 : 0;
-  return input.D * HIDDEN_BYTES[input.hiddenDtype] + input.H * 4 + scales + position;
+  return input.D * DTYPE_BYTES[input.hiddenDtype] + input.H * 4 + scales + position;
 }
 
 /** Rows kept per token of a context: the held-out 1 % always, and `fraction` of the others. */

@@ -17,10 +17,10 @@
 //   position  Int32                        stores with a kept fraction < 1: the row's token
 //                                          position in its context (rows ascending)
 
-export type HiddenDtype = 'float16' | 'bfloat16' | 'int8' | 'float8e4m3';
-export const HIDDEN_DTYPES: readonly HiddenDtype[] = ['float16', 'bfloat16', 'int8', 'float8e4m3'];
-/** bytes per stored hidden value */
-export const HIDDEN_BYTES: Record<HiddenDtype, number> = { float16: 2, bfloat16: 2, int8: 1, float8e4m3: 1 };
+export type AttnInputDtype = Extract<Dtype, 'float16' | 'bfloat16' | 'int8' | 'float8e4m3'>;
+export const ATTN_INPUT_DTYPES: readonly AttnInputDtype[] = ['float16', 'bfloat16', 'int8', 'float8e4m3'];
+
+import type { Dtype } from '../util/dtype.js';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -79,7 +79,7 @@ export interface ExtractInfo {
   device: string;
   /** dtype the model ran in */
   modelDtype: string;
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
   /** dtype of the softmax behind the scores (docs/method.md §1: we use float32) */
   scoreDtype: 'float32';
   /** 8-bit forms only: channels per scale, and the 16-bit dtype the codes were made from */
@@ -96,7 +96,7 @@ export interface StoreIdentity {
   model: ModelInfo;
   recipe: RecipeInfo;
   extract: ExtractInfo;
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
 }
 
 /** `--shard i/n`: this store holds part `index` (0-based) of `count`. */
@@ -140,6 +140,14 @@ export interface FeatureManifest extends StoreIdentity {
 }
 
 /** What a finished shard writer reports. */
+/** What the recipe says about a context, recorded beside its shard. */
+export interface ShardMeta {
+  /** position in the recipe's canonical context order */
+  index: number;
+  set: string;
+  docIds: string[];
+}
+
 export interface ShardInfo {
   /** relative to the store directory */
   file: string;
@@ -153,14 +161,14 @@ export interface ShardInfo {
 
 /** What a store holds, beyond model and recipe: the hidden form and the kept fraction. */
 export interface StoreForm {
-  hiddenDtype: HiddenDtype;
+  hiddenDtype: AttnInputDtype;
   /** channels per scale (8-bit forms), else null */
   quantBlock: number | null;
   /** kept fraction and seed (subsampled stores), else null */
   keep: { fraction: number; seed: number } | null;
 }
 
-export function storeFormOf(id: { hiddenDtype: HiddenDtype; extract: ExtractInfo }): StoreForm {
+export function storeFormOf(id: { hiddenDtype: AttnInputDtype; extract: ExtractInfo }): StoreForm {
   const quant = id.hiddenDtype === 'int8' || id.hiddenDtype === 'float8e4m3';
   return {
     hiddenDtype: id.hiddenDtype,

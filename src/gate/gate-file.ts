@@ -8,7 +8,7 @@
 //             the gate set's own meta (model id, revision, recipe, ...).
 import type { GateLayerParams, GateMetrics, GateModelDtype, GateSet } from './types.js';
 import { openSafetensors, writeSafetensors, type SafetensorsDType, type TensorToWrite } from '../model/safetensors/index.js';
-import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, PARAM_FIELD, validateGateSet } from './gate-tensors.js';
+import { encodeTensor, gateLayerTensors, gateStateDtypes, gateStateShapes, GATE_STATE_KEYS, METRIC_KEYS, validateGateSet } from './gate-tensors.js';
 import type { TensorDtype } from '../util/dtype.js';
 import { fileError, UserError } from '../util/errors.js';
 
@@ -125,7 +125,7 @@ export function readGateFile(file: string): GateSet {
       if (info.shape.join(',') !== shapes[key].join(',')) throw fileError(file, `tensor ${name} has shape [${info.shape.join(', ')}], expected [${shapes[key].join(', ')}]`);
       const allowed = new Set(['F32', ST_DTYPE[published[key] as Exclude<TensorDtype, 'float64'>]]);
       if (!allowed.has(info.dtype)) throw fileError(file, `tensor ${name} is ${info.dtype}, expected ${[...allowed].join(' or ')}`);
-      p[PARAM_FIELD[key]] = st.readF32(name);
+      p[key] = st.readF32(name);
     }
     return p;
   });

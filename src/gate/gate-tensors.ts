@@ -1,22 +1,12 @@
 // The gate tensor schema: the state-dict keys, shapes and dtypes of one gate layer as the public
 // checkpoints have them (docs/method.md §3, §5), plus the checks every writer runs first.
 import { endianness } from 'node:os';
-import type { GateDims, GateLayerParams, GateModelDtype, GateSet } from './types.js';
+import { GATE_STATE_KEYS, type GateDims, type GateModelDtype, type GateSet, type GateStateKey } from './types.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { UserError } from '../util/errors.js';
 import type { TensorDtype } from '../util/dtype.js';
 
-/** State-dict keys in the order we write them. */
-export const GATE_STATE_KEYS = [
-  'q_proj.weight',
-  'q_proj.bias',
-  'k_proj.weight',
-  'q_norm.weight',
-  'k_norm.weight',
-  'b',
-  'k_base',
-] as const;
-export type GateStateKey = (typeof GATE_STATE_KEYS)[number];
+export { GATE_STATE_KEYS, type GateStateKey } from './types.js';
 
 /** Checkpoint key of each GateMetrics field ("loss"/"acc" are the held-out ones). */
 export const METRIC_KEYS = [
@@ -25,16 +15,6 @@ export const METRIC_KEYS = [
   ['loss_train', 'lossTrain'],
   ['acc_train', 'accTrain'],
 ] as const;
-
-export const PARAM_FIELD: Record<GateStateKey, keyof GateLayerParams> = {
-  'q_proj.weight': 'qProjWeight',
-  'q_proj.bias': 'qProjBias',
-  'k_proj.weight': 'kProjWeight',
-  'q_norm.weight': 'qNormWeight',
-  'k_norm.weight': 'kNormWeight',
-  b: 'b',
-  k_base: 'kBase',
-};
 
 export function gateStateShapes({ D, H, G, r, S }: Omit<GateDims, 'L'>): Record<GateStateKey, number[]> {
   return {
@@ -77,7 +57,7 @@ export function gateLayerTensors(gates: GateSet, pos: number): GateTensor[] {
   const shapes = gateStateShapes(gates);
   const dtypes = gateStateDtypes(gates.modelDtype);
   const params = gates.params[pos]!;
-  return GATE_STATE_KEYS.map((key) => ({ key, dtype: dtypes[key], shape: shapes[key], values: params[PARAM_FIELD[key]] }));
+  return GATE_STATE_KEYS.map((key) => ({ key, dtype: dtypes[key], shape: shapes[key], values: params[key] }));
 }
 
 /** Throws a UserError naming the first inconsistency (dimensions, array sizes, non-finite values, metrics). */
@@ -101,7 +81,7 @@ export function validateGateSet(gates: GateSet): void {
   const shapes = gateStateShapes(gates);
   gates.params.forEach((p, pos) => {
     for (const key of GATE_STATE_KEYS) {
-      const arr = p[PARAM_FIELD[key]];
+      const arr = p[key];
       const want = numel(shapes[key]);
       const where = `gate ${pos} (model layer ${gates.layers[pos]}) ${key}`;
       if (!(arr instanceof Float32Array)) bad(`${where} is not a Float32Array`);

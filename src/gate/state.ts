@@ -28,13 +28,13 @@ export function initLayer(d: Omit<GateDims, 'L'>, seed: number, layer: number): 
     return a;
   };
   return {
-    qProjWeight: uni(H * G * r * D),
-    qProjBias: uni(H * G * r),
-    kProjWeight: uni(H * r * D),
-    qNormWeight: new Float32Array(r).fill(1),
-    kNormWeight: new Float32Array(r).fill(1),
+    'q_proj.weight': uni(H * G * r * D),
+    'q_proj.bias': uni(H * G * r),
+    'k_proj.weight': uni(H * r * D),
+    'q_norm.weight': new Float32Array(r).fill(1),
+    'k_norm.weight': new Float32Array(r).fill(1),
     b: new Float32Array(H * G),
-    kBase: new Float32Array(H * S * r),
+    k_base: new Float32Array(H * S * r),
   };
 }
 
@@ -46,13 +46,13 @@ export function stack(layers: GateLayerParams[], d: GateDims): StackedParams {
   const kOut = H * r;
   layers.forEach((p, l) => {
     // nn.Linear weight [out, D] -> [D, out]
-    for (let o = 0; o < qOut; o++) for (let i = 0; i < D; i++) out.wq[l * D * qOut + i * qOut + o] = p.qProjWeight[o * D + i]!;
-    for (let o = 0; o < kOut; o++) for (let i = 0; i < D; i++) out.wk[l * D * kOut + i * kOut + o] = p.kProjWeight[o * D + i]!;
-    out.c.set(p.qProjBias, l * qOut);
-    out.gq.set(p.qNormWeight, l * r);
-    out.gk.set(p.kNormWeight, l * r);
+    for (let o = 0; o < qOut; o++) for (let i = 0; i < D; i++) out.wq[l * D * qOut + i * qOut + o] = p['q_proj.weight'][o * D + i]!;
+    for (let o = 0; o < kOut; o++) for (let i = 0; i < D; i++) out.wk[l * D * kOut + i * kOut + o] = p['k_proj.weight'][o * D + i]!;
+    out.c.set(p['q_proj.bias'], l * qOut);
+    out.gq.set(p['q_norm.weight'], l * r);
+    out.gk.set(p['k_norm.weight'], l * r);
     out.b.set(p.b, l * H * G); // [H,1,G] == [H,G]
-    out.kb.set(p.kBase, l * H * d.S * r); // [H,1,S,r] == [H,S,r]
+    out.kb.set(p['k_base'], l * H * d.S * r); // [H,1,S,r] == [H,S,r]
   });
   return out;
 }
@@ -70,13 +70,13 @@ export function unstack(s: StackedParams, d: GateDims): GateLayerParams[] {
       for (let o = 0; o < kOut; o++) kProjWeight[o * D + i] = s.wk[l * D * kOut + i * kOut + o]!;
     }
     return {
-      qProjWeight,
-      qProjBias: s.c.slice(l * qOut, (l + 1) * qOut),
-      kProjWeight,
-      qNormWeight: s.gq.slice(l * r, (l + 1) * r),
-      kNormWeight: s.gk.slice(l * r, (l + 1) * r),
+      'q_proj.weight': qProjWeight,
+      'q_proj.bias': s.c.slice(l * qOut, (l + 1) * qOut),
+      'k_proj.weight': kProjWeight,
+      'q_norm.weight': s.gq.slice(l * r, (l + 1) * r),
+      'k_norm.weight': s.gk.slice(l * r, (l + 1) * r),
       b: s.b.slice(l * H * G, (l + 1) * H * G),
-      kBase: s.kb.slice(l * H * S * r, (l + 1) * H * S * r),
+      k_base: s.kb.slice(l * H * S * r, (l + 1) * H * S * r),
     };
   });
 }

@@ -13,8 +13,8 @@ import { Graph, encodeModel, type DType } from '../onnx/builder.js';
 import { buildTrainGraph, PARAMS, paramShape, type GateDims, type RowPiece } from './graph.js';
 import { initLayer, stack, unstack, zerosLike, type StackedParams } from './state.js';
 import { BatchOrder, lrMultiplier, recallAgainst, splitPositions, stepBlocks, subsample, topKMask, topKRecall } from './schedule.js';
-import type { GateSet, GateLayerParams } from './types.js';
-import { readManifest, readLayer, layerBlocks, acquireLock, storeFormOf, HIDDEN_BYTES, type FeatureManifest } from '../features/index.js';
+import type { GateSet, GateLayerParams, GateMetrics } from './types.js';
+import { readManifest, readLayer, layerBlocks, acquireLock, storeFormOf, type FeatureManifest, type ShardEntry } from '../features/index.js';
 import { claimTrainOut, incompleteWarning, trainGraphFolder, verifyShards, type VerifyLevel } from './train-out.js';
 import { ensureOutDir } from '../util/owned-files.js';
 import { validateGateSet } from './gate-tensors.js';
@@ -26,6 +26,7 @@ import { createProgress } from '../util/progress.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { plotPanels } from './plot.js';
 import { writeGateFile } from './gate-file.js';
+import { DTYPE_BYTES } from '../util/dtype.js';
 
 export interface TrainOptions {
   features: string;
@@ -149,6 +150,67 @@ export async function train(o: TrainOptions): Promise<TrainSummary> {
 
 async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
   const t0 = Date.now();
+  const plan = await planRun(o);
+  const { resume, done } = await openRunOut(o, plan);
+  if (done) {
+    // a re-run of a finished job: keep its results (and their timing) instead of re-evaluating
+    if (!o.quiet) process.stderr.write(`${o.label ?? 'train'}: already finished (${path.join(o.out, 'summary.json')}); nothing to do\n`);
+    return done;
+  }
+  const warning = incompleteWarning(o.features, plan.m);
+  if (warning) process.stderr.write(`${warning}\n`);
+  await verifyShards(o.features, plan.usedShards, o.verify ?? 'full');
+
+  const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : halfTypeOf(plan.m));
+  const logPath = path.join(o.out, 'log.jsonl');
+  if (!resume && existsSync(logPath)) rmSync(logPath);
+
+  const run: GroupRun = {
+    o,
+    plan,
+    mm,
+    logPath,
+    resume,
+    t0,
+    curves: emptyCurves(plan, o.steps),
+    finalParams: new Array(plan.layers.length),
+    results: new Array(plan.layers.length),
+    progress: createProgress({ label: o.label ?? 'train', total: o.steps * plan.groups.length, unit: 'steps', quiet: o.quiet, plain: o.plainProgress }),
+    place: await trainGraphFolder(o.out, o.features, plan.usedShards),
+  };
+  try {
+    for (let gi = 0; gi < plan.groups.length; gi++) await trainGroup(run, gi);
+  } finally {
+    run.progress.stop();
+    await run.place.cleanup();
+  }
+  return writeResults(run);
+}
+
+/** Everything decided before training starts: positions, batch order, step blocks, layer groups, identity. */
+interface RunPlan {
+  m: FeatureManifest;
+  G: number;
+  dimsBase: Omit<GateDims, 'L'>;
+  layers: number[];
+  /** store rows used */
+  total: number;
+  trainPos: Int32Array;
+  testPos: Int32Array;
+  /** the batch size (--batch, or fewer when the store has fewer training positions) */
+  batch: number;
+  order: BatchOrder;
+  blocks: StepBlock[];
+  /** steps (0-based) that end with an evaluation */
+  metricSteps: number[];
+  usedShards: ShardEntry[];
+  groups: number[][];
+  identity: string;
+}
+
+type StepBlock = ReturnType<typeof stepBlocks>[number];
+
+async function planRun(o: TrainOptions): Promise<RunPlan> {
   const m = await readManifest(o.features);
   if (m.shards.length === 0) throw new UserError(`${o.features}: the feature store holds no contexts yet`);
   const G = o.group ?? m.model.G;
@@ -172,229 +234,288 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
   const usedShards = shardsUpTo(m, total);
   const usedTokens = usedShards.reduce((a, s) => a + s.tokens, 0);
   const form = storeFormOf(m);
-  const perLayer = 2 * usedTokens * (m.model.D * HIDDEN_BYTES[m.hiddenDtype] + m.model.H * 4 + (form.quantBlock ? (m.model.D / form.quantBlock) * 4 : 0));
+  const perLayer = 2 * usedTokens * (m.model.D * DTYPE_BYTES[m.hiddenDtype] + m.model.H * 4 + (form.quantBlock ? (m.model.D / form.quantBlock) * 4 : 0));
   const groupSize = Math.max(1, Math.min(layers.length, Math.floor(o.memoryBudget / perLayer)));
   const groups: number[][] = [];
   for (let i = 0; i < layers.length; i += groupSize) groups.push(layers.slice(i, i + groupSize));
 
   const identity = runIdentity(o, m, dimsBase, total);
-  await claimTrainOut(o.out, identity, o.overwrite ?? false);
+  const metricSteps = blocks.filter((b) => b.metric).map((b) => b.end - 1);
+  return { m, G, dimsBase, layers, total, trainPos, testPos, batch, order, blocks, metricSteps, usedShards, groups, identity };
+}
+
+/** Claims --out for this run; `done` is the summary of a finished run with the same identity there. */
+async function openRunOut(o: TrainOptions, plan: RunPlan): Promise<{ resume: boolean; done: TrainSummary | null }> {
+  await claimTrainOut(o.out, plan.identity, o.overwrite ?? false);
   const ckptDir = path.join(o.out, 'checkpoints');
   const earlier = existsSync(path.join(o.out, 'summary.json')) || (existsSync(ckptDir) && readdirSync(ckptDir).length > 0);
   if (!o.resume && !o.restart && earlier) {
     throw new UserError(`${o.out}: holds an earlier training (checkpoints or summary.json); drop --no-resume to continue it, or pass --restart to start afresh`);
   }
   const resume = o.resume && !o.restart;
-  const done = resume ? finishedRun(o.out, identity) : null;
-  if (done) {
-    // a re-run of a finished job: keep its results (and their timing) instead of re-evaluating
-    if (!o.quiet) process.stderr.write(`${o.label ?? 'train'}: already finished (${path.join(o.out, 'summary.json')}); nothing to do\n`);
-    return done;
-  }
-  const warning = incompleteWarning(o.features, m);
-  if (warning) process.stderr.write(`${warning}\n`);
-  await verifyShards(o.features, usedShards, o.verify ?? 'full');
+  return { resume, done: resume ? finishedRun(o.out, plan.identity) : null };
+}
 
-  const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : halfTypeOf(m));
-  const logPath = path.join(o.out, 'log.jsonl');
-  if (!resume && existsSync(logPath)) rmSync(logPath);
+/**
+ * What training records besides the gates: the metrics of every evaluation (they go into the
+ * gate file), and for the plots every step's training-batch loss and the held-out recall@30 %
+ * at every evaluation. Each is [step or evaluation][layer].
+ */
+interface Curves {
+  metrics: GateMetrics;
+  stepLoss: number[][];
+  recallAt: number[][];
+}
 
-  const metricSteps = blocks.filter((b) => b.metric).map((b) => b.end - 1);
-  const metrics = {
-    loss: metricSteps.map(() => Array(layers.length).fill(NaN)),
-    acc: metricSteps.map(() => Array(layers.length).fill(NaN)),
-    lossTrain: metricSteps.map(() => Array(layers.length).fill(NaN)),
-    accTrain: metricSteps.map(() => Array(layers.length).fill(NaN)),
+function emptyCurves(plan: RunPlan, steps: number): Curves {
+  const perEval = () => plan.metricSteps.map(() => Array<number>(plan.layers.length).fill(NaN));
+  return {
+    metrics: { loss: perEval(), acc: perEval(), lossTrain: perEval(), accTrain: perEval() },
+    stepLoss: Array.from({ length: steps }, () => Array<number>(plan.layers.length).fill(NaN)),
+    recallAt: perEval(),
   };
-  // curves for the plots (not part of the gate files): every step's training-batch loss, and the
-  // held-out recall@30 % at every evaluation
-  const stepLoss = Array.from({ length: o.steps }, () => Array<number>(layers.length).fill(NaN));
-  const recallAt = metricSteps.map(() => Array<number>(layers.length).fill(NaN));
-  const finalParams: GateLayerParams[] = new Array(layers.length);
-  const results: LayerResult[] = new Array(layers.length);
-  const progress = createProgress({ label: o.label ?? 'train', total: o.steps * groups.length, unit: 'steps', quiet: o.quiet, plain: o.plainProgress });
-  let testTargets: Float32Array[] | null = null;
-  const place = await trainGraphFolder(o.out, o.features, usedShards);
-  try {
-  for (let gi = 0; gi < groups.length; gi++) {
-    const group = groups[gi]!;
-    const dims: GateDims = { L: group.length, ...dimsBase };
-    const ckptPath = path.join(o.out, 'checkpoints', `group-${gi}.safetensors`);
-    // ONNX Runtime only reads external data from the model's own folder: see trainGraphFolder
-    const modelPath = place.graphPath(gi);
-    writeFileAtomicSync(modelPath, encodeModel(await trainGraph(o.features, m, group, dims, mm, o.momentum, usedShards.length), { metadata: { purpose: 'fastkvzip gate training' } }));
+}
 
-    let state: { params: StackedParams; bufs: StackedParams; nextBlock: number } = {
-      params: stack(group.map((l) => initLayer(dimsBase, o.seed, l)), dims),
-      bufs: zerosLike(dims),
-      nextBlock: 0,
-    };
-    if (resume && existsSync(ckptPath)) {
-      const ck = readCheckpoint(ckptPath, dims);
-      if (ck.identity === identity && !(Number.isInteger(ck.nextBlock) && ck.nextBlock >= 0 && ck.nextBlock <= blocks.length)) {
-        throw new UserError(`${ckptPath}: corrupt checkpoint (next block ${ck.nextBlock} of ${blocks.length}); delete it or train with --no-resume`, 1);
-      }
-      if (ck.identity === identity) {
-        state = { params: ck.params, bufs: ck.bufs, nextBlock: ck.nextBlock };
-        ck.metrics.forEach((row) => {
-          const mi = metricSteps.indexOf(row.step);
-          group.forEach((_, j) => {
-            const li = layers.indexOf(group[j]!);
-            metrics.loss[mi]![li] = row.testLoss[j]!;
-            metrics.acc[mi]![li] = row.testAcc[j]!;
-            metrics.lossTrain[mi]![li] = row.trainLoss[j]!;
-            metrics.accTrain[mi]![li] = row.trainAcc[j]!;
-          });
-        });
-        progress.log(`resuming group ${gi} from step ${blocks[state.nextBlock]?.start ?? o.steps}`);
-      } else {
-        progress.log(`checkpoint ${ckptPath} belongs to another run; starting group ${gi} afresh`);
-      }
+/** One run's state while its layer groups train one after the other. */
+interface GroupRun {
+  o: TrainOptions;
+  plan: RunPlan;
+  mm: DType;
+  logPath: string;
+  resume: boolean;
+  t0: number;
+  curves: Curves;
+  /** per scored layer, filled as groups finish */
+  finalParams: GateLayerParams[];
+  results: LayerResult[];
+  progress: ReturnType<typeof createProgress>;
+  place: Awaited<ReturnType<typeof trainGraphFolder>>;
+}
+
+interface GroupState {
+  params: StackedParams;
+  bufs: StackedParams;
+  /** the first step block still to run */
+  nextBlock: number;
+}
+
+/** A checkpoint's metric rows: one per evaluation, values per layer of the group. */
+type CheckpointRow = { step: number; testLoss: number[]; testAcc: number[]; trainLoss: number[]; trainAcc: number[] };
+
+/** Trains layer group `gi` from its checkpoint (or from scratch) to the last step, and evaluates it. */
+async function trainGroup(run: GroupRun, gi: number): Promise<void> {
+  const { o, plan } = run;
+  const { m, layers, blocks, testPos } = plan;
+  const group = plan.groups[gi]!;
+  const dims: GateDims = { L: group.length, ...plan.dimsBase };
+  const ckptPath = path.join(o.out, 'checkpoints', `group-${gi}.safetensors`);
+  // ONNX Runtime only reads external data from the model's own folder: see trainGraphFolder
+  const modelPath = run.place.graphPath(gi);
+  writeFileAtomicSync(modelPath, encodeModel(await trainGraph(o.features, m, group, dims, run.mm, o.momentum, plan.usedShards.length), { metadata: { purpose: 'fastkvzip gate training' } }));
+
+  const state = restoreGroup(run, gi, dims, ckptPath);
+  // the log keeps this group's rows up to the resumed checkpoint only (no duplicates after a resume)
+  pruneLog(run.logPath, gi, state.nextBlock > 0 ? blocks[state.nextBlock - 1]!.end - 1 : -1);
+
+  const session = await createTrainSession(modelPath, o.device);
+  const testIdx = new ort.Tensor('int64', BigInt64Array.from(testPos, (p) => BigInt(p)), [testPos.length]);
+  const testTargets = await heldOutTargets(o.features, m, group, testPos);
+  const refMasks = testTargets.map((t) => Array.from({ length: m.model.H }, (_, h) => topKMask(t.subarray(h * testPos.length, (h + 1) * testPos.length), 0.3)));
+  let lastCkpt = Date.now();
+  const ckptRows = restoredRows(run, group);
+  let lastOut: ort.InferenceSession.OnnxValueMapType | null = null;
+  for (let bi = state.nextBlock; bi < blocks.length; bi++) {
+    const blk = blocks[bi]!;
+    const K = blk.end - blk.start;
+    const idx = new BigInt64Array(K * plan.batch);
+    const lr = new Float32Array(K);
+    for (let k = 0; k < K; k++) {
+      const step = blk.start + k;
+      const pos = plan.order.at(step);
+      for (let j = 0; j < plan.batch; j++) idx[k * plan.batch + j] = BigInt(pos[j]!);
+      lr[k] = o.lr * lrMultiplier(step, o.steps);
     }
-    // the log keeps this group's rows up to the resumed checkpoint only (no duplicates after a resume)
-    pruneLog(logPath, gi, state.nextBlock > 0 ? blocks[state.nextBlock - 1]!.end - 1 : -1);
-
-    const session = await createTrainSession(modelPath, o.device);
-    const testIdx = new ort.Tensor('int64', BigInt64Array.from(testPos, (p) => BigInt(p)), [testPos.length]);
-    testTargets = await heldOutTargets(o.features, m, group, testPos);
-    const refMasks = testTargets.map((t) => Array.from({ length: m.model.H }, (_, h) => topKMask(t.subarray(h * testPos.length, (h + 1) * testPos.length), 0.3)));
-    let lastCkpt = Date.now();
-    const ckptRows: { step: number; testLoss: number[]; testAcc: number[]; trainLoss: number[]; trainAcc: number[] }[] = [];
-    metricSteps.forEach((step, mi) => {
-      if (group.every((l) => !Number.isNaN(metrics.loss[mi]![layers.indexOf(l)]!))) {
-        ckptRows.push({
-          step,
-          testLoss: group.map((l) => metrics.loss[mi]![layers.indexOf(l)]!),
-          testAcc: group.map((l) => metrics.acc[mi]![layers.indexOf(l)]!),
-          trainLoss: group.map((l) => metrics.lossTrain[mi]![layers.indexOf(l)]!),
-          trainAcc: group.map((l) => metrics.accTrain[mi]![layers.indexOf(l)]!),
-        });
-      }
+    const out = await session.run({
+      batch_idx: new ort.Tensor('int64', idx, [K, plan.batch]),
+      lr: new ort.Tensor('float32', lr, [K]),
+      test_idx: testIdx,
+      ...paramFeeds(state, dims),
     });
-    let lastOut: ort.InferenceSession.OnnxValueMapType | null = null;
-    for (let bi = state.nextBlock; bi < blocks.length; bi++) {
-      const blk = blocks[bi]!;
-      const K = blk.end - blk.start;
-      const idx = new BigInt64Array(K * batch);
-      const lr = new Float32Array(K);
-      for (let k = 0; k < K; k++) {
-        const step = blk.start + k;
-        const pos = order.at(step);
-        for (let j = 0; j < batch; j++) idx[k * batch + j] = BigInt(pos[j]!);
-        lr[k] = o.lr * lrMultiplier(step, o.steps);
-      }
-      const feeds: Record<string, ort.Tensor> = {
-        batch_idx: new ort.Tensor('int64', idx, [K, batch]),
-        lr: new ort.Tensor('float32', lr, [K]),
-        test_idx: testIdx,
-      };
-      for (const n of PARAMS) {
-        feeds[n] = new ort.Tensor('float32', state.params[n], paramShape(n, dims));
-        feeds[`${n}.buf`] = new ort.Tensor('float32', state.bufs[n], paramShape(n, dims));
-      }
-      const out = await session.run(feeds);
-      checkFinite(o, out, group, dims, blk.start, K);
-      lastOut = out;
-      for (const n of PARAMS) {
-        state.params[n] = out[`${n}.out`]!.data as Float32Array;
-        state.bufs[n] = out[`${n}.buf.out`]!.data as Float32Array;
-      }
-      state.nextBlock = bi + 1;
-      const trainLoss = out.train_loss!.data as Float32Array;
-      const trainAcc = out.train_acc!.data as Float32Array;
-      const testLoss = Array.from(out.test_loss!.data as Float32Array);
-      const testAcc = Array.from(out.test_acc!.data as Float32Array);
-      const lastTrainLoss = Array.from(trainLoss.subarray((K - 1) * group.length, K * group.length));
-      const lastTrainAcc = Array.from(trainAcc.subarray((K - 1) * group.length, K * group.length));
-      const step = blk.end - 1;
-      for (let k = 0; k < K; k++) group.forEach((l, j) => (stepLoss[blk.start + k]![layers.indexOf(l)] = trainLoss[k * group.length + j]!));
-      if (blk.metric) {
-        const mi = metricSteps.indexOf(step);
-        const scores = out.test_scores!.data as Float32Array; // [group, H, T]
-        const Tt = testPos.length;
-        const recall = group.map((_, j) => {
-          let r = 0;
-          for (let h = 0; h < m.model.H; h++) r += recallAgainst(refMasks[j]![h]!, scores.subarray((j * m.model.H + h) * Tt, (j * m.model.H + h + 1) * Tt), 0.3);
-          return r / m.model.H;
-        });
-        group.forEach((l, j) => (recallAt[mi]![layers.indexOf(l)] = recall[j]!));
-        group.forEach((l, j) => {
-          const li = layers.indexOf(l);
-          metrics.loss[mi]![li] = testLoss[j]!;
-          metrics.acc[mi]![li] = testAcc[j]!;
-          metrics.lossTrain[mi]![li] = lastTrainLoss[j]!;
-          metrics.accTrain[mi]![li] = lastTrainAcc[j]!;
-        });
-        ckptRows.push({ step, testLoss, testAcc, trainLoss: lastTrainLoss, trainAcc: lastTrainAcc });
-        const lines = group.map((l, j) =>
-          JSON.stringify({ step, layer: l, group: gi, lr: lr[K - 1], train_loss: lastTrainLoss[j], train_acc: lastTrainAcc[j], test_loss: testLoss[j], test_acc: testAcc[j], test_recall30: recall[j], seconds: (Date.now() - t0) / 1000 }),
-        );
-        appendFileSync(logPath, lines.join('\n') + '\n');
-      }
-      progress.update(gi * o.steps + blk.end, {
-        group: `${gi + 1}/${groups.length}`,
-        loss: mean(lastTrainLoss),
-        'held-out': mean(testLoss),
-        acc: mean(testAcc),
+    checkFinite(o, out, group, dims, blk.start, K);
+    lastOut = out;
+    for (const n of PARAMS) {
+      state.params[n] = out[`${n}.out`]!.data as Float32Array;
+      state.bufs[n] = out[`${n}.buf.out`]!.data as Float32Array;
+    }
+    state.nextBlock = bi + 1;
+    const trainLoss = out.train_loss!.data as Float32Array;
+    const trainAcc = out.train_acc!.data as Float32Array;
+    const testLoss = Array.from(out.test_loss!.data as Float32Array);
+    const testAcc = Array.from(out.test_acc!.data as Float32Array);
+    const lastTrainLoss = Array.from(trainLoss.subarray((K - 1) * group.length, K * group.length));
+    const lastTrainAcc = Array.from(trainAcc.subarray((K - 1) * group.length, K * group.length));
+    const step = blk.end - 1;
+    for (let k = 0; k < K; k++) group.forEach((l, j) => (run.curves.stepLoss[blk.start + k]![layers.indexOf(l)] = trainLoss[k * group.length + j]!));
+    if (blk.metric) {
+      const row = { step, testLoss, testAcc, trainLoss: lastTrainLoss, trainAcc: lastTrainAcc };
+      recordEvaluation(run, gi, row, out.test_scores!.data as Float32Array, refMasks, lr[K - 1]!);
+      ckptRows.push(row);
+    }
+    run.progress.update(gi * o.steps + blk.end, {
+      group: `${gi + 1}/${plan.groups.length}`,
+      loss: mean(lastTrainLoss),
+      'held-out': mean(testLoss),
+      acc: mean(testAcc),
+    });
+    if (Date.now() - lastCkpt > o.checkpointEvery * 1000 && bi + 1 < blocks.length) {
+      await writeCheckpoint(ckptPath, { identity: plan.identity, params: state.params, bufs: state.bufs, nextBlock: state.nextBlock, metrics: ckptRows }, dims);
+      lastCkpt = Date.now();
+    }
+  }
+  await writeCheckpoint(ckptPath, { identity: plan.identity, params: state.params, bufs: state.bufs, nextBlock: state.nextBlock, metrics: ckptRows }, dims);
+
+  if (!lastOut) {
+    // Everything was restored from a finished checkpoint: one zero-step run evaluates it.
+    lastOut = await session.run({
+      batch_idx: new ort.Tensor('int64', new BigInt64Array(0), [0, plan.batch]),
+      lr: new ort.Tensor('float32', new Float32Array(0), [0]),
+      test_idx: testIdx,
+      ...paramFeeds(state, dims),
+    });
+  }
+  finishGroup(run, group, dims, state, lastOut, testTargets, ckptRows);
+  await session.release();
+  rmSync(modelPath, { force: true });
+}
+
+/** The group's parameters and momentum buffers as feeds. */
+function paramFeeds(state: GroupState, dims: GateDims): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const n of PARAMS) {
+    feeds[n] = new ort.Tensor('float32', state.params[n], paramShape(n, dims));
+    feeds[`${n}.buf`] = new ort.Tensor('float32', state.bufs[n], paramShape(n, dims));
+  }
+  return feeds;
+}
+
+/** The group's state from its checkpoint when resuming this run (restoring its metrics), else fresh. */
+function restoreGroup(run: GroupRun, gi: number, dims: GateDims, ckptPath: string): GroupState {
+  const { o, plan } = run;
+  const { blocks, layers, metricSteps, identity } = plan;
+  const { metrics } = run.curves;
+  const group = plan.groups[gi]!;
+  const fresh: GroupState = {
+    params: stack(group.map((l) => initLayer(plan.dimsBase, o.seed, l)), dims),
+    bufs: zerosLike(dims),
+    nextBlock: 0,
+  };
+  if (!run.resume || !existsSync(ckptPath)) return fresh;
+  const ck = readCheckpoint(ckptPath, dims);
+  if (ck.identity === identity && !(Number.isInteger(ck.nextBlock) && ck.nextBlock >= 0 && ck.nextBlock <= blocks.length)) {
+    throw new UserError(`${ckptPath}: corrupt checkpoint (next block ${ck.nextBlock} of ${blocks.length}); delete it or train with --no-resume`, 1);
+  }
+  if (ck.identity !== identity) {
+    run.progress.log(`checkpoint ${ckptPath} belongs to another run; starting group ${gi} afresh`);
+    return fresh;
+  }
+  ck.metrics.forEach((row) => {
+    const mi = metricSteps.indexOf(row.step);
+    group.forEach((_, j) => {
+      const li = layers.indexOf(group[j]!);
+      metrics.loss[mi]![li] = row.testLoss[j]!;
+      metrics.acc[mi]![li] = row.testAcc[j]!;
+      metrics.lossTrain[mi]![li] = row.trainLoss[j]!;
+      metrics.accTrain[mi]![li] = row.trainAcc[j]!;
+    });
+  });
+  run.progress.log(`resuming group ${gi} from step ${blocks[ck.nextBlock]?.start ?? o.steps}`);
+  return { params: ck.params, bufs: ck.bufs, nextBlock: ck.nextBlock };
+}
+
+/** The metric rows of the group's evaluations already done (restored), for its next checkpoint. */
+function restoredRows(run: GroupRun, group: number[]): CheckpointRow[] {
+  const { layers, metricSteps } = run.plan;
+  const { metrics } = run.curves;
+  const rows: CheckpointRow[] = [];
+  metricSteps.forEach((step, mi) => {
+    if (group.every((l) => !Number.isNaN(metrics.loss[mi]![layers.indexOf(l)]!))) {
+      rows.push({
+        step,
+        testLoss: group.map((l) => metrics.loss[mi]![layers.indexOf(l)]!),
+        testAcc: group.map((l) => metrics.acc[mi]![layers.indexOf(l)]!),
+        trainLoss: group.map((l) => metrics.lossTrain[mi]![layers.indexOf(l)]!),
+        trainAcc: group.map((l) => metrics.accTrain[mi]![layers.indexOf(l)]!),
       });
-      if (Date.now() - lastCkpt > o.checkpointEvery * 1000 && bi + 1 < blocks.length) {
-        await writeCheckpoint(ckptPath, { identity, params: state.params, bufs: state.bufs, nextBlock: state.nextBlock, metrics: ckptRows }, dims);
-        lastCkpt = Date.now();
-      }
     }
-    await writeCheckpoint(ckptPath, { identity, params: state.params, bufs: state.bufs, nextBlock: state.nextBlock, metrics: ckptRows }, dims);
+  });
+  return rows;
+}
 
-    // Final held-out metrics and the top-30 % recall table for this group.
-    if (!lastOut) {
-      // Everything was restored from a finished checkpoint: one zero-step run evaluates it.
-      const feeds: Record<string, ort.Tensor> = {
-        batch_idx: new ort.Tensor('int64', new BigInt64Array(0), [0, batch]),
-        lr: new ort.Tensor('float32', new Float32Array(0), [0]),
-        test_idx: testIdx,
-      };
-      for (const n of PARAMS) {
-        feeds[n] = new ort.Tensor('float32', state.params[n], paramShape(n, dims));
-        feeds[`${n}.buf`] = new ort.Tensor('float32', state.bufs[n], paramShape(n, dims));
-      }
-      lastOut = await session.run(feeds);
+/** An evaluation of group `gi`: its metrics, its held-out recall@30 %, and its rows of log.jsonl. */
+function recordEvaluation(run: GroupRun, gi: number, row: CheckpointRow, scores: Float32Array, refMasks: Uint8Array[][], lr: number): void {
+  const { layers, metricSteps, testPos, m } = run.plan;
+  const { metrics, recallAt } = run.curves;
+  const group = run.plan.groups[gi]!;
+  const mi = metricSteps.indexOf(row.step);
+  // scores: [group, H, T]
+  const Tt = testPos.length;
+  const recall = group.map((_, j) => {
+    let r = 0;
+    for (let h = 0; h < m.model.H; h++) r += recallAgainst(refMasks[j]![h]!, scores.subarray((j * m.model.H + h) * Tt, (j * m.model.H + h + 1) * Tt), 0.3);
+    return r / m.model.H;
+  });
+  group.forEach((l, j) => (recallAt[mi]![layers.indexOf(l)] = recall[j]!));
+  group.forEach((l, j) => {
+    const li = layers.indexOf(l);
+    metrics.loss[mi]![li] = row.testLoss[j]!;
+    metrics.acc[mi]![li] = row.testAcc[j]!;
+    metrics.lossTrain[mi]![li] = row.trainLoss[j]!;
+    metrics.accTrain[mi]![li] = row.trainAcc[j]!;
+  });
+  const lines = group.map((l, j) =>
+    JSON.stringify({ step: row.step, layer: l, group: gi, lr, train_loss: row.trainLoss[j], train_acc: row.trainAcc[j], test_loss: row.testLoss[j], test_acc: row.testAcc[j], test_recall30: recall[j], seconds: (Date.now() - run.t0) / 1000 }),
+  );
+  appendFileSync(run.logPath, lines.join('\n') + '\n');
+}
+
+/** Final held-out metrics and the top-30 % recall of the group's layers, and their parameters. */
+function finishGroup(run: GroupRun, group: number[], dims: GateDims, state: GroupState, lastOut: ort.InferenceSession.OnnxValueMapType, testTargets: Float32Array[], ckptRows: CheckpointRow[]): void {
+  const { layers, testPos } = run.plan;
+  const testScores = lastOut.test_scores!.data as Float32Array; // [L, H, T]
+  const T = testPos.length;
+  const H = dims.H;
+  const lastTrain = ckptRows.length ? ckptRows[ckptRows.length - 1]! : null;
+  const unstacked = unstack(state.params, dims);
+  group.forEach((l, j) => {
+    const li = layers.indexOf(l);
+    let recall = 0;
+    for (let h = 0; h < H; h++) {
+      const gate = testScores.subarray((j * H + h) * T, (j * H + h + 1) * T);
+      const ref = testTargets[j]!.subarray(h * T, (h + 1) * T);
+      recall += topKRecall(ref, gate, 0.3);
     }
-    const testScores = lastOut.test_scores!.data as Float32Array; // [L, H, T]
-    const T = testPos.length;
-    const H = dims.H;
-    const lastTrain = ckptRows.length ? ckptRows[ckptRows.length - 1]! : null;
-    const unstacked = unstack(state.params, dims);
-    group.forEach((l, j) => {
-      const li = layers.indexOf(l);
-      let recall = 0;
-      for (let h = 0; h < H; h++) {
-        const gate = testScores.subarray((j * H + h) * T, (j * H + h + 1) * T);
-        const ref = testTargets![j]!.subarray(h * T, (h + 1) * T);
-        recall += topKRecall(ref, gate, 0.3);
-      }
-      finalParams[li] = unstacked[j]!;
-      results[li] = {
-        layer: l,
-        testLoss: (lastOut!.test_loss!.data as Float32Array)[j]!,
-        testAcc: (lastOut!.test_acc!.data as Float32Array)[j]!,
-        trainLoss: lastTrain?.trainLoss[j] ?? NaN,
-        trainAcc: lastTrain?.trainAcc[j] ?? NaN,
-        recall30: recall / H,
-      };
-    });
-    await session.release();
-    rmSync(modelPath, { force: true });
-  }
-  } finally {
-    progress.stop();
-    await place.cleanup();
-  }
+    run.finalParams[li] = unstacked[j]!;
+    run.results[li] = {
+      layer: l,
+      testLoss: (lastOut.test_loss!.data as Float32Array)[j]!,
+      testAcc: (lastOut.test_acc!.data as Float32Array)[j]!,
+      trainLoss: lastTrain?.trainLoss[j] ?? NaN,
+      trainAcc: lastTrain?.trainAcc[j] ?? NaN,
+      recall30: recall / H,
+    };
+  });
+}
 
+/** The gate file, the loss and recall plots and summary.json of a finished run. */
+async function writeResults(run: GroupRun): Promise<TrainSummary> {
+  const { o, plan, curves, results } = run;
+  const { m, layers, batch, total, metricSteps, identity, dimsBase } = plan;
   const gates: GateSet = {
     ...dimsBase,
     layers,
-    params: finalParams,
+    params: run.finalParams,
     modelDtype: (m.extract.modelDtype === 'float32' || m.extract.modelDtype === 'float16' ? m.extract.modelDtype : 'bfloat16') as GateSet['modelDtype'],
-    metrics,
+    metrics: curves.metrics,
     meta: {
       model_id: m.model.id,
       revision: m.model.revision ?? '',
@@ -418,8 +539,8 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
     layers,
     steps: o.steps,
     panels: [
-      { title: `training batches (every step, ${batch} tokens)`, curve: { steps: stepLoss.map((_, i) => i + 1), values: stepLoss } },
-      { title: `held-out tokens (every ${o.evalEvery} steps)`, curve: { steps: evalSteps, values: metrics.loss } },
+      { title: `training batches (every step, ${batch} tokens)`, curve: { steps: curves.stepLoss.map((_, i) => i + 1), values: curves.stepLoss } },
+      { title: `held-out tokens (every ${o.evalEvery} steps)`, curve: { steps: evalSteps, values: curves.metrics.loss } },
     ],
   });
   plotPanels(path.join(o.out, 'recall.svg'), 'Held-out recall@30 %: share of the KVzip top-30 % tokens (per head) the gate also ranks top-30 %', {
@@ -428,7 +549,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
     max: 1,
     layers,
     steps: o.steps,
-    panels: [{ title: `held-out tokens (every ${o.evalEvery} steps)`, curve: { steps: evalSteps, values: recallAt } }],
+    panels: [{ title: `held-out tokens (every ${o.evalEvery} steps)`, curve: { steps: evalSteps, values: curves.recallAt } }],
   });
   const summary: TrainSummary = {
     gates: gatesPath,
@@ -440,13 +561,13 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
     batch,
     lr: o.lr,
     seed: o.seed,
-    tokens: { total, train: trainPos.length, test: testPos.length },
-    groups,
+    tokens: { total, train: plan.trainPos.length, test: plan.testPos.length },
+    groups: plan.groups,
     layers: results,
     mean: { testLoss: mean(results.map((r) => r.testLoss)), testAcc: mean(results.map((r) => r.testAcc)), recall30: mean(results.map((r) => r.recall30)) },
-    seconds: (Date.now() - t0) / 1000,
+    seconds: (Date.now() - run.t0) / 1000,
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
-    options: { rank: o.rank, sinks: o.sinks, G, momentum: o.momentum, evalEvery: o.evalEvery, maxTokens: o.maxTokens ?? null, subsample: o.subsample ?? 1, matmulDtype: mm, memoryBudget: o.memoryBudget },
+    options: { rank: o.rank, sinks: o.sinks, G: plan.G, momentum: o.momentum, evalEvery: o.evalEvery, maxTokens: o.maxTokens ?? null, subsample: o.subsample ?? 1, matmulDtype: run.mm, memoryBudget: o.memoryBudget },
   };
   await writeJsonAtomic(path.join(o.out, 'summary.json'), summary);
   return summary;

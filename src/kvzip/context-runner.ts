@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { createSession, type DeviceOptions } from '../runtime/session.js';
 import { scoreContext, type ContextScores } from './score-context.js';
 import type { KvzipFeeds } from './inputs.js';
-import type { HiddenTarget } from './hidden-buffers.js';
+import type { AttnInputTarget } from './attn-input-buffers.js';
 import { UserError } from '../util/errors.js';
 import { request, buffersOf } from '../util/worker-request.js';
 
@@ -19,8 +19,8 @@ export interface RunResult extends ContextScores {
 }
 
 export interface ContextRunner {
-  /** `into`'s buffers travel to the runner and come back as `hidden` (do not touch them meanwhile) */
-  run(feeds: KvzipFeeds, into?: HiddenTarget): Promise<RunResult>;
+  /** `into`'s buffers travel to the runner and come back as `attnInput` (do not touch them meanwhile) */
+  run(feeds: KvzipFeeds, into?: AttnInputTarget): Promise<RunResult>;
   release(): Promise<void>;
 }
 

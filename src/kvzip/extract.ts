@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type RecipeSummary, type ScoringContext } from '../data/index.js';
 import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile } from '../hub/index.js';
-import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type HiddenDtype } from '../features/index.js';
+import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type AttnInputDtype } from '../features/index.js';
 import { loadModel, type LoadedModel } from '../runtime/model-session.js';
 import type { GraphKind } from '../onnx/index.js';
 import type { DeviceOptions } from '../runtime/session.js';
@@ -15,7 +15,7 @@ import type { ComputeDType } from '../onnx/weights.js';
 import { kvzipFeeds } from './inputs.js';
 import { inProcessRunner, workerRunner, workerRunnersAvailable, type ContextRunner, type RunResult } from './context-runner.js';
 import { ShardSink, defaultShardWriters } from '../features/shard-sink.js';
-import { HiddenBuffers } from './hidden-buffers.js';
+import { AttnInputBuffers } from './attn-input-buffers.js';
 import { kvzipHiddenType } from '../onnx/kvzip-graph.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
@@ -24,6 +24,7 @@ import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { hostMallocReuses } from '../util/host-malloc.js';
 import { formatRopeOverride, QWEN3_PUBLIC_YARN, type RopeOverride } from '../model/rope-override.js';
 import type { ModelSpec } from '../model/config.js';
+import { positionLimit, type PositionLimit } from '../model/position-limit.js';
 
 export interface ExtractOptions {
   model: string;
@@ -35,7 +36,7 @@ export interface ExtractOptions {
   out: string;
   device: DeviceOptions;
   dtype?: ComputeDType;
-  hiddenDtype?: HiddenDtype;
+  hiddenDtype?: AttnInputDtype;
   /** 8-bit hidden dtypes: channels per scale (default: the whole row, one scale per token) */
   quantBlock?: number;
   /** keep this fraction of each context's non-held-out positions (default 1: all) */
@@ -126,8 +127,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   // 8-bit stores are made from the model's 16-bit values (src/features/compact.ts)
   const sixteen = (torchDtype: string) => (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16') as 'bfloat16' | 'float16';
   const compact = compactOptions(o);
-  const kind = (hd: HiddenDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
-  const storeDtypeOf = (torchDtype: string): HiddenDtype => (compact.quant ? sixteen(torchDtype) : (o.hiddenDtype ?? sixteen(torchDtype)));
+  const kind = (hd: AttnInputDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
+  const storeDtypeOf = (torchDtype: string): AttnInputDtype => (compact.quant ? sixteen(torchDtype) : (o.hiddenDtype ?? sixteen(torchDtype)));
   const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for extraction`);
@@ -139,7 +140,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     resolveHubFile: async (repo: string, file: string) => (await resolveDatasetFile(repo, file, {})).path,
   });
   const baseDtype = storeDtypeOf(spec.torchDtype) as 'bfloat16' | 'float16';
-  const hiddenDtype: HiddenDtype = compact.quant ? o.hiddenDtype! : baseDtype;
+  const hiddenDtype: AttnInputDtype = compact.quant ? o.hiddenDtype! : baseDtype;
   const quantBlock = compact.quant ? (o.quantBlock ?? spec.hiddenSize) : undefined;
   if (quantBlock !== undefined && spec.hiddenSize % quantBlock !== 0) throw new UserError(`--quant-block ${quantBlock} must divide the hidden size ${spec.hiddenSize}`);
 
@@ -247,7 +248,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGTERM', onSignal);
 
   const sink = new ShardSink({ workers: o.writers });
-  const buffers = new HiddenBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipHiddenType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
+  const buffers = new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipHiddenType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
   // stream position of each context's first token (subsampled stores keep the held-out positions of the whole stream)
   const doneByIndex = store.manifest.shards.map((s) => ({ index: s.index, tokens: s.contextTokens ?? s.tokens }));
   let yieldedTokens = 0;
@@ -267,23 +268,27 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     const res = await result;
     const timing: ContextTiming = { id: ctx.id, tokens: ctx.tokenIds.length, seconds: 0, run: +res.runSeconds.toFixed(3), waitForWriter: 0, write: NaN };
     const tw = Date.now();
-    // The shard is written in the background while the next contexts run on the device;
-    // the manifest records it (in order) only once it is complete on disk.
+    // The shard is written in the background while the next contexts run on the device; its
+    // writer records it in the manifest as soon as it is complete on disk, not when this thread
+    // is back from the next run (a kill in between would have cost the context).
+    const meta = { index: ctx.index, set: ctx.set, docIds: ctx.docIds };
     await sink.submit(
       {
         storeDir: o.out,
         contextId: ctx.id,
         options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id, ...shardForm },
-        hidden: res.hidden,
-        hiddenBits: baseDtype,
+        attnInput: res.attnInput,
+        attnInputDtype: baseDtype,
         scores: res.scores,
+        record: { meta, lock: store.manifestLock },
         ...(compact.quant || compact.keep
           ? { compact: { ...(quantBlock !== undefined ? { quant: { dtype: compact.quant!, block: quantBlock, source: baseDtype } } : {}), ...(compact.keep ? { keep: { ...compact.keep, offset } } : {}) } }
           : {}),
       },
       (info, seconds) => {
         timing.write = +seconds.toFixed(3);
-        return store.addShard(info, { index: ctx.index, set: ctx.set, docIds: ctx.docIds });
+        store.shardRecorded(info, meta);
+        return Promise.resolve();
       },
       recycling,
     );
@@ -368,17 +373,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   };
 }
 
-
-
-/** How many positions the model runs as it was trained (or, for DCA checkpoints, as full attention). */
-export function positionLimit(spec: ModelSpec): { positions: number; why: string } {
-  if (spec.dualChunkSize !== null && spec.dualChunkSize < spec.maxPositions) {
-    return { positions: spec.dualChunkSize, why: `the ${spec.dualChunkSize.toLocaleString('en-US')}-position chunk of its dual chunk attention, which is not implemented (within one chunk it is full attention)` };
-  }
-  return { positions: spec.maxPositions, why: `the model's ${spec.maxPositions.toLocaleString('en-US')} trained positions (max_position_embeddings)` };
-}
-
-function longContextError(what: string, limit: { positions: number; why: string }, modelId: string, spec: ModelSpec): UserError {
+function longContextError(what: string, limit: PositionLimit, modelId: string, spec: ModelSpec): UserError {
   const fixes = [
     ...(spec.family === 'qwen3' && spec.rope.type !== 'yarn' ? [`--rope-override ${QWEN3_PUBLIC_YARN} (the public extraction's Qwen3 setup)`] : []),
     'shorter contexts (--min-doc-tokens, --max-doc-tokens, --cat-min-tokens)',

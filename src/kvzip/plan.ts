@@ -7,7 +7,7 @@ import { resolveModel } from '../hub/index.js';
 import { openModel } from '../model/load.js';
 import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions } from '../data/index.js';
 import { resolveDatasetFile } from '../hub/index.js';
-import { estimateStoreBytes, type HiddenDtype } from '../features/index.js';
+import { estimateStoreBytes, type AttnInputDtype } from '../features/index.js';
 import { modelPrompts } from './prompts.js';
 import { UserError } from '../util/errors.js';
 
@@ -30,7 +30,7 @@ export interface PlanInput {
   textField?: string;
   excludeDocs?: string[];
   recipe: Partial<RecipeOptions>;
-  hiddenDtype?: HiddenDtype;
+  hiddenDtype?: AttnInputDtype;
   extractDevice: 'cpu' | 'cuda' | 'webgpu';
   trainDevice: 'cpu' | 'cuda' | 'webgpu';
   steps: number;
@@ -75,7 +75,7 @@ export async function planRun(o: PlanInput): Promise<RunPlan> {
     tokens += ctx.tokenIds.length;
     largest = Math.max(largest, ctx.tokenIds.length);
   }
-  const hiddenDtype: HiddenDtype = o.hiddenDtype ?? (spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
+  const hiddenDtype: AttnInputDtype = o.hiddenDtype ?? (spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
   const L = spec.scoredLayers.length;
   const D = spec.hiddenSize;
   const H = spec.numKvHeads;

@@ -3,13 +3,13 @@
 import { parentPort } from 'node:worker_threads';
 import { inProcessRunner, type ContextRunner, type RunnerSpec } from './context-runner.js';
 import type { KvzipFeeds } from './inputs.js';
-import type { HiddenTarget } from './hidden-buffers.js';
+import type { AttnInputTarget } from './attn-input-buffers.js';
 import { UserError } from '../util/errors.js';
 import { buffersOf } from '../util/worker-request.js';
 
 let runner: ContextRunner | null = null;
 
-type Msg = { kind: 'init'; spec: RunnerSpec } | { kind: 'run'; feeds: KvzipFeeds; into?: HiddenTarget } | { kind: 'release' };
+type Msg = { kind: 'init'; spec: RunnerSpec } | { kind: 'run'; feeds: KvzipFeeds; into?: AttnInputTarget } | { kind: 'release' };
 
 parentPort!.on('message', async (m: Msg) => {
   try {
@@ -18,8 +18,8 @@ parentPort!.on('message', async (m: Msg) => {
       parentPort!.postMessage({ ok: true });
     } else if (m.kind === 'run') {
       const res = await runner!.run(m.feeds, m.into);
-      // the hidden arrays are the caller's buffers when given (ORT's own outputs are copied instead)
-      parentPort!.postMessage({ ok: true, res }, buffersOf([...(m.into ? res.hidden : []), ...res.scores]));
+      // the attention-input arrays are the caller's buffers when given (ORT's own outputs are copied instead)
+      parentPort!.postMessage({ ok: true, res }, buffersOf([...(m.into ? res.attnInput : []), ...res.scores]));
     } else {
       await runner?.release();
       runner = null;

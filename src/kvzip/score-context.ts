@@ -2,11 +2,11 @@
 // in the feature store's layouts.
 import { ort } from '../runtime/session.js';
 import type { KvzipFeeds } from './inputs.js';
-import { hiddenFetches, type HiddenTarget } from './hidden-buffers.js';
+import { attnInputFetches, type AttnInputTarget } from './attn-input-buffers.js';
 
 export interface ContextScores {
   /** per scored layer: attention inputs [ctx_len, D], fp16 bits (Uint16Array) or fp32 */
-  hidden: (Uint16Array | Float32Array)[];
+  attnInput: (Uint16Array | Float32Array)[];
   /** per scored layer: KVzip scores [H, ctx_len], head-major */
   scores: Float32Array[];
   ctxLen: number;
@@ -26,13 +26,13 @@ export function feedsToTensors(f: KvzipFeeds): Record<string, ort.Tensor> {
   };
 }
 
-/** `into`: optional host arrays the attention inputs are written into (see HiddenBuffers). */
-export async function scoreContext(session: ort.InferenceSession, feeds: KvzipFeeds, numScored: number, numKvHeads: number, into?: HiddenTarget): Promise<ContextScores> {
+/** `into`: optional host arrays the attention inputs are written into (see AttnInputBuffers). */
+export async function scoreContext(session: ort.InferenceSession, feeds: KvzipFeeds, numScored: number, numKvHeads: number, into?: AttnInputTarget): Promise<ContextScores> {
   const ctxLen = feeds.numTokens - feeds.prefixLen;
   const out = into
-    ? await session.run(feedsToTensors(feeds), { ...hiddenFetches(into, ctxLen), scores: null } as unknown as ort.InferenceSession.FetchesType)
+    ? await session.run(feedsToTensors(feeds), { ...attnInputFetches(into, ctxLen), scores: null } as unknown as ort.InferenceSession.FetchesType)
     : await session.run(feedsToTensors(feeds));
-  const hidden = into?.arrays ?? Array.from({ length: numScored }, (_, s) => out[`hidden.${s}`]!.data as Uint16Array | Float32Array);
+  const attnInput = into?.arrays ?? Array.from({ length: numScored }, (_, s) => out[`hidden.${s}`]!.data as Uint16Array | Float32Array);
   const raw = out.scores!;
   const [nPass, L, H, C] = raw.dims as number[];
   if (L !== numScored || H !== numKvHeads) throw new Error(`unexpected scores shape ${raw.dims}`);
@@ -48,5 +48,5 @@ export async function scoreContext(session: ort.InferenceSession, feeds: KvzipFe
   });
   if (nPass !== feeds.passes.length) throw new Error(`expected ${feeds.passes.length} passes, got ${nPass}`);
   for (const o of Object.values(out)) o.dispose?.();
-  return { hidden, scores, ctxLen };
+  return { attnInput, scores, ctxLen };
 }

@@ -53,8 +53,6 @@ export interface ModelSpec {
   qkNorm: boolean;
   /** RMSNorm multiplies by (offset + weight): 1 for Gemma, 0 otherwise */
   normOffset: 0 | 1;
-  /** Gemma: RMSNorm computed fully in fp32 and cast after the weight; others cast before the weight */
-  normCastAfterWeight: boolean;
   /** Gemma: norms after attention and after the MLP, and a separate norm before the MLP */
   sandwichNorms: boolean;
   /** embedding output multiplied by this (Gemma: sqrt(hidden_size)); null for none */
@@ -81,36 +79,29 @@ export interface ModelSpec {
 interface FamilyQuirks {
   family: Family;
   qkvBias: (c: any) => boolean;
+  /** o_proj bias (Qwen2 has q/k/v biases only, whatever attention_bias says) */
+  oBias: (c: any) => boolean;
   qkNorm: boolean;
   normOffset: 0 | 1;
   sandwichNorms: boolean;
   embedScaled: boolean;
+  /** throws on an activation the family's MLP does not have */
   mlpAct: (c: any) => 'silu' | 'gelu_tanh';
   /** Gemma-3 style: only global layers are scored */
   scoreGlobalOnly: boolean;
+  /** the family's layer kinds when config.json has no layer_types (null: all full) */
+  layerKinds: (c: any, numLayers: number, slidingWindow: number | null) => LayerKind[] | null;
+  /** sliding layers rotate with their own base (rope_local_base_freq) */
+  localRope: boolean;
+  /** softmax scale from query_pre_attn_scalar rather than head_dim */
+  queryPreAttnScalar: boolean;
+  /** tie_word_embeddings when config.json does not say */
+  tiedByDefault: boolean;
+  /** transformers' config-class defaults for fields a sparse config.json leaves out */
+  configDefaults: Record<string, unknown>;
+  /** `use_sliding_window: true` changes this family's math in a way not implemented: why (refused) */
+  refuseUseSlidingWindow: string | null;
 }
-
-const silu = () => 'silu' as const;
-const FAMILIES: Record<string, FamilyQuirks> = {
-  llama: { family: 'llama', qkvBias: (c) => !!c.attention_bias, qkNorm: false, normOffset: 0, sandwichNorms: false, embedScaled: false, mlpAct: silu, scoreGlobalOnly: false },
-  mistral: { family: 'mistral', qkvBias: () => false, qkNorm: false, normOffset: 0, sandwichNorms: false, embedScaled: false, mlpAct: silu, scoreGlobalOnly: false },
-  qwen2: { family: 'qwen2', qkvBias: () => true, qkNorm: false, normOffset: 0, sandwichNorms: false, embedScaled: false, mlpAct: silu, scoreGlobalOnly: false },
-  qwen3: { family: 'qwen3', qkvBias: (c) => !!c.attention_bias, qkNorm: true, normOffset: 0, sandwichNorms: false, embedScaled: false, mlpAct: silu, scoreGlobalOnly: false },
-  gemma3_text: {
-    family: 'gemma3',
-    qkvBias: (c) => !!c.attention_bias,
-    qkNorm: true,
-    normOffset: 1,
-    sandwichNorms: true,
-    embedScaled: true,
-    mlpAct: (c) => {
-      const act = c.hidden_activation ?? c.hidden_act ?? 'gelu_pytorch_tanh';
-      if (act !== 'gelu_pytorch_tanh' && act !== 'gelu_tanh') throw new Error(`unsupported Gemma activation ${act}`);
-      return 'gelu_tanh';
-    },
-    scoreGlobalOnly: true,
-  },
-};
 
 /** transformers' Gemma3TextConfig defaults for the fields read here (token ids excluded: the wrapper's own win). */
 const GEMMA3_TEXT_DEFAULTS = {
@@ -130,7 +121,75 @@ const GEMMA3_TEXT_DEFAULTS = {
   sliding_window_pattern: 6,
 };
 
-export const SUPPORTED_MODEL_TYPES = Object.keys(FAMILIES).concat(['gemma3']);
+const silu = (c: any) => {
+  if (c.hidden_act && c.hidden_act !== 'silu') throw new Error(`unsupported hidden_act "${c.hidden_act}"`);
+  return 'silu' as const;
+};
+const allFull = () => null;
+const LLAMA_LIKE = {
+  oBias: (c: any) => !!c.attention_bias,
+  qkNorm: false,
+  normOffset: 0,
+  sandwichNorms: false,
+  embedScaled: false,
+  mlpAct: silu,
+  scoreGlobalOnly: false,
+  layerKinds: allFull,
+  localRope: false,
+  queryPreAttnScalar: false,
+  tiedByDefault: false,
+  configDefaults: {},
+  refuseUseSlidingWindow: null,
+} as const;
+const FAMILIES: Record<string, FamilyQuirks> = {
+  llama: { ...LLAMA_LIKE, family: 'llama', qkvBias: (c) => !!c.attention_bias, refuseUseSlidingWindow: 'is true' },
+  mistral: {
+    ...LLAMA_LIKE,
+    family: 'mistral',
+    qkvBias: () => false,
+    // sliding_window set: every layer slides
+    layerKinds: (_c, n, window) => (window ? Array(n).fill('sliding') : null),
+  },
+  qwen2: {
+    ...LLAMA_LIKE,
+    family: 'qwen2',
+    qkvBias: () => true,
+    oBias: () => false,
+    // use_sliding_window: the layers from max_window_layers on slide
+    layerKinds: (c, n, window) => (c.use_sliding_window && window ? Array.from({ length: n }, (_, i) => (i >= (c.max_window_layers ?? n) ? 'sliding' : 'full')) : null),
+  },
+  qwen3: { ...LLAMA_LIKE, family: 'qwen3', qkvBias: (c) => !!c.attention_bias, qkNorm: true, refuseUseSlidingWindow: 'is true (Qwen3 sliding-window layers)' },
+  gemma3_text: {
+    family: 'gemma3',
+    qkvBias: (c) => !!c.attention_bias,
+    oBias: (c) => !!c.attention_bias,
+    qkNorm: true,
+    normOffset: 1,
+    sandwichNorms: true,
+    embedScaled: true,
+    mlpAct: (c) => {
+      const act = c.hidden_activation ?? c.hidden_act ?? 'gelu_pytorch_tanh';
+      if (act !== 'gelu_pytorch_tanh' && act !== 'gelu_tanh') throw new Error(`unsupported Gemma activation ${act}`);
+      return 'gelu_tanh';
+    },
+    scoreGlobalOnly: true,
+    // every sliding_window_pattern-th layer is global
+    layerKinds: (c, n) => Array.from({ length: n }, (_, i) => ((i + 1) % (c.sliding_window_pattern ?? 6) === 0 ? 'full' : 'sliding')),
+    localRope: true,
+    queryPreAttnScalar: true,
+    tiedByDefault: true,
+    // multimodal checkpoints (e.g. google/gemma-3-4b-it) write a sparse text_config
+    configDefaults: GEMMA3_TEXT_DEFAULTS,
+    refuseUseSlidingWindow: null,
+  },
+};
+
+/** Multimodal wrappers (Gemma3ForConditionalGeneration) keep the LM config in text_config. */
+const WRAPPERS: Record<string, { textModelType: string; weightPrefix: string }> = {
+  gemma3: { textModelType: 'gemma3_text', weightPrefix: 'language_model.model.' },
+};
+
+export const SUPPORTED_MODEL_TYPES = Object.keys(FAMILIES).concat(Object.keys(WRAPPERS));
 
 function parseDtype(v: unknown): TorchDType {
   if (v === 'bfloat16' || v === 'float16' || v === 'float32') return v;
@@ -172,20 +231,17 @@ const MAX_CONFIG_SIZE = 1 << 20;
 /** Parse an already-loaded config object. `file` names the source in error messages. */
 export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
   if (!raw || typeof raw !== 'object') throw fileError(file, 'not a JSON object');
-  // Multimodal wrappers (Gemma3ForConditionalGeneration) keep the LM config in text_config.
-  const isWrapper = raw.model_type === 'gemma3' && raw.text_config;
-  const given = isWrapper ? { ...raw.text_config, torch_dtype: raw.text_config.torch_dtype ?? raw.torch_dtype ?? raw.dtype } : raw;
-  const modelType: string = given.model_type ?? (isWrapper ? 'gemma3_text' : undefined);
-  const quirks = FAMILIES[modelType];
+  const wrapper = raw.text_config && Object.hasOwn(WRAPPERS, raw.model_type) ? WRAPPERS[raw.model_type] : undefined;
+  const given = wrapper ? { ...raw.text_config, torch_dtype: raw.text_config.torch_dtype ?? raw.torch_dtype ?? raw.dtype } : raw;
+  const modelType: string = given.model_type ?? wrapper?.textModelType;
+  const quirks = Object.hasOwn(FAMILIES, modelType) ? FAMILIES[modelType] : undefined;
   if (!quirks) {
     throw fileError(
       file,
       `unsupported architecture: model_type "${raw.model_type ?? '(missing)'}"${raw.architectures ? ` (${raw.architectures.join(', ')})` : ''}; supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
     );
   }
-  // Gemma-3 multimodal checkpoints (e.g. google/gemma-3-4b-it) write a sparse text_config and rely on
-  // transformers' Gemma3TextConfig defaults for the rest.
-  const c = quirks.family === 'gemma3' ? { ...GEMMA3_TEXT_DEFAULTS, ...given } : given;
+  const c = { ...quirks.configDefaults, ...given };
   /** sizes and counts: positive integers below a bound no real model reaches (a hostile config must not allocate) */
   const count = (k: string, fallback?: number): number => {
     const v = c[k] ?? fallback;
@@ -201,23 +257,15 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
   const headDim = typeof c.head_dim === 'number' ? c.head_dim : hiddenSize / numHeads;
   const rmsNormEps = typeof c.rms_norm_eps === 'number' ? c.rms_norm_eps : 1e-6;
 
-  // Layer kinds: explicit layer_types, else Gemma's sliding_window_pattern, else Mistral's
-  // all-sliding when sliding_window is set, else all full.
+  // Layer kinds: explicit layer_types, else the family's rule (Gemma's sliding_window_pattern,
+  // Mistral's sliding_window, Qwen2's use_sliding_window), else all full.
   let layerKinds: LayerKind[];
   const slidingWindow: number | null = typeof c.sliding_window === 'number' ? c.sliding_window : null;
   if (Array.isArray(c.layer_types)) {
     if (c.layer_types.length !== numLayers) throw fileError(file, `layer_types has ${c.layer_types.length} entries for ${numLayers} layers`);
     layerKinds = c.layer_types.map((t: string) => (t === 'sliding_attention' ? 'sliding' : 'full'));
-  } else if (quirks.family === 'gemma3') {
-    const pattern = c.sliding_window_pattern ?? 6;
-    layerKinds = Array.from({ length: numLayers }, (_, i) => ((i + 1) % pattern === 0 ? 'full' : 'sliding'));
-  } else if (quirks.family === 'mistral' && slidingWindow) {
-    layerKinds = Array(numLayers).fill('sliding');
-  } else if (quirks.family === 'qwen2' && c.use_sliding_window && slidingWindow) {
-    const maxWindowLayers = c.max_window_layers ?? numLayers;
-    layerKinds = Array.from({ length: numLayers }, (_, i) => (i >= maxWindowLayers ? 'sliding' : 'full'));
   } else {
-    layerKinds = Array(numLayers).fill('full');
+    layerKinds = quirks.layerKinds(c, numLayers, slidingWindow) ?? Array(numLayers).fill('full');
   }
   if (layerKinds.includes('sliding') && !slidingWindow) throw fileError(file, 'sliding-window layers but no "sliding_window" size');
 
@@ -233,16 +281,16 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
       ropeLocal = ropeFrom(rp.sliding_attention ?? rp.full_attention, c.rope_local_base_freq ?? 10000, partial);
     } else if (rp) {
       rope = ropeFrom(rp, c.rope_theta ?? 10000, partial);
-      ropeLocal = quirks.family === 'gemma3' ? ropeFrom(null, c.rope_local_base_freq ?? 10000, partial) : rope;
+      ropeLocal = quirks.localRope ? ropeFrom(null, c.rope_local_base_freq ?? 10000, partial) : rope;
     } else {
       rope = ropeFrom({ ...(c.rope_scaling ?? {}), rope_theta: c.rope_theta ?? 10000 }, 10000, partial);
-      ropeLocal = quirks.family === 'gemma3' ? ropeFrom(null, c.rope_local_base_freq ?? 10000, partial) : rope;
+      ropeLocal = quirks.localRope ? ropeFrom(null, c.rope_local_base_freq ?? 10000, partial) : rope;
     }
   } catch (e) {
     throw fileError(file, (e as Error).message);
   }
 
-  const queryScalar = quirks.family === 'gemma3' ? (c.query_pre_attn_scalar ?? headDim) : headDim;
+  const queryScalar = quirks.queryPreAttnScalar ? (c.query_pre_attn_scalar ?? headDim) : headDim;
   const eos = c.eos_token_id ?? raw.eos_token_id;
   const scoredLayers = layerKinds.map((k, i) => (quirks.scoreGlobalOnly && k !== 'full' ? -1 : i)).filter((i) => i >= 0);
 
@@ -252,9 +300,8 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
   } catch (e) {
     throw fileError(file, (e as Error).message);
   }
-  if (quirks.family !== 'gemma3' && c.hidden_act && c.hidden_act !== 'silu') throw fileError(file, `unsupported hidden_act "${c.hidden_act}"`);
 
-  refuseUnimplemented(c, quirks.family, file);
+  refuseUnimplemented(c, quirks, file);
   const dca = c.dual_chunk_attention_config;
   if (dca !== undefined && dca !== null && !(isObject(dca) && Number.isSafeInteger(dca.chunk_size) && dca.chunk_size > 0)) {
     throw fileError(file, '"dual_chunk_attention_config" has no positive integer "chunk_size"');
@@ -273,7 +320,7 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
     vocabSize: count('vocab_size'),
     rmsNormEps,
     maxPositions: c.max_position_embeddings ?? 4096,
-    tieWordEmbeddings: raw.tie_word_embeddings ?? c.tie_word_embeddings ?? (quirks.family === 'gemma3'),
+    tieWordEmbeddings: raw.tie_word_embeddings ?? c.tie_word_embeddings ?? quirks.tiedByDefault,
     torchDtype: parseDtype(c.torch_dtype ?? c.dtype ?? raw.torch_dtype ?? raw.dtype),
     layerKinds,
     // a window that no layer uses is no window (Qwen2.5 writes sliding_window with use_sliding_window false)
@@ -281,11 +328,10 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
     rope,
     ropeLocal,
     qkvBias: quirks.qkvBias(c),
-    oBias: !!c.attention_bias && quirks.family !== 'qwen2',
+    oBias: quirks.oBias(c),
     mlpBias: !!c.mlp_bias,
     qkNorm: quirks.qkNorm,
     normOffset: quirks.normOffset,
-    normCastAfterWeight: quirks.family === 'gemma3',
     sandwichNorms: quirks.sandwichNorms,
     embedScale: quirks.embedScaled ? Math.sqrt(hiddenSize) : null,
     mlpAct,
@@ -295,7 +341,7 @@ export function parseModelConfig(raw: any, file = 'config.json'): ModelSpec {
     bosTokenId: c.bos_token_id ?? raw.bos_token_id ?? null,
     eosTokenIds: eos === undefined || eos === null ? [] : Array.isArray(eos) ? eos : [eos],
     scoredLayers,
-    weightPrefix: isWrapper ? 'language_model.model.' : 'model.',
+    weightPrefix: wrapper?.weightPrefix ?? 'model.',
     dualChunkSize: dca ? dca.chunk_size : null,
   };
 }
@@ -307,7 +353,7 @@ const isObject = (v: unknown): v is Record<string, any> => !!v && typeof v === '
  * refused by name rather than silently ignored. (Fields that do not change the math, such as
  * pretraining_tp's split matmuls or use_cache, are not listed.)
  */
-function refuseUnimplemented(c: any, family: Family, file: string): void {
+function refuseUnimplemented(c: any, quirks: FamilyQuirks, file: string): void {
   const refuse = (field: string, why: string) => {
     throw fileError(file, `"${field}" ${why}; fastkvzip does not implement it, and ignoring it would change the model's outputs`);
   };
@@ -315,8 +361,7 @@ function refuseUnimplemented(c: any, family: Family, file: string): void {
     const bad = c.layer_types.find((t: unknown) => t !== 'full_attention' && t !== 'sliding_attention');
     if (bad !== undefined) refuse('layer_types', `contains ${JSON.stringify(bad)} (supported: full_attention, sliding_attention)`);
   }
-  if (family === 'qwen3' && c.use_sliding_window === true) refuse('use_sliding_window', 'is true (Qwen3 sliding-window layers)');
-  if (family === 'llama' && c.use_sliding_window === true) refuse('use_sliding_window', 'is true');
+  if (quirks.refuseUseSlidingWindow && c.use_sliding_window === true) refuse('use_sliding_window', quirks.refuseUseSlidingWindow);
   if (c.use_bidirectional_attention === true) refuse('use_bidirectional_attention', 'is true (bidirectional attention)');
   if (typeof c.attention_chunk_size === 'number') refuse('attention_chunk_size', `is ${c.attention_chunk_size} (chunked local attention)`);
   if (Array.isArray(c.no_rope_layers)) refuse('no_rope_layers', 'is set (layers without RoPE)');
@@ -339,9 +384,4 @@ export function loadModelConfig(dir: string): ModelSpec {
     throw fileError(file, `not valid JSON (${(e as Error).message})`);
   }
   return parseModelConfig(raw, file);
-}
-
-/** Query heads per KV head. */
-export function groupSize(spec: ModelSpec): number {
-  return spec.numHeads / spec.numKvHeads;
 }

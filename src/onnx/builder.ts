@@ -3,6 +3,7 @@
 // only knows about nodes, values, initializers and subgraphs.
 import onnxProto from 'onnx-proto';
 import { f32ToF16Bits as f32ToF16, f32ToBf16Bits as f32ToBf16 } from '../util/half.js';
+import { DTYPE_BYTES, type Dtype } from '../util/dtype.js';
 
 export const onnx = onnxProto.onnx;
 type NodeProto = InstanceType<typeof onnx.NodeProto>;
@@ -10,7 +11,8 @@ type TensorProto = InstanceType<typeof onnx.TensorProto>;
 type ValueInfoProto = InstanceType<typeof onnx.ValueInfoProto>;
 type GraphProto = InstanceType<typeof onnx.GraphProto>;
 
-export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'uint16' | 'int8';
+/** The element types our graphs use (names and sizes from util/dtype.ts). */
+export type DType = Extract<Dtype, 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'uint16' | 'int8'>;
 
 export const ONNX_DTYPE: Record<DType, number> = {
   float32: 1,
@@ -22,18 +24,6 @@ export const ONNX_DTYPE: Record<DType, number> = {
   bool: 9,
   float16: 10,
   bfloat16: 16,
-};
-
-export const DTYPE_BYTES: Record<DType, number> = {
-  float32: 4,
-  float16: 2,
-  bfloat16: 2,
-  int64: 8,
-  int32: 4,
-  bool: 1,
-  uint8: 1,
-  uint16: 2,
-  int8: 1,
 };
 
 export type Dim = number | string;

@@ -27,9 +27,9 @@ describe('.ci reproducibility reference', () => {
     const ref = await readGatePt(REF);
     expect(compare(ref, ref).ok).toBe(true);
     const g = clone(ref);
-    const w = g.params[0]!.qProjWeight;
+    const w = g.params[0]!['q_proj.weight'];
     for (const j of [3, 500, 9000]) w[j] = w[j]! + Math.sign(w[j]!) * 2 ** (Math.floor(Math.log2(Math.abs(w[j]!))) - 7);
-    g.params[1]!.kBase[7] = g.params[1]!.kBase[7]! * (1 + 1e-7);
+    g.params[1]!['k_base'][7] = g.params[1]!['k_base'][7]! * (1 + 1e-7);
     const r = compare(g, ref);
     expect(r.problems).toEqual([]);
   });
@@ -37,15 +37,15 @@ describe('.ci reproducibility reference', () => {
   it('rejects a change of many projection entries, a two-ulp change and an fp32 drift', async () => {
     const ref = await readGatePt(REF);
     const many = clone(ref);
-    const w = many.params[2]!.kProjWeight;
+    const w = many.params[2]!['k_proj.weight'];
     for (let j = 0; j < w.length; j += 50) w[j] = w[j]! + Math.sign(w[j]!) * 2 ** (Math.floor(Math.log2(Math.abs(w[j]!))) - 7);
     expect(compare(many, ref).problems.join('\n')).toMatch(/layer 2 k_proj.weight .*entries differ \(> 1 %\)/);
     const twoUlp = clone(ref);
-    const v = twoUlp.params[0]!.qProjWeight;
+    const v = twoUlp.params[0]!['q_proj.weight'];
     v[10] = v[10]! * (1 + 2 ** -5);
     expect(compare(twoUlp, ref).problems.join('\n')).toMatch(/more than one bfloat16 ulp/);
     const drift = clone(ref);
-    drift.params[3]!.kBase[0] = drift.params[3]!.kBase[0]! + 1e-4 * Math.max(...drift.params[3]!.kBase.map(Math.abs));
+    drift.params[3]!['k_base'][0] = drift.params[3]!['k_base'][0]! + 1e-4 * Math.max(...drift.params[3]!['k_base'].map(Math.abs));
     expect(compare(drift, ref).problems.join('\n')).toMatch(/layer 3 k_base .*> 0.00001/);
   });
 });

@@ -103,7 +103,7 @@ function dropMetadataKey(file: string, key: string): void {
 
 describe('every export format validates the gates', () => {
   const cases: [string, (g: ReturnType<typeof makeGateSet>) => unknown, RegExp][] = [
-    ['NaN parameters', (g) => (g.params[1]!.kBase[3] = NaN, g), /non-finite value/],
+    ['NaN parameters', (g) => (g.params[1]!['k_base'][3] = NaN, g), /non-finite value/],
     ['modelDtype int8', (g) => ({ ...g, modelDtype: 'int8' }), /model_dtype "int8" is unknown|unknown modelDtype int8/],
     ['metrics for the wrong number of layers', (g) => ({ ...g, metrics: { loss: [[1]], acc: [[1]], lossTrain: [[1]], accTrain: [[1]] } }), /metric_history\.loss is not a list of per-layer rows|metrics\.loss\[0\] must have one value per layer/],
     ['metadata without layers', (g) => ({ ...g, dropLayersMetadata: true }), /"layers" is not (a list|JSON)|no "layers" list/],

@@ -45,13 +45,13 @@ export function randomGates(spec: ModelSpec, seed = 5): GateSet {
     layers: spec.scoredLayers,
     modelDtype: 'float32',
     params: spec.scoredLayers.map(() => ({
-      qProjWeight: u(H * G * r * D, 1 / Math.sqrt(D)),
-      qProjBias: u(H * G * r, 0.1),
-      kProjWeight: u(H * r * D, 1 / Math.sqrt(D)),
-      qNormWeight: new Float32Array(r).fill(1),
-      kNormWeight: new Float32Array(r).fill(1),
+      'q_proj.weight': u(H * G * r * D, 1 / Math.sqrt(D)),
+      'q_proj.bias': u(H * G * r, 0.1),
+      'k_proj.weight': u(H * r * D, 1 / Math.sqrt(D)),
+      'q_norm.weight': new Float32Array(r).fill(1),
+      'k_norm.weight': new Float32Array(r).fill(1),
       b: u(H * G, 0.5),
-      kBase: u(H * S * r, 0.5),
+      k_base: u(H * S * r, 0.5),
     })),
   };
 }

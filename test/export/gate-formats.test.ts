@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import { writeGateFile } from '../../src/gate/gate-file.js';
-import { gateStateDtypes, GATE_STATE_KEYS, PARAM_FIELD } from '../../src/gate/gate-tensors.js';
+import { gateStateDtypes, GATE_STATE_KEYS } from '../../src/gate/gate-tensors.js';
 import type { GateSet } from '../../src/gate/types.js';
 import { exportTrained, readGates, GATE_FILE_FORMATS } from '../../src/export/index.js';
 import { gateSession, loadGates } from '../../src/eval/gates.js';
@@ -29,7 +29,7 @@ function published(g: GateSet): GateSet {
     ...g,
     params: g.params.map((p) => {
       const q = { ...p };
-      for (const key of GATE_STATE_KEYS) if (dtypes[key] === 'bfloat16') q[PARAM_FIELD[key]] = bf16ArrayToF32(f32ArrayToBf16(p[PARAM_FIELD[key]]));
+      for (const key of GATE_STATE_KEYS) if (dtypes[key] === 'bfloat16') q[key] = bf16ArrayToF32(f32ArrayToBf16(p[key]));
       return q;
     }),
   };

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { writeGatePt } from '../../src/export/write-gate-pt.js';
 import { readGatePt } from '../../src/export/read-gate-pt.js';
-import { GATE_STATE_KEYS, PARAM_FIELD, gateStateDtypes } from '../../src/gate/gate-tensors.js';
+import { GATE_STATE_KEYS, gateStateDtypes } from '../../src/gate/gate-tensors.js';
 import { ZipReader } from '../../src/export/torch-file/zip-reader.js';
 import { StoredZipWriter } from '../../src/export/torch-file/zip-writer.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from '../../src/util/half.js';
@@ -34,7 +34,7 @@ function expectSameAsStored(read: GateSet, original: GateSet): void {
   expect(read.params.length).toBe(original.params.length);
   original.params.forEach((p, i) => {
     for (const key of GATE_STATE_KEYS) {
-      const field = PARAM_FIELD[key];
+      const field = key;
       expect(read.params[i]![field], `${i} ${key}`).toEqual(stored(p[field], dtypes[key]));
     }
   });
@@ -85,10 +85,10 @@ describe('writeGatePt / readGatePt', () => {
     await writeGatePt(file, gates, { modelLayerCount: 4 });
     const read = await readGatePt(file);
     expect(read.layers).toEqual([0, 1, 2, 3]);
-    expect(read.params[1]!.qProjWeight).toEqual(gates.params[0]!.qProjWeight);
-    expect(read.params[3]!.kBase).toEqual(gates.params[1]!.kBase);
-    expect(Array.from(read.params[0]!.qProjWeight).every((v) => v === 0)).toBe(true);
-    expect(Array.from(read.params[2]!.qNormWeight)).toEqual([1, 1]);
+    expect(read.params[1]!['q_proj.weight']).toEqual(gates.params[0]!['q_proj.weight']);
+    expect(read.params[3]!['k_base']).toEqual(gates.params[1]!['k_base']);
+    expect(Array.from(read.params[0]!['q_proj.weight']).every((v) => v === 0)).toBe(true);
+    expect(Array.from(read.params[2]!['q_norm.weight'])).toEqual([1, 1]);
     expect(read.metrics!.loss[0]![0]).toBeNaN();
     expect(read.metrics!.loss[0]![1]).toBe(gates.metrics!.loss[0]![0]);
     await expect(writeGatePt(file, gates, { modelLayerCount: 3 })).rejects.toThrow(/model layer 3 does not fit modelLayerCount 3/);
@@ -144,12 +144,12 @@ describe('writeGatePt / readGatePt', () => {
     const g = makeGateSet({ D: 4, H: 1, G: 1, r: 2, S: 1, layers: [0, 1], modelDtype: 'float32', seed: 7 });
     await expect(writeGatePt(file, { ...g, layers: [0, 0] })).rejects.toThrow(/layer index 0 appears twice/);
     await expect(writeGatePt(file, { ...g, layers: [0] })).rejects.toThrow(/1 layer indices but 2 parameter sets/);
-    const short = { ...g, params: [g.params[0]!, { ...g.params[1]!, kProjWeight: new Float32Array(3) }] };
+    const short = { ...g, params: [g.params[0]!, { ...g.params[1]!, 'k_proj.weight': new Float32Array(3) }] };
     await expect(writeGatePt(file, short)).rejects.toThrow(/gate 1 \(model layer 1\) k_proj.weight has 3 values, expected 8 \(\[2, 4\]\)/);
     const badMetrics = { ...g, metrics: { ...g.metrics!, acc: [[0.5]] } };
     await expect(writeGatePt(file, badMetrics)).rejects.toThrow(/metrics.acc\[0\] must have one value per layer \(2\)/);
     const f16 = makeGateSet({ D: 4, H: 1, G: 1, r: 2, S: 1, layers: [0], modelDtype: 'float16', seed: 8 });
-    f16.params[0]!.qProjBias[1] = 1e6;
+    f16.params[0]!['q_proj.bias'][1] = 1e6;
     await expect(writeGatePt(file, f16)).rejects.toThrow(/value 1000000 at index 1 overflows float16/);
   });
 

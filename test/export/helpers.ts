@@ -34,13 +34,13 @@ export function makeGateSet(d: FixtureDims): GateSet {
   const rand = rng(d.seed ?? 1);
   const arr = (n: number, scale: number, offset = 0): Float32Array => Float32Array.from({ length: n }, () => offset + (rand() * 2 - 1) * scale);
   const params: GateLayerParams[] = d.layers.map(() => ({
-    qProjWeight: arr(d.H * d.G * d.r * d.D, 1 / Math.sqrt(d.D)),
-    qProjBias: arr(d.H * d.G * d.r, 1 / Math.sqrt(d.D)),
-    kProjWeight: arr(d.H * d.r * d.D, 1 / Math.sqrt(d.D)),
-    qNormWeight: arr(d.r, 0.2, 1),
-    kNormWeight: arr(d.r, 0.2, 1),
+    'q_proj.weight': arr(d.H * d.G * d.r * d.D, 1 / Math.sqrt(d.D)),
+    'q_proj.bias': arr(d.H * d.G * d.r, 1 / Math.sqrt(d.D)),
+    'k_proj.weight': arr(d.H * d.r * d.D, 1 / Math.sqrt(d.D)),
+    'q_norm.weight': arr(d.r, 0.2, 1),
+    'k_norm.weight': arr(d.r, 0.2, 1),
     b: arr(d.H * d.G, 0.5),
-    kBase: arr(d.H * d.S * d.r, 0.5),
+    k_base: arr(d.H * d.S * d.r, 0.5),
   }));
   const gates: GateSet = { D: d.D, H: d.H, G: d.G, r: d.r, S: d.S, layers: [...d.layers], params, modelDtype: d.modelDtype };
   if (d.metrics !== false) {

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readGatePt } from '../../src/export/read-gate-pt.js';
 import { writeGatePt } from '../../src/export/write-gate-pt.js';
-import { GATE_STATE_KEYS, PARAM_FIELD, gateStateShapes, numel } from '../../src/gate/gate-tensors.js';
+import { GATE_STATE_KEYS, gateStateShapes, numel } from '../../src/gate/gate-tensors.js';
 import type { GateSet } from '../../src/gate/types.js';
 import { runPython, tempDir, torchPython } from './helpers.js';
 
@@ -24,7 +24,7 @@ function expectValuesFromDump(gates: GateSet, dumpFile: string): void {
   gates.params.forEach((p, i) => {
     for (const key of GATE_STATE_KEYS) {
       const n = numel(shapes[key]);
-      expect(p[PARAM_FIELD[key]], `${i} ${key}`).toEqual(all.slice(at, at + n));
+      expect(p[key], `${i} ${key}`).toEqual(all.slice(at, at + n));
       at += n;
     }
   });

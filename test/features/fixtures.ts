@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openStore, type FeatureStore, type StoreInit } from '../../src/features/store.js';
-import type { HiddenDtype } from '../../src/features/types.js';
+import type { AttnInputDtype } from '../../src/features/types.js';
 
 export const D = 16;
 export const H = 2;
@@ -27,7 +27,7 @@ export async function tempDir(prefix = 'fkz-features-'): Promise<{ dir: string; 
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export function identity(hiddenDtype: HiddenDtype = 'bfloat16', over: { commit?: string; chunk?: number } = {}): StoreInit {
+export function identity(hiddenDtype: AttnInputDtype = 'bfloat16', over: { commit?: string; chunk?: number } = {}): StoreInit {
   return {
     tool: { name: 'fastkvzip', version: '0.1.0' },
     model: {
@@ -100,7 +100,7 @@ export async function writeContext(store: FeatureStore, ctx: ContextSpec): Promi
 }
 
 /** A finished store holding `contexts`. */
-export async function writeStore(dir: string, hiddenDtype: HiddenDtype = 'bfloat16', contexts = CONTEXTS, init?: StoreInit): Promise<void> {
+export async function writeStore(dir: string, hiddenDtype: AttnInputDtype = 'bfloat16', contexts = CONTEXTS, init?: StoreInit): Promise<void> {
   const store = await openStore(dir, init ?? identity(hiddenDtype));
   for (const ctx of contexts) await writeContext(store, ctx);
   await store.finish();

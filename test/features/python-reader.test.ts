@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { readLayer } from '../../src/features/index.js';
 import { bf16ArrayToF32, f16ArrayToF32 } from '../../src/util/half.js';
 import { tempDir, writeStore, LAYERS } from './fixtures.js';
-import type { HiddenDtype } from '../../src/features/types.js';
+import type { AttnInputDtype } from '../../src/features/types.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const doc = readFileSync(path.join(ROOT, 'docs', 'feature-store.md'), 'utf8');
@@ -32,7 +32,7 @@ describe.skipIf(!python)('docs/feature-store.md Python reader', () => {
   afterAll(async () => {
     for (const c of cleanups) await c();
   });
-  for (const dtype of ['bfloat16', 'float16'] as HiddenDtype[]) {
+  for (const dtype of ['bfloat16', 'float16'] as AttnInputDtype[]) {
     it(`reads a ${dtype} store layer by layer like fastkvzip does`, async () => {
       const { dir, cleanup } = await tempDir('fkz-pyreader-');
       cleanups.push(cleanup);

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { readGateFile, writeGateFile } from '../../src/gate/gate-file.js';
-import { GATE_STATE_KEYS, PARAM_FIELD, gateLayerTensors, gateStateDtypes } from '../../src/gate/gate-tensors.js';
+import { GATE_STATE_KEYS, gateLayerTensors, gateStateDtypes } from '../../src/gate/gate-tensors.js';
 import { bf16ArrayToF32, f32ArrayToBf16 } from '../../src/util/half.js';
 import { dumpF32, makeGateSet, runPython, tempDir, torchPython } from '../export/helpers.js';
 
@@ -49,8 +49,8 @@ describe('writeGateFile (published dtypes)', () => {
     const dtypes = gateStateDtypes('bfloat16');
     gates.params.forEach((p, i) => {
       for (const key of GATE_STATE_KEYS) {
-        const v = p[PARAM_FIELD[key]];
-        expect(read.params[i]![PARAM_FIELD[key]]).toEqual(dtypes[key] === 'bfloat16' ? bf16ArrayToF32(f32ArrayToBf16(v)) : v);
+        const v = p[key];
+        expect(read.params[i]![key]).toEqual(dtypes[key] === 'bfloat16' ? bf16ArrayToF32(f32ArrayToBf16(v)) : v);
       }
     });
     const again = path.join(dir, 'again.safetensors');

@@ -6,7 +6,7 @@ import { golden, maxAbsDiff, maxAbs } from '../helpers/golden.js';
 import { Graph, encodeModel } from '../../src/onnx/builder.js';
 import { buildGradGraph, buildTrainGraph, PARAMS, paramShape, type GateDims, type ParamName } from '../../src/gate/graph.js';
 import { stack, unstack, zerosLike, type StackedParams } from '../../src/gate/state.js';
-import type { GateLayerParams } from '../../src/gate/types.js';
+import { GATE_STATE_KEYS, type GateLayerParams } from '../../src/gate/types.js';
 import { lrMultiplier, splitPositions } from '../../src/gate/schedule.js';
 
 const g = golden('gate');
@@ -16,7 +16,7 @@ const N = m.N;
 
 function layerParams(prefix: string, l: number): GateLayerParams {
   const t = (n: string) => g.f32(`${prefix}.${l}.${n}`);
-  return { qProjWeight: t('q_proj.weight'), qProjBias: t('q_proj.bias'), kProjWeight: t('k_proj.weight'), qNormWeight: t('q_norm.weight'), kNormWeight: t('k_norm.weight'), b: t('b'), kBase: t('k_base') };
+  return Object.fromEntries(GATE_STATE_KEYS.map((key) => [key, t(key)])) as GateLayerParams;
 }
 const paramsOf = (prefix: string) => stack([0, 1].map((l) => layerParams(prefix, l)), d);
 const x = g.f32('x'); // [L, N, D]
@@ -56,11 +56,10 @@ describe('gate vs the PyTorch reference', () => {
     }
     const out = await grad.run({ ...tensorFeeds(paramsOf('init')), x: new ort.Tensor('float32', xb, [d.L, 32, d.D]), y: new ort.Tensor('float32', yb, [d.L, 32, d.H]) });
     const ours = unstack(Object.fromEntries(PARAMS.map((n) => [n, out[`grad.${n}`]!.data as Float32Array])) as StackedParams, d);
-    const fields: [keyof GateLayerParams, string][] = [['qProjWeight', 'q_proj.weight'], ['qProjBias', 'q_proj.bias'], ['kProjWeight', 'k_proj.weight'], ['qNormWeight', 'q_norm.weight'], ['kNormWeight', 'k_norm.weight'], ['b', 'b'], ['kBase', 'k_base']];
     for (let l = 0; l < d.L; l++) {
-      for (const [f, key] of fields) {
+      for (const key of GATE_STATE_KEYS) {
         const want = g.f32(`train.grad0.${l}.${key}`);
-        expect(maxAbsDiff(ours[l]![f], want), `grad ${key} layer ${l}`).toBeLessThan(1e-5 + 1e-4 * maxAbs(want));
+        expect(maxAbsDiff(ours[l]![key], want), `grad ${key} layer ${l}`).toBeLessThan(1e-5 + 1e-4 * maxAbs(want));
       }
     }
   });

@@ -32,10 +32,10 @@ describe('gate gradient', () => {
     const layers = [0, 1].map((l) => initLayer(d, 3, l));
     // non-trivial norms, b and sinks so every term of the gradient matters
     for (const p of layers) {
-      p.qNormWeight.forEach((_, i) => (p.qNormWeight[i] = 1 + 0.3 * rng.uniform(-1, 1)));
-      p.kNormWeight.forEach((_, i) => (p.kNormWeight[i] = 1 + 0.3 * rng.uniform(-1, 1)));
+      p['q_norm.weight'].forEach((_, i) => (p['q_norm.weight'][i] = 1 + 0.3 * rng.uniform(-1, 1)));
+      p['k_norm.weight'].forEach((_, i) => (p['k_norm.weight'][i] = 1 + 0.3 * rng.uniform(-1, 1)));
       p.b.forEach((_, i) => (p.b[i] = rng.uniform(-1, 1)));
-      p.kBase.forEach((_, i) => (p.kBase[i] = rng.uniform(-1, 1)));
+      p['k_base'].forEach((_, i) => (p['k_base'][i] = rng.uniform(-1, 1)));
     }
     P = stack(layers, d);
     x = new Float32Array(d.L * B * d.D).map(() => rng.uniform(-2, 2));

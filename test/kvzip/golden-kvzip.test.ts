@@ -41,7 +41,7 @@ for (const name of MODEL_NAMES) {
       const n = ctx.length;
       k.scored_layers.forEach((_l: number, s: number) => {
         expect(maxAbsDiff(res.scores[s]!, scores.subarray(s * H * n, (s + 1) * H * n)), `scores of scored layer ${s}`).toBeLessThan(1e-4);
-        expect(maxAbsDiff(res.hidden[s] as Float32Array, hidden.subarray(s * n * D, (s + 1) * n * D)), `hidden of scored layer ${s}`).toBeLessThan(1e-4);
+        expect(maxAbsDiff(res.attnInput[s] as Float32Array, hidden.subarray(s * n * D, (s + 1) * n * D)), `hidden of scored layer ${s}`).toBeLessThan(1e-4);
       });
     });
   });

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { FIXTURES } from '../helpers/golden.js';
 import { parseModelConfig } from '../../src/model/config.js';
 import { applyRopeOverride, parseRopeOverride, QWEN3_PUBLIC_YARN } from '../../src/model/rope-override.js';
-import { positionLimit } from '../../src/kvzip/extract.js';
+import { positionLimit } from '../../src/model/position-limit.js';
 import { ropeTables } from '../../src/onnx/rope.js';
 
 const hub = (name: string) => JSON.parse(readFileSync(path.join(FIXTURES, 'configs', `${name}.json`), 'utf8'));

@@ -75,8 +75,8 @@ describe('kvzip_bf16 graph', () => {
     const a = await scoreContext(await createSession(files.paths.kvzip!, { device: 'cpu' }), feeds, 3, 2);
     const b = await scoreContext(await createSession(files.paths.kvzip_bf16!, { device: 'cpu' }), feeds, 3, 2);
     for (let s = 0; s < 3; s++) {
-      expect(b.hidden[s]).toBeInstanceOf(Uint16Array);
-      expect(Array.from(b.hidden[s]!)).toEqual(Array.from(f32ArrayToBf16(a.hidden[s] as Float32Array)));
+      expect(b.attnInput[s]).toBeInstanceOf(Uint16Array);
+      expect(Array.from(b.attnInput[s]!)).toEqual(Array.from(f32ArrayToBf16(a.attnInput[s] as Float32Array)));
       expect(Array.from(b.scores[s]!)).toEqual(Array.from(a.scores[s]!));
     }
   });

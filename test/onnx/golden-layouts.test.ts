@@ -87,7 +87,7 @@ for (const c of CASES) {
       const n = ctx.length;
       k.scored_layers.forEach((_l: number, s: number) => {
         expect(maxAbsDiff(res.scores[s]!, g.f32('kvzip.scores').subarray(s * H * n, (s + 1) * H * n)), `scores ${s}`).toBeLessThan(1e-4);
-        expect(maxAbsDiff(res.hidden[s] as Float32Array, g.f32('kvzip.hidden').subarray(s * n * D, (s + 1) * n * D)), `hidden ${s}`).toBeLessThan(1e-4);
+        expect(maxAbsDiff(res.attnInput[s] as Float32Array, g.f32('kvzip.hidden').subarray(s * n * D, (s + 1) * n * D)), `hidden ${s}`).toBeLessThan(1e-4);
       });
     });
   });

@@ -48,7 +48,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       const full = await runner.forward([...prompts.prefixIds, ...ids]);
       spec.scoredLayers.forEach((l, s) => {
         const ref = (full.attnInputs.get(l) as Float32Array).subarray(prompts.prefixIds.length * spec.hiddenSize);
-        expect(maxAbsDiff(res.hidden[s]!, ref)).toBeLessThan(1e-5);
+        expect(maxAbsDiff(res.attnInput[s]!, ref)).toBeLessThan(1e-5);
       });
       for (const sc of res.scores) for (const v of sc) expect(v >= 0 && v <= 1).toBe(true);
     });

@@ -22,13 +22,18 @@ export interface UnpickleOptions {
   globals: ReadonlyMap<string, PyCallable>;
   /** Turns a persistent id (torch: the storage tuple) into a value. */
   persistentLoad?: (pid: unknown) => unknown;
+  /** Bounds on what the program may build: stack items and memo entries (default 2^20 each). */
+  maxStack?: number;
+  maxMemo?: number;
+  /** What the caller expects, named when a bound is hit ("...; not <expected>"). */
+  expected?: string;
 }
 
 export class UnpickleError extends Error {}
 
-/** Bounds on what a pickle program may build (a gate checkpoint needs a few thousand of each). */
-const MAX_PICKLE_STACK = 1 << 20;
-const MAX_PICKLE_MEMO = 1 << 20;
+/** Default bounds on what a pickle program may build (UnpickleOptions.maxStack, maxMemo). */
+const DEFAULT_MAX_STACK = 1 << 20;
+const DEFAULT_MAX_MEMO = 1 << 20;
 
 const MARK = Symbol('mark');
 
@@ -114,9 +119,12 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): unknown {
     return options.persistentLoad(pid);
   };
 
+  const maxStack = options.maxStack ?? DEFAULT_MAX_STACK;
+  const maxMemo = options.maxMemo ?? DEFAULT_MAX_MEMO;
+  const notExpected = options.expected ? `; not ${options.expected}` : '';
   for (;;) {
-    if (stack.length > MAX_PICKLE_STACK) throw new UnpickleError(`pickle stack grows beyond ${MAX_PICKLE_STACK} items; not a gate checkpoint`);
-    if (memo.size > MAX_PICKLE_MEMO) throw new UnpickleError(`pickle memo grows beyond ${MAX_PICKLE_MEMO} items; not a gate checkpoint`);
+    if (stack.length > maxStack) throw new UnpickleError(`pickle stack grows beyond ${maxStack} items${notExpected}`);
+    if (memo.size > maxMemo) throw new UnpickleError(`pickle memo grows beyond ${maxMemo} items${notExpected}`);
     const op = u8();
     switch (op) {
       case 0x80: // PROTO

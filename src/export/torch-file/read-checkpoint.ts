@@ -10,12 +10,20 @@ import { fileError, UserError } from '../../util/errors.js';
 const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 /**
- * What a gate checkpoint can hold (the only checkpoints read here): its data.pkl is a state dict
- * plus metric lists (kilobytes even for 64 layers x thousands of evaluations), and one storage is
- * one projection of a ~10k-wide model. A deflated bomb stops at these sizes.
+ * What the caller's kind of checkpoint can hold: a deflated bomb or a hostile pickle stops at
+ * these sizes instead of exhausting memory. The caller knows the contents; this file does not.
  */
-const MAX_PICKLE_BYTES = 16 << 20;
-const MAX_STORAGE_BYTES = 2 ** 31;
+export interface CheckpointLimits {
+  /** the kind of file, named in messages ("not <expected>", "more than <expected> holds") */
+  expected: string;
+  /** inflated size of data.pkl */
+  maxPickleBytes: number;
+  /** pickle stack items and memo entries */
+  maxPickleStack: number;
+  maxPickleMemo: number;
+  /** bytes of one tensor storage */
+  maxStorageBytes: number;
+}
 
 /** An opened torch.save checkpoint: its unpickled root and a way to read tensor values. */
 export interface TorchCheckpoint {
@@ -24,7 +32,7 @@ export interface TorchCheckpoint {
   close(): Promise<void>;
 }
 
-export async function openTorchCheckpoint(file: string): Promise<TorchCheckpoint> {
+export async function openTorchCheckpoint(file: string, limits: CheckpointLimits): Promise<TorchCheckpoint> {
   const zip = await ZipReader.open(file).catch(async (err: unknown) => {
     if (err instanceof UserError && /not a zip archive/.test(err.message)) {
       throw fileError(file, 'not a zip-format PyTorch checkpoint (the legacy torch.save format is not supported; re-save with torch >= 1.6)');
@@ -41,7 +49,13 @@ export async function openTorchCheckpoint(file: string): Promise<TorchCheckpoint
     }
     let root: unknown;
     try {
-      root = unpickle(await zip.read(pkl, MAX_PICKLE_BYTES), { globals: torchCheckpointGlobals(), persistentLoad: torchPersistentLoad });
+      root = unpickle(await zip.read(pkl, limits.maxPickleBytes), {
+        globals: torchCheckpointGlobals(),
+        persistentLoad: torchPersistentLoad,
+        maxStack: limits.maxPickleStack,
+        maxMemo: limits.maxPickleMemo,
+        expected: limits.expected,
+      });
     } catch (err) {
       if (err instanceof UnpickleError) throw fileError(file, err.message);
       throw err;
@@ -54,7 +68,7 @@ export async function openTorchCheckpoint(file: string): Promise<TorchCheckpoint
       const entry = zip.find(`${prefix}data/${key}`);
       if (!entry) throw fileError(file, `storage entry data/${key} is missing`);
       const width = type.dtype === 'float64' ? 8 : type.dtype === 'float32' ? 4 : 2;
-      if (!Number.isSafeInteger(n) || n < 0 || n * width > MAX_STORAGE_BYTES) throw fileError(file, `tensor storage ${key} claims ${n} elements, more than a gate file holds`);
+      if (!Number.isSafeInteger(n) || n < 0 || n * width > limits.maxStorageBytes) throw fileError(file, `tensor storage ${key} claims ${n} elements, more than ${limits.expected} holds`);
       return decodeStorage(await zip.read(entry, n * width), type.dtype, n, file, key);
     };
     return {

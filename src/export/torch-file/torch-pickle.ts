@@ -196,7 +196,7 @@ function rebuildTensor(args: unknown[]): TensorRef {
   return new TensorRef(storage, asInt(offset, 'tensor offset'), asIntList(size, 'tensor size'), asIntList(stride, 'tensor stride'));
 }
 
-/** Python globals a gate checkpoint may reference, keyed `module.name`. */
+/** Python globals a torch.save checkpoint of tensors, dicts and numpy values may reference, keyed `module.name`. */
 export function torchCheckpointGlobals(): Map<string, PyCallable> {
   const g = new Map<string, PyCallable>();
   const add = (module: string, name: string, fn: (args: unknown[]) => unknown): void => {

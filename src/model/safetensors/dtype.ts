@@ -1,28 +1,35 @@
-// safetensors element types and their sizes in bytes (sub-byte types such as F4 are not supported).
+// safetensors element types: their names in the format, mapped onto our one dtype name each
+// (sizes from util/dtype.ts; sub-byte types such as F4 are not supported).
+import { DTYPE_BYTES, type Dtype } from '../../util/dtype.js';
 
-export const DTYPE_BYTES = {
-  BOOL: 1,
-  U8: 1,
-  I8: 1,
-  F8_E5M2: 1,
-  F8_E4M3: 1,
-  F8_E8M0: 1,
-  I16: 2,
-  U16: 2,
-  F16: 2,
-  BF16: 2,
-  I32: 4,
-  U32: 4,
-  F32: 4,
-  F64: 8,
-  I64: 8,
-  U64: 8,
-} as const;
+export const SAFETENSORS_DTYPES = {
+  BOOL: 'bool',
+  U8: 'uint8',
+  I8: 'int8',
+  F8_E5M2: 'float8e5m2',
+  F8_E4M3: 'float8e4m3',
+  F8_E8M0: 'float8e8m0',
+  I16: 'int16',
+  U16: 'uint16',
+  F16: 'float16',
+  BF16: 'bfloat16',
+  I32: 'int32',
+  U32: 'uint32',
+  F32: 'float32',
+  F64: 'float64',
+  I64: 'int64',
+  U64: 'uint64',
+} as const satisfies Record<string, Dtype>;
 
-export type SafetensorsDType = keyof typeof DTYPE_BYTES;
+export type SafetensorsDType = keyof typeof SAFETENSORS_DTYPES;
 
 export function isSafetensorsDType(v: unknown): v is SafetensorsDType {
-  return typeof v === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, v);
+  return typeof v === 'string' && Object.prototype.hasOwnProperty.call(SAFETENSORS_DTYPES, v);
+}
+
+/** Bytes per element of a safetensors dtype. */
+export function safetensorsBytes(dtype: SafetensorsDType): number {
+  return DTYPE_BYTES[SAFETENSORS_DTYPES[dtype]];
 }
 
 /** Number of elements of a shape (1 for a scalar). */

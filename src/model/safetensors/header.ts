@@ -3,7 +3,7 @@
 // Offsets are relative to the first byte after the header.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { fileError } from '../../util/errors.js';
-import { DTYPE_BYTES, elementCount, isSafetensorsDType, type SafetensorsDType } from './dtype.js';
+import { SAFETENSORS_DTYPES, elementCount, isSafetensorsDType, safetensorsBytes, type SafetensorsDType } from './dtype.js';
 
 /** The reference implementation refuses headers above 100 MB; so do we. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -80,7 +80,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
       const t = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       if (!t || typeof t !== 'object') throw fileError(file, `bad safetensors header: entry "${name}" is not an object`);
       if (!isSafetensorsDType(t.dtype)) {
-        throw fileError(file, `tensor "${name}": unknown dtype ${JSON.stringify(t.dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+        throw fileError(file, `tensor "${name}": unknown dtype ${JSON.stringify(t.dtype)} (known: ${Object.keys(SAFETENSORS_DTYPES).join(', ')})`);
       }
       if (!Array.isArray(t.shape) || !t.shape.every(isNonNegInt)) throw fileError(file, `tensor "${name}": bad shape ${JSON.stringify(t.shape)}`);
       const offs = t.data_offsets;
@@ -89,7 +89,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
       }
       const [begin, end] = offs as [number, number];
       const shape = t.shape as number[];
-      const want = elementCount(shape) * DTYPE_BYTES[t.dtype];
+      const want = elementCount(shape) * safetensorsBytes(t.dtype);
       if (end - begin !== want) {
         throw fileError(file, `tensor "${name}": data_offsets span ${end - begin} bytes but ${t.dtype}[${shape.join(', ')}] needs ${want}`);
       }

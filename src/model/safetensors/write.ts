@@ -4,7 +4,7 @@ import { open, rename, rm } from 'node:fs/promises';
 import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { tempPathFor } from '../../util/atomic.js';
-import { DTYPE_BYTES, elementCount, isSafetensorsDType, type SafetensorsDType } from './dtype.js';
+import { SAFETENSORS_DTYPES, elementCount, isSafetensorsDType, safetensorsBytes, type SafetensorsDType } from './dtype.js';
 
 export interface TensorToWrite {
   name: string;
@@ -35,14 +35,14 @@ export async function writeSafetensors(file: string, tensors: readonly TensorToW
   }
   const ordered = tensors
     .map((t, i) => ({ t, i }))
-    .sort((a, b) => DTYPE_BYTES[b.t.dtype] - DTYPE_BYTES[a.t.dtype] || a.i - b.i)
+    .sort((a, b) => safetensorsBytes(b.t.dtype) - safetensorsBytes(a.t.dtype) || a.i - b.i)
     .map(({ t }) => t);
 
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
   for (const t of ordered) {
-    const length = elementCount(t.shape) * DTYPE_BYTES[t.dtype];
+    const length = elementCount(t.shape) * safetensorsBytes(t.dtype);
     if (ArrayBuffer.isView(t.data) && t.data.byteLength !== length) {
       throw new Error(`writeSafetensors(${file}): tensor "${t.name}" has ${t.data.byteLength} bytes, ${t.dtype}[${t.shape.join(', ')}] needs ${length}`);
     }
@@ -73,7 +73,7 @@ export async function writeSafetensors(file: string, tensors: readonly TensorToW
     await put(prefix);
     await put(headerBytes);
     for (const t of ordered) {
-      const length = elementCount(t.shape) * DTYPE_BYTES[t.dtype];
+      const length = elementCount(t.shape) * safetensorsBytes(t.dtype);
       if (ArrayBuffer.isView(t.data)) {
         await put(asBytes(t.data));
         continue;

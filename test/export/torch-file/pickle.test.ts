@@ -53,6 +53,13 @@ describe('pickle writer', () => {
     expect(() => unpickle(Uint8Array.from([0x80, 0x02, 0xff]), { globals })).toThrow(/unsupported pickle opcode 0xff/);
   });
 
+  it("stops at the caller's bounds and names what the caller expected", () => {
+    const nones = Uint8Array.from([0x80, 0x02, ...Array(20).fill(0x4e), 0x2e]); // 20 x NONE, STOP
+    expect(() => unpickle(nones, { globals, maxStack: 10, expected: 'a small thing' })).toThrow('pickle stack grows beyond 10 items; not a small thing');
+    expect(() => unpickle(nones, { globals, maxStack: 10 })).toThrow(/beyond 10 items$/);
+    expect(unpickle(nones, { globals })).toBe(null); // the default bounds are far above 20
+  });
+
   it.skipIf(!torchPython.ok)(`is read by Python's pickle module the same way (${torchPython.reason})`, () => {
     const file = path.join(dir, 'sample.pkl');
     writeFileSync(file, pickle(sample));

@@ -3,23 +3,24 @@
 // costs a fresh multi-GB allocation (page faults) and a copy from ONNX Runtime's output into
 // a JavaScript buffer on the main thread (5.9 GB per 20k-token context of an 8B model).
 import { ort } from '../runtime/session.js';
+import type { DType } from '../onnx/builder.js';
 
 const { Tensor } = ort;
 
-export type HiddenArray = Uint16Array | Float32Array;
+export type AttnInputArray = Uint16Array | Float32Array;
 
-export class HiddenBuffers {
+export class AttnInputBuffers {
   private free: ArrayBuffer[][] = [];
 
   /**
    * @param layers scored layers (one buffer each)
-   * @param D hidden size
+   * @param D hidden size (values per attention input)
    * @param type the graph's output type: uint16 (bf16 bits), float16 or float32
    */
   constructor(
     private readonly layers: number,
     private readonly D: number,
-    readonly type: HiddenType,
+    readonly type: AttnInputTarget['type'],
   ) {}
 
   private get bytesPerValue(): number {
@@ -27,7 +28,7 @@ export class HiddenBuffers {
   }
 
   /** Per layer a [ctxLen, D] view over a recycled buffer (or a new one when none is large enough). */
-  take(ctxLen: number): HiddenTarget {
+  take(ctxLen: number): AttnInputTarget {
     const need = ctxLen * this.D * this.bytesPerValue;
     const i = this.free.findIndex((set) => set[0]!.byteLength >= need);
     const set = i >= 0 ? this.free.splice(i, 1)[0]! : Array.from({ length: this.layers }, () => new ArrayBuffer(need));
@@ -44,15 +45,14 @@ export class HiddenBuffers {
   }
 }
 
-export type HiddenType = 'uint16' | 'float16' | 'float32';
-
 /** Where a run writes its attention inputs: one [ctxLen, D] array per scored layer. */
-export interface HiddenTarget {
-  arrays: HiddenArray[];
-  type: HiddenType;
+export interface AttnInputTarget {
+  arrays: AttnInputArray[];
+  /** the graph's output type: uint16 (bf16 bits), float16 or float32 */
+  type: Extract<DType, 'uint16' | 'float16' | 'float32'>;
 }
 
 /** ONNX Runtime fetches writing the outputs hidden.<s> [ctxLen, D] into `t.arrays`. */
-export function hiddenFetches(t: HiddenTarget, ctxLen: number): Record<string, ort.Tensor> {
+export function attnInputFetches(t: AttnInputTarget, ctxLen: number): Record<string, ort.Tensor> {
   return Object.fromEntries(t.arrays.map((a, s) => [`hidden.${s}`, new Tensor(t.type, a, [ctxLen, a.length / ctxLen])]));
 }
