@@ -46,42 +46,39 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
   const numTokens = g.input('num_tokens', 'int64', []);
   const prefixLen = g.input('prefix_len', 'int64', []);
-  const int64 = (v: number) => g.constant(v, 'int64');
 
   // ---- 1. chunked prefill: Loop over chunks, carrying the KV cache of every layer ----
   const emptyCache = g.op('ConstantOfShape', [g.constant([1, H, 0, d], 'int64')], {});
   const empty = g.cast(emptyCache, dtype);
-  const prefill = g.subgraph('prefill');
-  {
-    const b = prefill;
-    const i = b.input('i', 'int64', []);
-    b.input('cond', 'bool', []);
-    const pastIn = layers.map((l) => ({ key: b.input(`k_in.${l}`, dtype, [1, H, 'past', d]), value: b.input(`v_in.${l}`, dtype, [1, H, 'past', d]) }));
+  const nPrefill = g.reshape(g.shape(prefillIds, 0, 1), []);
+  const carried = layers.flatMap((l) => [
+    { name: `k.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
+    { name: `v.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
+  ]);
+  const prefill = g.loop('prefill', nPrefill, carried, (b, i, pastFlat) => {
     const ids = b.unsqueeze(b.gather(prefillIds, i, 0), [0]); // [1, c]
     const c = b.reshape(b.shape(ids, 1, 2), []);
     const start = b.mul(i, c);
     const positions = b.unsqueeze(b.op('Range', [start, b.add(start, c), b.constant(1, 'int64')]), [0]);
     const fwd: ForwardInputs = { positions, ...gqaLengths(b, start, c), rope: new Map() };
     let h = makeEmbedding(b, ctx, ids);
-    b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
+    const present: string[] = [];
     const captured: string[] = [];
     for (const l of layers) {
-      const out = makeLayer(b, ctx, l, h, fwd, pastIn[l]!);
+      const out = makeLayer(b, ctx, l, h, fwd, { key: pastFlat[2 * l]!, value: pastFlat[2 * l + 1]! });
       h = out.hidden;
-      b.output(out.presentKey, `k_out.${l}`, dtype);
-      b.output(out.presentValue, `v_out.${l}`, dtype);
+      present.push(out.presentKey, out.presentValue);
       if (scored.includes(l)) captured.push(out.attnInput);
     }
-    captured.forEach((x, s) => b.output(toHidden(b, b.squeeze(x, [0])), `hidden_scan.${s}`, hiddenDtype));
-  }
-  const nPrefill = g.reshape(g.shape(prefillIds, 0, 1), []);
-  const loopOut = g.node('Loop', [nPrefill, '', ...layers.flatMap(() => [empty, empty])], { body: prefill }, { outputs: layers.length * 2 + scored.length });
+    const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: hiddenDtype }));
+    return { carried: present, scans };
+  });
   const cache = layers.map((l) => ({
-    key: g.slice(loopOut[2 * l]!, [0], [numTokens], [2]),
-    value: g.slice(loopOut[2 * l + 1]!, [0], [numTokens], [2]),
+    key: g.slice(prefill.carried[2 * l]!, [0], [numTokens], [2]),
+    value: g.slice(prefill.carried[2 * l + 1]!, [0], [numTokens], [2]),
   }));
   scored.forEach((_, s) => {
-    const scan = loopOut[layers.length * 2 + s]!; // [n_p, c_p, D]
+    const scan = prefill.scans[s]!; // [n_p, c_p, D]
     const flat = g.reshape(scan, [-1, spec.hiddenSize]);
     const hidden = g.slice(flat, [prefixLen], [numTokens], [0]);
     const name = `hidden.${s}`;
@@ -99,12 +96,8 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const chunkStarts = g.input('chunk_starts', 'int64', ['n_repeat']);
   const chunkLens = g.input('chunk_lens', 'int64', ['n_repeat']);
   const maxChunk = g.reduce('ReduceMax', chunkLens, [0], false); // scores are padded to this
-  const repeat = g.subgraph('repeat');
-  {
-    const b = repeat;
-    const i = b.input('i', 'int64', []);
-    b.input('cond', 'bool', []);
-    b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
+  const nRepeat = g.reshape(g.shape(repeatIds, 0, 1), []);
+  const repeat = g.loop('repeat', nRepeat, [], (b, i) => {
     const R = b.gather(repeatLens, i, 0);
     const ids = b.unsqueeze(b.slice(b.gather(repeatIds, i, 0), [0], [R], [0]), [0]); // [1, R]
     const repeatEnd = b.add(numTokens, R); // the pass's tokens sit at cache positions [N, N + R)
@@ -133,11 +126,10 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
         );
       }
     }
-    b.output(b.concat(layerScores.map((s) => b.unsqueeze(s, [0])), 0), 'scores_scan', 'float32'); // [L_s, H, C_max]
-  }
-  const nRepeat = g.reshape(g.shape(repeatIds, 0, 1), []);
-  const [scores] = g.node('Loop', [nRepeat, '', int64(0)], { body: withDummyCarry(repeat) }, { outputs: 2 }).slice(1);
-  g.output(scores!, 'scores', 'float32', ['n_repeat', scored.length, H, 'max_chunk']);
+    const scores = b.concat(layerScores.map((s) => b.unsqueeze(s, [0])), 0); // [L_s, H, C_max]
+    return { carried: [], scans: [{ value: scores, name: 'scores_scan', dtype: 'float32' }] };
+  });
+  g.output(repeat.scans[0]!, 'scores', 'float32', ['n_repeat', scored.length, H, 'max_chunk']);
   ctx.weights.register(g);
   return g;
 }
@@ -152,19 +144,6 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
 export function viaPinnedHost(g: Graph, x: string, name?: string): string {
   // named like the graph output it feeds, so no (CUDA) Identity sits between it and the caller
   return g.node('BitwiseAnd', [x, g.constant(0xffff, 'uint16')], {}, name ? { outputs: [name] } : {})[0]!;
-}
-
-/** Loop needs ≥ 0 carried values; we carry one unused int64 so the body signature is explicit. */
-function withDummyCarry(body: Graph): Graph {
-  const carry = body.input('dummy_in', 'int64', []);
-  // Inputs must be ordered (i, cond, carried...); move the carried input after cond.
-  const last = body.inputs.pop()!;
-  body.inputs.splice(2, 0, last);
-  // Outputs must be ordered (cond, carried..., scans...).
-  body.output(carry, 'dummy_out', 'int64', []);
-  const dummyOut = body.outputs.pop()!;
-  body.outputs.splice(1, 0, dummyOut);
-  return body;
 }
 
 /**
