@@ -6,15 +6,29 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { OpenedModel } from '../model/load.js';
 import type { SafetensorsIndex } from '../model/safetensors/index.js';
-import { writeModelGraphs, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind } from './write-graphs.js';
+import { writeModelGraphs, graphFileName, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind } from './write-graphs.js';
+import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, type KvzipScoring } from './kvzip-graph.js';
 import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 
 /** Bump when graph code changes in a way that changes the files. */
-export const BUILDER_VERSION = '6';
+export const BUILDER_VERSION = '7';
 
-export { writeModelGraphs, type GraphFiles, type GraphKind };
+export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring };
+
+/**
+ * Environment variable choosing the KVzip graphs' scoring form (an A/B switch for benchmarks;
+ * both forms give the same scores). Unset: DEFAULT_KVZIP_SCORING.
+ */
+export const KVZIP_SCORING_ENV = 'FASTKVZIP_KVZIP_SCORING';
+
+export function kvzipScoring(env: NodeJS.ProcessEnv = process.env): KvzipScoring {
+  const v = env[KVZIP_SCORING_ENV]?.trim();
+  if (!v) return DEFAULT_KVZIP_SCORING;
+  if (!(KVZIP_SCORINGS as readonly string[]).includes(v)) throw new UserError(`${KVZIP_SCORING_ENV}=${v}: expected one of ${KVZIP_SCORINGS.join(', ')}`);
+  return v as KvzipScoring;
+}
 
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   return env.FASTKVZIP_CACHE ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fastkvzip');
@@ -59,6 +73,8 @@ export interface EnsureGraphsOptions {
   cacheDir?: string;
   /** rebuild even when cached */
   force?: boolean;
+  /** the KVzip graphs' scoring form (default: kvzipScoring(), i.e. FASTKVZIP_KVZIP_SCORING or the default) */
+  kvzipScoring?: KvzipScoring;
   log?: (line: string) => void;
 }
 
@@ -68,18 +84,19 @@ export interface EnsureGraphsOptions {
  */
 export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphFiles {
   const kinds = o.kinds ?? ALL_GRAPHS;
+  const scoring = o.kvzipScoring ?? kvzipScoring();
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);
   const stamp = path.join(dir, 'build.json');
   if (o.force || !existsSync(stamp)) rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, `${k}.onnx`)])) as GraphFiles['paths'];
-  const missing = kinds.filter((k) => !existsSync(path.join(dir, `${k}.onnx`)));
+  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, graphFileName(k, scoring))])) as GraphFiles['paths'];
+  const missing = kinds.filter((k) => !existsSync(paths[k]!));
   if (missing.length > 0) {
     const t0 = Date.now();
-    o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}) for ${model.dir} -> ${dir}`);
-    const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing);
+    o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}${scoring === DEFAULT_KVZIP_SCORING ? '' : `, ${scoring} KVzip scoring`}) for ${model.dir} -> ${dir}`);
+    const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing, scoring);
     writeFileAtomicSync(stamp, JSON.stringify({ key, builder: BUILDER_VERSION, dtype: o.dtype, model: model.dir, weightBytes: files.weightBytes }, null, 2));
     o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
   }

@@ -25,7 +25,18 @@ export interface KvzipGraphOptions {
   reconstruct: boolean;
   /** return the attention inputs as bfloat16 bit patterns (uint16) instead of fp16/fp32 */
   bf16Hidden?: boolean;
+  /** how the scores are computed (same values; see kvzipScoreFused); default DEFAULT_KVZIP_SCORING */
+  scoring?: KvzipScoring;
 }
+
+/**
+ * 'classic': mask Add, Softmax and max over the full reduced logits; 'fused': each query's
+ * log-sum-exp first, folded into a second logits GEMM, then one max and an Exp on the result.
+ * Both stay buildable so the two can be timed against each other (FASTKVZIP_KVZIP_SCORING).
+ */
+export type KvzipScoring = 'classic' | 'fused';
+export const KVZIP_SCORINGS: readonly KvzipScoring[] = ['fused', 'classic'];
+export const DEFAULT_KVZIP_SCORING: KvzipScoring = 'fused';
 
 /** Type of the graph's attention-input outputs hidden.<s>: bf16 bit patterns, or fp16 (fp32 for fp32 graphs). */
 export function kvzipHiddenType(dtype: DType, bf16Hidden: boolean): 'uint16' | 'float16' | 'float32' {
@@ -41,6 +52,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const H = spec.numKvHeads;
   const d = spec.headDim;
   const hiddenDtype = kvzipHiddenType(dtype, !!opts.bf16Hidden);
+  const scoring = opts.scoring ?? DEFAULT_KVZIP_SCORING;
   const toHidden = (b: Graph, x: string) => (opts.bf16Hidden ? bf16Bits(b, x) : b.cast(x, hiddenDtype));
 
   const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
@@ -106,13 +118,11 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const cStart = b.gather(chunkStarts, i, 0);
     const cLen = b.gather(chunkLens, i, 0);
     const visibleBefore = b.add(prefixLen, cLen); // prefix and chunk keys: visible to every repeat query
-    const keyCount = b.add(visibleBefore, R); // P + cLen + R reduced keys ...
-    const align = b.constant(KEY_ALIGN, 'int64');
-    const paddedKeyCount = b.mul(b.div(b.add(keyCount, b.sub(align, b.constant(1, 'int64'))), align), align); // ... rounded up
-    const mask = reducedCausalMask(b, visibleBefore, R, paddedKeyCount, spec.numHeads / H); // [R·G, K_pad], 0 or -inf
-    const keyPadShape = b.concat([b.constant([1, H], 'int64'), b.reshape(b.sub(paddedKeyCount, keyCount), [1]), b.constant([d], 'int64')], 0);
-    const keyPad = b.op('Expand', [b.cast(b.constant(0, 'float32'), dtype), keyPadShape]); // zero keys [1, H, K_pad - K, d]
     const bounds = scoreBounds(b, { prefixLen, cStart, cLen, numTokens, repeatEnd, visibleBefore, maxChunk });
+    const score =
+      scoring === 'fused'
+        ? fusedScorer(b, ctx, { R, visibleBefore, bounds })
+        : classicScorer(b, ctx, { R, visibleBefore, bounds });
     let h = makeEmbedding(b, ctx, ids);
     const layerScores: string[] = [];
     for (const l of layers) {
@@ -121,7 +131,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       if (scored.includes(l)) {
         layerScores.push(
           b.within(`score.${l}`, () =>
-            kvzipScore(b, ctx, out.query, out.presentKey, { mask, keyPad, bounds }),
+            score(out.query, out.presentKey),
           ),
         );
       }
@@ -154,9 +164,10 @@ export function viaPinnedHost(g: Graph, x: string, name?: string): string {
 const KEY_ALIGN = 32;
 
 /**
- * Additive mask [R·G, width] over the reduced key set [prefix | chunk | repeat | padding], one
- * row per (repeat query r, group member g) in that order: prefix and chunk keys are always
- * visible; query r sees repeat keys 0..r (causal inside the repeat block); padding is hidden.
+ * Additive mask [R·G, width] over a key set [visible | repeat | padding] (visible: the first
+ * `visibleBefore` keys, e.g. prefix and chunk; none in the fused scorer's key set B), one
+ * row per (repeat query r, group member g) in that order: the visible keys are seen by every
+ * row; query r sees repeat keys 0..r (causal inside the repeat block); padding is hidden.
  */
 function reducedCausalMask(b: Graph, visibleBefore: string, R: string, width: string, G: number): string {
   const cols = b.op('Range', [b.constant(0, 'int64'), width, b.constant(1, 'int64')]); // [width]
@@ -218,36 +229,148 @@ function scoreBounds(
   };
 }
 
+/** Scores one scored layer: (query [1, R, Hq, d], presentKey [1, H, N + R, d]) -> [H, C_max]. */
+type LayerScorer = (query: string, presentKey: string) => string;
+
+/** What a reconstruction pass shares between its scored layers. */
+interface PassValues {
+  /** length of the pass's repeat input */
+  R: string;
+  /** P + cLen: prefix and chunk keys, visible to every repeat query */
+  visibleBefore: string;
+  bounds: ScoreBounds;
+}
+
+/** Rounds an int64 count up to a multiple of KEY_ALIGN. */
+function alignUp(b: Graph, n: string): string {
+  const align = b.constant(KEY_ALIGN, 'int64');
+  return b.mul(b.div(b.add(n, b.sub(align, b.constant(1, 'int64'))), align), align);
+}
+
+/** Zero keys [1, H, count, d] in the cache's dtype, to pad a key set. */
+function zeroKeys(b: Graph, ctx: DecoderContext, count: string): string {
+  const { numKvHeads: H, headDim: d } = ctx.spec;
+  const shape = b.concat([b.constant([1, H], 'int64'), b.reshape(count, [1]), b.constant([d], 'int64')], 0);
+  return b.op('Expand', [b.cast(b.constant(0, 'float32'), ctx.dtype), shape]);
+}
+
+/** The repeat queries [1, R, H·G, d] as [H, R·G, d] fp32: one row per (repeat query, group member). */
+function queryRows(b: Graph, ctx: DecoderContext, query: string): string {
+  const { numKvHeads: H, headDim: d } = ctx.spec;
+  const G = ctx.spec.numHeads / H;
+  return b.cast(b.reshape(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 0, 2, 3]), [H, -1, d]), 'float32');
+}
+
 /**
  * score[h, j] = max over the G query heads of KV head h and over repeat queries of
  * softmax_{prefix ∪ chunk ∪ repeat}(q·k/√d)[j], for j in the chunk; fp32 throughout.
- * Returns [H, C_max] (zero padded past the chunk length).
+ * The classic form: logits over the whole reduced key set, mask Add, Softmax, max over rows.
  */
-function kvzipScore(
-  b: Graph,
-  ctx: DecoderContext,
-  query: string, // [1, R, Hq, d]
-  presentKey: string, // [1, H, N + R, d]
-  s: { mask: string; keyPad: string; bounds: ScoreBounds },
-): string {
-  const { spec } = ctx;
-  const H = spec.numKvHeads;
-  const G = spec.numHeads / H;
-  const d = spec.headDim;
-  const keys = b.concat(
-    [
-      b.sliceVec(presentKey, b.constant([0], 'int64', undefined, 'idx'), s.bounds.prefixEnd, [2]),
-      b.sliceVec(presentKey, s.bounds.chunkStart, s.bounds.chunkEnd, [2]),
-      b.sliceVec(presentKey, s.bounds.repeatStart, s.bounds.repeatEnd, [2]),
-      s.keyPad,
-    ],
-    2,
-  ); // [1, H, K_pad, d]
-  const kT32 = b.cast(b.transpose(b.squeeze(keys, [0]), [0, 2, 1]), 'float32'); // [H, d, K_pad]
-  // queries [1, R, H·G, d] -> [H, R·G, d]: one row per (repeat query, group member)
-  const q32 = b.cast(b.reshape(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 0, 2, 3]), [H, -1, d]), 'float32');
-  const logits = b.mul(b.matmul(q32, kT32), b.constant(1 / Math.sqrt(d), 'float32')); // [H, R·G, K_pad]
-  const probs = b.op('Softmax', [b.add(logits, s.mask)], { axis: -1 });
-  const best = b.sliceVec(maxOverRows(b, probs), s.bounds.prefixEnd, s.bounds.chunkColumnsEnd, [1]); // [H, cLen]
-  return b.op('Pad', [best, s.bounds.scorePads]); // [H, C_max]
+function classicScorer(b: Graph, ctx: DecoderContext, p: PassValues): LayerScorer {
+  const { numKvHeads: H, headDim: d } = ctx.spec;
+  const keyCount = b.add(p.visibleBefore, p.R); // P + cLen + R reduced keys ...
+  const paddedKeyCount = alignUp(b, keyCount); // ... rounded up
+  const mask = reducedCausalMask(b, p.visibleBefore, p.R, paddedKeyCount, ctx.spec.numHeads / H); // [R·G, K_pad], 0 or -inf
+  const keyPad = zeroKeys(b, ctx, b.sub(paddedKeyCount, keyCount)); // [1, H, K_pad - K, d]
+  const s = p.bounds;
+  return (query, presentKey) => {
+    const keys = b.concat(
+      [
+        b.sliceVec(presentKey, b.constant([0], 'int64', undefined, 'idx'), s.prefixEnd, [2]),
+        b.sliceVec(presentKey, s.chunkStart, s.chunkEnd, [2]),
+        b.sliceVec(presentKey, s.repeatStart, s.repeatEnd, [2]),
+        keyPad,
+      ],
+      2,
+    ); // [1, H, K_pad, d]
+    const kT32 = b.cast(b.transpose(b.squeeze(keys, [0]), [0, 2, 1]), 'float32'); // [H, d, K_pad]
+    const logits = b.mul(b.matmul(queryRows(b, ctx, query), kT32), b.constant(1 / Math.sqrt(d), 'float32')); // [H, R·G, K_pad]
+    const probs = b.op('Softmax', [b.add(logits, mask)], { axis: -1 });
+    const best = b.sliceVec(maxOverRows(b, probs), s.prefixEnd, s.chunkColumnsEnd, [1]); // [H, cLen]
+    return b.op('Pad', [best, s.scorePads]); // [H, C_max]
+  };
+}
+
+/**
+ * A logit that ends as an exact 0 after exp; the padding keys of key set A get it through an
+ * extra key column (a zero key would give logit 0, i.e. weight 1, in the log-sum-exp).
+ */
+const PAD_LOGIT = -1e30;
+
+/** Extra columns appended to queries and keys of key set A (see fusedScorer); 4 keep rows 16-byte aligned. */
+const EXTRA_COLUMNS = 4;
+
+/**
+ * The same scores as classicScorer with fewer passes over the fp32 logits. For key j of the
+ * chunk, score = max over rows ρ of exp(l[ρ, j] − lse[ρ]), lse over the reduced key set. The key
+ * set is cut in two:
+ *   A = prefix ⧺ chunk ⧺ padding: seen by every row, no mask;
+ *   B = repeat ⧺ padding: causal, the only block that needs the mask Add (about half the keys).
+ * Per row, lse = logaddexp(lse_A, lse_B), each from LogSoftmax (one fused row kernel on every EP;
+ * ReduceLogSumExp is four kernels and a full temporary on CUDA) as l[:, 0] − logsoftmax(l)[:, 0]
+ * (column 0 is visible to every row). A second GEMM over A then yields l − lse directly: the
+ * queries carry −lse·√d in extra columns against columns of ones in the keys, so the max over
+ * rows reads log-probabilities and the Exp runs on [H, cLen] only. −lse·√d is split in three
+ * parts that TF32 tensor cores hold exactly (bf16 ⊂ TF32), so the fold costs no precision where
+ * ONNX Runtime's CUDA GEMMs run in TF32 (the cached q and k are half values, which TF32 holds).
+ * The GEMMs are FusedMatMul with transB (no transposed key copies) and alpha = 1/√d.
+ */
+function fusedScorer(b: Graph, ctx: DecoderContext, p: PassValues): LayerScorer {
+  const { numKvHeads: H, headDim: d } = ctx.spec;
+  const G = ctx.spec.numHeads / H;
+  const s = p.bounds;
+  const int64 = (v: number[]) => b.constant(v, 'int64');
+  // key set A: P + cLen keys, padded; its extra key columns are [1, 1, 1, 0] (real) or [0, 0, 0, 1] (padding)
+  const widthA = alignUp(b, p.visibleBefore);
+  const padA = zeroKeys(b, ctx, b.sub(widthA, p.visibleBefore));
+  const isPad = b.cast(b.op('GreaterOrEqual', [b.op('Range', [b.constant(0, 'int64'), widthA, b.constant(1, 'int64')]), p.visibleBefore]), 'float32');
+  const real = b.sub(b.constant(1, 'float32'), isPad);
+  const keyColumnsA = b.op('Expand', [b.transpose(b.concat([real, real, real, isPad].map((x) => b.unsqueeze(x, [0])), 0), [1, 0]), b.concat([int64([H]), b.shape(isPad), int64([EXTRA_COLUMNS])], 0)]); // [H, A, 4]
+  // key set B: R repeat keys, padded; the mask hides the causal future and the padding
+  const widthB = alignUp(b, p.R);
+  const padB = zeroKeys(b, ctx, b.sub(widthB, p.R));
+  const maskB = reducedCausalMask(b, b.constant(0, 'int64'), p.R, widthB, G); // [R·G, B]
+  // the queries' extra columns for the first GEMM over A: no lse yet, PAD_LOGIT on the padding
+  const rows = b.mul(p.R, b.constant(G, 'int64'));
+  const rowsShape = (cols: number) => b.concat([int64([H]), b.reshape(rows, [1]), int64([cols])], 0);
+  const padColumn = b.op('Expand', [b.constant(PAD_LOGIT * Math.sqrt(d), 'float32'), rowsShape(1)]); // [H, R·G, 1]
+  const noLse = b.op('Expand', [b.constant(0, 'float32'), rowsShape(EXTRA_COLUMNS - 1)]);
+  const alpha = 1 / Math.sqrt(d);
+  const gemm = (x: string, y: string) => b.ms('FusedMatMul', [x, y], { alpha: { float: alpha }, transB: 1 })[0]!;
+  const firstColumn = int64([0]);
+  const secondColumn = int64([1]);
+  const column0 = (x: string) => b.sliceVec(x, firstColumn, secondColumn, [2]); // [H, R·G, 1]
+  const rowLse = (logits: string) => b.sub(column0(logits), column0(b.op('LogSoftmax', [logits], { axis: -1 })));
+  return (query, presentKey) => {
+    const q = queryRows(b, ctx, query); // [H, R·G, d]
+    const keysA = b.cast(b.squeeze(b.concat([b.sliceVec(presentKey, int64([0]), s.prefixEnd, [2]), b.sliceVec(presentKey, s.chunkStart, s.chunkEnd, [2]), padA], 2), [0]), 'float32'); // [H, A, d]
+    const kA = b.concat([keysA, keyColumnsA], 2); // [H, A, d + 4]
+    const kB = b.cast(b.squeeze(b.concat([b.sliceVec(presentKey, s.repeatStart, s.repeatEnd, [2]), padB], 2), [0]), 'float32'); // [H, B, d]
+    const logitsA = gemm(b.concat([q, noLse, padColumn], 2), kA); // [H, R·G, A]: q·k/√d, PAD_LOGIT on the padding
+    const logitsB = b.add(gemm(q, kB), maskB); // [H, R·G, B]
+    const lse = logAddExp(b, rowLse(logitsA), rowLse(logitsB)); // [H, R·G, 1]
+    const shift = splitForTf32(b, b.mul(lse, b.constant(-Math.sqrt(d), 'float32'))); // 3 × [H, R·G, 1], sum −lse·√d
+    const logProbs = gemm(b.concat([q, ...shift, padColumn], 2), kA); // [H, R·G, A]: l − lse
+    const best = b.sliceVec(maxOverRows(b, logProbs), s.prefixEnd, s.chunkColumnsEnd, [1]); // [H, cLen]
+    return b.op('Pad', [b.op('Exp', [best]), s.scorePads]); // [H, C_max]
+  };
+}
+
+/** log(e^a + e^b), elementwise, without overflow. */
+function logAddExp(b: Graph, x: string, y: string): string {
+  const m = b.op('Max', [x, y]);
+  return b.add(m, b.op('Log', [b.add(b.op('Exp', [b.sub(x, m)]), b.op('Exp', [b.sub(y, m)]))]));
+}
+
+/**
+ * x (fp32) as hi + mid + lo with each part a bfloat16 value: TF32 (10 mantissa bits) holds all
+ * three exactly, and hi + mid + lo = x exactly (each subtraction is exact), so a GEMM on TF32
+ * tensor cores adds x with fp32 accuracy.
+ */
+function splitForTf32(b: Graph, x: string): string[] {
+  const toBf16 = (v: string) => b.cast(b.cast(v, 'bfloat16'), 'float32');
+  const hi = toBf16(x);
+  const rest = b.sub(x, hi);
+  const mid = toBf16(rest);
+  return [hi, mid, b.sub(rest, mid)];
 }

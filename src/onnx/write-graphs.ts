@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { encodeModel } from './builder.js';
 import { WeightFile, type ComputeDType, type TensorSource } from './weights.js';
 import { buildStepGraph } from './step-graph.js';
-import { buildKvzipGraph } from './kvzip-graph.js';
+import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, type KvzipScoring } from './kvzip-graph.js';
 import type { ModelSpec } from '../model/config.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 
@@ -26,7 +26,22 @@ export interface GraphFiles {
 
 export const WEIGHT_FILE = 'weights.bin';
 
-export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSource, dtype: ComputeDType, kinds: GraphKind[] = ALL_GRAPHS): GraphFiles {
+/** Graph kinds whose file depends on the KVzip scoring form. */
+const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16'];
+
+/** `<kind>.onnx`, or `<kind>.<scoring>.onnx` for a scoring graph built with a non-default scoring form. */
+export function graphFileName(kind: GraphKind, scoring: KvzipScoring = DEFAULT_KVZIP_SCORING): string {
+  return SCORING_KINDS.includes(kind) && scoring !== DEFAULT_KVZIP_SCORING ? `${kind}.${scoring}.onnx` : `${kind}.onnx`;
+}
+
+export function writeModelGraphs(
+  dir: string,
+  spec: ModelSpec,
+  source: TensorSource,
+  dtype: ComputeDType,
+  kinds: GraphKind[] = ALL_GRAPHS,
+  scoring: KvzipScoring = DEFAULT_KVZIP_SCORING,
+): GraphFiles {
   mkdirSync(dir, { recursive: true });
   const weights = new WeightFile(dir, WEIGHT_FILE, dtype);
   const ctx = { spec, dtype, weights, source };
@@ -35,9 +50,9 @@ export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSou
   const graphs: [GraphKind, () => ReturnType<typeof buildStepGraph>][] = [
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
-    ['kvzip', () => buildKvzipGraph(ctx)],
+    ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring })],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
-    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true })],
+    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring })],
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
@@ -49,7 +64,7 @@ export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSou
   }
   weights.close();
   for (const [kind, bytes] of encoded) {
-    const p = path.join(dir, `${kind}.onnx`);
+    const p = path.join(dir, graphFileName(kind, scoring));
     writeFileAtomicSync(p, bytes);
     paths[kind] = p;
   }
