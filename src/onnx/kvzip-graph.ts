@@ -18,6 +18,8 @@
 import { Graph, type DType } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
 import { hiddenIoDtype } from './step-graph.js';
+import type { ComputeDType } from './weights.js';
+import type { ModelSpec } from '../model/config.js';
 import { bf16Bits } from './bf16-bits.js';
 
 export interface KvzipGraphOptions {
@@ -30,8 +32,9 @@ export interface KvzipGraphOptions {
 }
 
 /**
- * 'classic': mask Add, Softmax and max over the full reduced logits; 'fused': each query's
- * log-sum-exp first, folded into a second logits GEMM, then one max and an Exp on the result.
+ * 'classic': mask Add, Softmax and max over the full reduced logits; 'fused': the causal repeat
+ * block reduced to a log-sum-exp first and folded into the other block's GEMM, so one LogSoftmax
+ * there yields log-probabilities, then one max and an Exp on the result (see fusedScorer).
  * Both stay buildable so the two can be timed against each other (FASTKVZIP_KVZIP_SCORING).
  */
 export type KvzipScoring = 'classic' | 'fused';
@@ -145,6 +148,35 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
 }
 
 /**
+ * The scoring of `layers` scored layers in one reconstruction pass, alone (no model weights): what
+ * the scoring forms are timed and compared with (bench/kvzip_scoring.ts). Per-pass values (masks,
+ * bounds) are shared by the layers as in the KVzip graph.
+ * Inputs: query [layers, 1, R, Hq, d] and present_key [layers, 1, H, N + R, d] fp32 (each layer's
+ * post-RoPE queries and its cache with the pass's keys at the end; cast to `dtype`, the cache's
+ * type, in the graph), prefix_len, chunk_start, chunk_len and max_chunk (int64 scalars).
+ * Output: scores [layers, H, max_chunk] fp32.
+ */
+export function buildKvzipScoreGraph(spec: ScoreContext['spec'], dtype: ComputeDType, scoring: KvzipScoring, layers = 1): Graph {
+  const { numKvHeads: H, numHeads: Hq, headDim: d } = spec;
+  const g = new Graph(`fastkvzip_kvzip_score_${scoring}`);
+  const toDtype = (x: string) => (dtype === 'float32' ? x : g.cast(x, dtype));
+  const queries = toDtype(g.input('query', 'float32', [layers, 1, 'R', Hq, d]));
+  const presentKeys = toDtype(g.input('present_key', 'float32', [layers, 1, H, 'total', d]));
+  const [prefixLen, cStart, cLen, maxChunk] = ['prefix_len', 'chunk_start', 'chunk_len', 'max_chunk'].map((n) => g.input(n, 'int64', []));
+  const R = g.reshape(g.shape(queries, 2, 3), []);
+  const repeatEnd = g.reshape(g.shape(presentKeys, 3, 4), []);
+  const numTokens = g.sub(repeatEnd, R);
+  const visibleBefore = g.add(prefixLen!, cLen!);
+  const bounds = scoreBounds(g, { prefixLen: prefixLen!, cStart: cStart!, cLen: cLen!, numTokens, repeatEnd, visibleBefore, maxChunk: maxChunk! });
+  const ctx = { spec, dtype };
+  const score = scoring === 'fused' ? fusedScorer(g, ctx, { R, visibleBefore, bounds }) : classicScorer(g, ctx, { R, visibleBefore, bounds });
+  const layer = (x: string, l: number) => g.gather(x, g.constant(l, 'int64'), 0);
+  const scores = Array.from({ length: layers }, (_, l) => g.unsqueeze(score(layer(queries, l), layer(presentKeys, l)), [0]));
+  g.output(layers === 1 ? scores[0]! : g.concat(scores, 0), 'scores', 'float32', [layers, H, 'max_chunk']);
+  return g;
+}
+
+/**
  * Identity on uint16 that only the CPU execution provider implements (BitwiseAnd with 0xFFFF).
  * A graph output computed on CUDA is copied by ONNX Runtime straight into a pageable host buffer;
  * a CPU node's input instead arrives through a MemcpyToHost node in CUDA-pinned memory (DMA at
@@ -229,6 +261,9 @@ function scoreBounds(
   };
 }
 
+/** What the scorers need of the model: the attention shape and the cache's dtype. */
+type ScoreContext = { spec: Pick<ModelSpec, 'numKvHeads' | 'numHeads' | 'headDim'>; dtype: ComputeDType };
+
 /** Scores one scored layer: (query [1, R, Hq, d], presentKey [1, H, N + R, d]) -> [H, C_max]. */
 type LayerScorer = (query: string, presentKey: string) => string;
 
@@ -248,14 +283,14 @@ function alignUp(b: Graph, n: string): string {
 }
 
 /** Zero keys [1, H, count, d] in the cache's dtype, to pad a key set. */
-function zeroKeys(b: Graph, ctx: DecoderContext, count: string): string {
+function zeroKeys(b: Graph, ctx: ScoreContext, count: string): string {
   const { numKvHeads: H, headDim: d } = ctx.spec;
   const shape = b.concat([b.constant([1, H], 'int64'), b.reshape(count, [1]), b.constant([d], 'int64')], 0);
   return b.op('Expand', [b.cast(b.constant(0, 'float32'), ctx.dtype), shape]);
 }
 
 /** The repeat queries [1, R, H·G, d] as [H, R·G, d] fp32: one row per (repeat query, group member). */
-function queryRows(b: Graph, ctx: DecoderContext, query: string): string {
+function queryRows(b: Graph, ctx: ScoreContext, query: string): string {
   const { numKvHeads: H, headDim: d } = ctx.spec;
   const G = ctx.spec.numHeads / H;
   return b.cast(b.reshape(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 0, 2, 3]), [H, -1, d]), 'float32');
@@ -266,7 +301,7 @@ function queryRows(b: Graph, ctx: DecoderContext, query: string): string {
  * softmax_{prefix ∪ chunk ∪ repeat}(q·k/√d)[j], for j in the chunk; fp32 throughout.
  * The classic form: logits over the whole reduced key set, mask Add, Softmax, max over rows.
  */
-function classicScorer(b: Graph, ctx: DecoderContext, p: PassValues): LayerScorer {
+function classicScorer(b: Graph, ctx: ScoreContext, p: PassValues): LayerScorer {
   const { numKvHeads: H, headDim: d } = ctx.spec;
   const keyCount = b.add(p.visibleBefore, p.R); // P + cLen + R reduced keys ...
   const paddedKeyCount = alignUp(b, keyCount); // ... rounded up
@@ -293,7 +328,7 @@ function classicScorer(b: Graph, ctx: DecoderContext, p: PassValues): LayerScore
 
 /**
  * A logit that ends as an exact 0 after exp; the padding keys of key set A get it through an
- * extra key column (a zero key would give logit 0, i.e. weight 1, in the log-sum-exp).
+ * extra key column (a zero key would give logit 0, i.e. weight 1, in the softmax).
  */
 const PAD_LOGIT = -1e30;
 
@@ -301,65 +336,59 @@ const PAD_LOGIT = -1e30;
 const EXTRA_COLUMNS = 4;
 
 /**
- * The same scores as classicScorer with fewer passes over the fp32 logits. For key j of the
- * chunk, score = max over rows ρ of exp(l[ρ, j] − lse[ρ]), lse over the reduced key set. The key
- * set is cut in two:
- *   A = prefix ⧺ chunk ⧺ padding: seen by every row, no mask;
+ * The same scores as classicScorer with fewer passes over the fp32 logits. The reduced key set
+ * is cut in two:
  *   B = repeat ⧺ padding: causal, the only block that needs the mask Add (about half the keys).
- * Per row, lse = logaddexp(lse_A, lse_B), each from LogSoftmax (one fused row kernel on every EP;
- * ReduceLogSumExp is four kernels and a full temporary on CUDA) as l[:, 0] − logsoftmax(l)[:, 0]
- * (column 0 is visible to every row). A second GEMM over A then yields l − lse directly: the
- * queries carry −lse·√d in extra columns against columns of ones in the keys, so the max over
- * rows reads log-probabilities and the Exp runs on [H, cLen] only. −lse·√d is split in three
- * parts that TF32 tensor cores hold exactly (bf16 ⊂ TF32), so the fold costs no precision where
- * ONNX Runtime's CUDA GEMMs run in TF32 (the cached q and k are half values, which TF32 holds).
- * The GEMMs are FusedMatMul with transB (no transposed key copies) and alpha = 1/√d.
+ *     It is reduced to each row's log-sum-exp lse_B, read off LogSoftmax (one row kernel on every
+ *     EP; ReduceLogSumExp is four kernels and a full temporary on CUDA) as l[:, 0] − logsoftmax(l)[:, 0]
+ *     (key 0 of B is visible to every row).
+ *   A = prefix ⧺ chunk ⧺ one "rest" slot ⧺ padding: seen by every row, no mask. The GEMM itself
+ *     puts lse_B in the rest slot: the queries carry lse_B·√d in extra columns against ones in
+ *     that key's extra columns, and PAD_LOGIT against the padding keys'. A LogSoftmax over A then
+ *     normalises over the whole reduced key set: its chunk columns are log(softmax) exactly.
+ * The max over rows reads those log-probabilities and the Exp runs on [H, cLen] only: per logit,
+ * one GEMM write, one LogSoftmax read and write, one max read, plus the mask Add on B (classic:
+ * GEMM, Add, Softmax and max over all keys). lse_B·√d is split in three parts that TF32 holds
+ * exactly (bf16 ⊂ TF32), so the fold keeps fp32 accuracy where ONNX Runtime's CUDA GEMMs run in
+ * TF32 (the cached q and k are half values, which TF32 holds). The GEMMs are FusedMatMul with
+ * transB (no transposed key copies) and alpha = 1/√d.
  */
-function fusedScorer(b: Graph, ctx: DecoderContext, p: PassValues): LayerScorer {
+function fusedScorer(b: Graph, ctx: ScoreContext, p: PassValues): LayerScorer {
   const { numKvHeads: H, headDim: d } = ctx.spec;
   const G = ctx.spec.numHeads / H;
   const s = p.bounds;
   const int64 = (v: number[]) => b.constant(v, 'int64');
-  // key set A: P + cLen keys, padded; its extra key columns are [1, 1, 1, 0] (real) or [0, 0, 0, 1] (padding)
-  const widthA = alignUp(b, p.visibleBefore);
-  const padA = zeroKeys(b, ctx, b.sub(widthA, p.visibleBefore));
-  const isPad = b.cast(b.op('GreaterOrEqual', [b.op('Range', [b.constant(0, 'int64'), widthA, b.constant(1, 'int64')]), p.visibleBefore]), 'float32');
-  const real = b.sub(b.constant(1, 'float32'), isPad);
-  const keyColumnsA = b.op('Expand', [b.transpose(b.concat([real, real, real, isPad].map((x) => b.unsqueeze(x, [0])), 0), [1, 0]), b.concat([int64([H]), b.shape(isPad), int64([EXTRA_COLUMNS])], 0)]); // [H, A, 4]
-  // key set B: R repeat keys, padded; the mask hides the causal future and the padding
+  // key set A: P + cLen keys, the rest slot, padding; extra key columns [0,0,0,0] (real), [1,1,1,0] (rest slot), [0,0,0,1] (padding)
+  const widthA = alignUp(b, b.add(p.visibleBefore, b.constant(1, 'int64')));
+  const keyPadA = zeroKeys(b, ctx, b.sub(widthA, p.visibleBefore));
+  const column = b.op('Range', [b.constant(0, 'int64'), widthA, b.constant(1, 'int64')]); // [A]
+  const isRest = b.cast(b.op('Equal', [column, p.visibleBefore]), 'float32');
+  const isPad = b.cast(b.op('Greater', [column, p.visibleBefore]), 'float32');
+  const keyColumnsA = b.op('Expand', [
+    b.transpose(b.concat([isRest, isRest, isRest, isPad].map((x) => b.unsqueeze(x, [0])), 0), [1, 0]), // [A, 4]
+    b.concat([int64([H]), b.shape(column), int64([EXTRA_COLUMNS])], 0),
+  ]); // [H, A, 4]
+  // key set B: R repeat keys, padding; the mask hides the causal future and the padding
   const widthB = alignUp(b, p.R);
-  const padB = zeroKeys(b, ctx, b.sub(widthB, p.R));
+  const keyPadB = zeroKeys(b, ctx, b.sub(widthB, p.R));
   const maskB = reducedCausalMask(b, b.constant(0, 'int64'), p.R, widthB, G); // [R·G, B]
-  // the queries' extra columns for the first GEMM over A: no lse yet, PAD_LOGIT on the padding
-  const rows = b.mul(p.R, b.constant(G, 'int64'));
-  const rowsShape = (cols: number) => b.concat([int64([H]), b.reshape(rows, [1]), int64([cols])], 0);
-  const padColumn = b.op('Expand', [b.constant(PAD_LOGIT * Math.sqrt(d), 'float32'), rowsShape(1)]); // [H, R·G, 1]
-  const noLse = b.op('Expand', [b.constant(0, 'float32'), rowsShape(EXTRA_COLUMNS - 1)]);
-  const alpha = 1 / Math.sqrt(d);
-  const gemm = (x: string, y: string) => b.ms('FusedMatMul', [x, y], { alpha: { float: alpha }, transB: 1 })[0]!;
-  const firstColumn = int64([0]);
-  const secondColumn = int64([1]);
-  const column0 = (x: string) => b.sliceVec(x, firstColumn, secondColumn, [2]); // [H, R·G, 1]
-  const rowLse = (logits: string) => b.sub(column0(logits), column0(b.op('LogSoftmax', [logits], { axis: -1 })));
+  const rowsShape = b.concat([int64([H]), b.reshape(b.mul(p.R, b.constant(G, 'int64')), [1]), int64([1])], 0);
+  const padColumn = b.op('Expand', [b.constant(PAD_LOGIT * Math.sqrt(d), 'float32'), rowsShape]); // [H, R·G, 1]
+  const gemm = (x: string, y: string) => b.ms('FusedMatMul', [x, y], { alpha: { float: 1 / Math.sqrt(d) }, transB: 1 })[0]!;
+  const [first, second] = [int64([0]), int64([1])];
+  const column0 = (x: string) => b.sliceVec(x, first, second, [2]); // [H, R·G, 1]
+  const sqrtD = b.constant(Math.sqrt(d), 'float32');
   return (query, presentKey) => {
     const q = queryRows(b, ctx, query); // [H, R·G, d]
-    const keysA = b.cast(b.squeeze(b.concat([b.sliceVec(presentKey, int64([0]), s.prefixEnd, [2]), b.sliceVec(presentKey, s.chunkStart, s.chunkEnd, [2]), padA], 2), [0]), 'float32'); // [H, A, d]
-    const kA = b.concat([keysA, keyColumnsA], 2); // [H, A, d + 4]
-    const kB = b.cast(b.squeeze(b.concat([b.sliceVec(presentKey, s.repeatStart, s.repeatEnd, [2]), padB], 2), [0]), 'float32'); // [H, B, d]
-    const logitsA = gemm(b.concat([q, noLse, padColumn], 2), kA); // [H, R·G, A]: q·k/√d, PAD_LOGIT on the padding
-    const logitsB = b.add(gemm(q, kB), maskB); // [H, R·G, B]
-    const lse = logAddExp(b, rowLse(logitsA), rowLse(logitsB)); // [H, R·G, 1]
-    const shift = splitForTf32(b, b.mul(lse, b.constant(-Math.sqrt(d), 'float32'))); // 3 × [H, R·G, 1], sum −lse·√d
-    const logProbs = gemm(b.concat([q, ...shift, padColumn], 2), kA); // [H, R·G, A]: l − lse
+    const keysB = b.cast(b.squeeze(b.concat([b.sliceVec(presentKey, s.repeatStart, s.repeatEnd, [2]), keyPadB], 2), [0]), 'float32'); // [H, B, d]
+    const logitsB = b.add(gemm(q, keysB), maskB); // [H, R·G, B]
+    const lseB = b.sub(column0(logitsB), column0(b.op('LogSoftmax', [logitsB], { axis: -1 }))); // [H, R·G, 1]
+    const keysA = b.cast(b.squeeze(b.concat([b.sliceVec(presentKey, first, s.prefixEnd, [2]), b.sliceVec(presentKey, s.chunkStart, s.chunkEnd, [2]), keyPadA], 2), [0]), 'float32'); // [H, A, d]
+    const queriesA = b.concat([q, ...splitForTf32(b, b.mul(lseB, sqrtD)), padColumn], 2); // [H, R·G, d + 4]
+    const logProbs = b.op('LogSoftmax', [gemm(queriesA, b.concat([keysA, keyColumnsA], 2))], { axis: -1 }); // [H, R·G, A]
     const best = b.sliceVec(maxOverRows(b, logProbs), s.prefixEnd, s.chunkColumnsEnd, [1]); // [H, cLen]
     return b.op('Pad', [b.op('Exp', [best]), s.scorePads]); // [H, C_max]
   };
-}
-
-/** log(e^a + e^b), elementwise, without overflow. */
-function logAddExp(b: Graph, x: string, y: string): string {
-  const m = b.op('Max', [x, y]);
-  return b.add(m, b.op('Log', [b.add(b.op('Exp', [b.sub(x, m)]), b.op('Exp', [b.sub(y, m)]))]));
 }
 
 /**

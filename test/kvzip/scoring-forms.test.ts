@@ -3,13 +3,15 @@
 // check both on tiny models; here a trained model (data/default-model: real attention sinks and
 // peaked rows) on a context long enough for several reconstruction passes and key padding.
 import { describe, it, expect } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import onnxProto from 'onnx-proto';
 import { openModel } from '../../src/model/load.js';
 import { ensureGraphs, kvzipScoring, KVZIP_SCORING_ENV } from '../../src/onnx/index.js';
-import { createSession } from '../../src/runtime/session.js';
+import { createSession, ort } from '../../src/runtime/session.js';
+import { buildKvzipScoreGraph } from '../../src/onnx/kvzip-graph.js';
+import { encodeModel } from '../../src/onnx/builder.js';
 import { kvzipFeeds } from '../../src/kvzip/inputs.js';
 import { scoreContext } from '../../src/kvzip/score-context.js';
 import { UserError } from '../../src/util/errors.js';
@@ -65,5 +67,38 @@ describe('KVzip scoring forms', () => {
     expect(() => kvzipScoring({ [KVZIP_SCORING_ENV]: 'fast' })).toThrow(UserError);
     expect(() => kvzipScoring({ [KVZIP_SCORING_ENV]: 'fast' })).toThrow(/FASTKVZIP_KVZIP_SCORING=fast: expected one of fused, classic/);
     expect(existsSync(MODEL)).toBe(true);
+  });
+});
+
+describe('buildKvzipScoreGraph (the scoring benchmark graph)', () => {
+  it('scores two layers of one pass alike in both forms', async () => {
+    const spec = { numKvHeads: 2, numHeads: 4, headDim: 16 };
+    const [L, P, C, R, N] = [2, 5, 70, 80, 5 + 150];
+    const rand = seededRandom(3);
+    const i64 = (v: number) => new ort.Tensor('int64', BigInt64Array.of(BigInt(v)), []);
+    const feeds = {
+      query: new ort.Tensor('float32', new Float32Array(L * R * 4 * 16).map(() => 2 * rand()), [L, 1, R, 4, 16]),
+      present_key: new ort.Tensor('float32', new Float32Array(L * 2 * (N + R) * 16).map(() => 2 * rand()), [L, 1, 2, N + R, 16]),
+      prefix_len: i64(P),
+      chunk_start: i64(P + 80),
+      chunk_len: i64(C),
+      max_chunk: i64(80),
+    };
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'fkz-score-graph-'));
+    const out: Record<string, ort.Tensor> = {};
+    for (const scoring of ['classic', 'fused'] as const) {
+      const file = path.join(dir, `${scoring}.onnx`);
+      writeFileSync(file, encodeModel(buildKvzipScoreGraph(spec, 'float32', scoring, L)));
+      const session = await createSession(file, { device: 'cpu' });
+      out[scoring] = (await session.run(feeds)).scores!;
+      await session.release();
+    }
+    expect(out.fused!.dims).toEqual([L, 2, 80]);
+    const [c, f] = [out.classic!.data as Float32Array, out.fused!.data as Float32Array];
+    let maxAbs = 0;
+    for (let i = 0; i < c.length; i++) maxAbs = Math.max(maxAbs, Math.abs(c[i]! - f[i]!));
+    expect(maxAbs).toBeLessThan(1e-6);
+    expect(Math.max(...c)).toBeGreaterThan(0.01);
+    expect(c[79]).toBe(0); // padding past the chunk
   });
 });
