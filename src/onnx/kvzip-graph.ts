@@ -15,7 +15,7 @@
 // Outputs:
 //   hidden.<s>    [N - P, D]            attention input of scored layer s (fp16, or fp32 for fp32 graphs)
 //   scores        [n_r, L_s, H, C_max]  fp32, chunk i's scores in [:, :, :chunk_lens[i]]
-import { Graph, type DType } from './builder.js';
+import { Graph, ONNX_DTYPE, type DType } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
 import { hiddenIoDtype } from './step-graph.js';
 import type { ComputeDType } from './weights.js';
@@ -27,9 +27,25 @@ export interface KvzipGraphOptions {
   reconstruct: boolean;
   /** return the attention inputs as bfloat16 bit patterns (uint16) instead of fp16/fp32 */
   bf16Hidden?: boolean;
-  /** how the scores are computed (same values; see kvzipScoreFused); default DEFAULT_KVZIP_SCORING */
+  /** how the scores are computed (same values; see fusedScorer); default DEFAULT_KVZIP_SCORING */
   scoring?: KvzipScoring;
+  /** with bf16Hidden: how the bit patterns are made (same bits); default DEFAULT_BF16_BITS_ROUTE */
+  bf16Bits?: Bf16BitsRoute;
 }
+
+/**
+ * 'arith': bf16Bits' exact float arithmetic on the device (opset 21, ~25 elementwise kernels over
+ * every attention input), then viaPinnedHost's CPU identity; 'bitcast': ONNX BitCast (opset 26;
+ * ONNX Runtime implements it on the CPU only), so the bf16 values leave the device as they are,
+ * through the pinned MemcpyToHost, and the CPU BitCast writes the output (no device arithmetic).
+ * The whole graph then declares opset 26: an experiment until measured on the GPU (an opset
+ * without CUDA kernel registrations sends nodes to the CPU; FASTKVZIP_ORT_LOG_LEVEL=2 lists them).
+ */
+export type Bf16BitsRoute = 'arith' | 'bitcast';
+export const BF16_BITS_ROUTES: readonly Bf16BitsRoute[] = ['arith', 'bitcast'];
+export const DEFAULT_BF16_BITS_ROUTE: Bf16BitsRoute = 'arith';
+/** ONNX opset of graphs built with the 'bitcast' route (BitCast appeared in opset 26). */
+export const BITCAST_OPSET = 26;
 
 /**
  * 'classic': mask Add, Softmax and max over the full reduced logits; 'fused': the causal repeat
@@ -56,7 +72,10 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const d = spec.headDim;
   const hiddenDtype = kvzipHiddenType(dtype, !!opts.bf16Hidden);
   const scoring = opts.scoring ?? DEFAULT_KVZIP_SCORING;
-  const toHidden = (b: Graph, x: string) => (opts.bf16Hidden ? bf16Bits(b, x) : b.cast(x, hiddenDtype));
+  const bitcast = !!opts.bf16Hidden && opts.bf16Bits === 'bitcast';
+  // the prefill loop's per-chunk attention inputs: bf16 values for the bitcast route (bit-cast at the end, on the CPU)
+  const scanDtype: DType = bitcast ? 'bfloat16' : hiddenDtype;
+  const toHidden = (b: Graph, x: string) => (bitcast ? b.cast(x, 'bfloat16') : opts.bf16Hidden ? bf16Bits(b, x) : b.cast(x, hiddenDtype));
 
   const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
   const numTokens = g.input('num_tokens', 'int64', []);
@@ -85,7 +104,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       present.push(out.presentKey, out.presentValue);
       if (scored.includes(l)) captured.push(out.attnInput);
     }
-    const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: hiddenDtype }));
+    const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }));
     return { carried: present, scans };
   });
   const cache = layers.map((l) => ({
@@ -97,7 +116,12 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const flat = g.reshape(scan, [-1, spec.hiddenSize]);
     const hidden = g.slice(flat, [prefixLen], [numTokens], [0]);
     const name = `hidden.${s}`;
-    g.output(hiddenDtype === 'uint16' ? viaPinnedHost(g, hidden, name) : hidden, name, hiddenDtype, ['ctx_len', spec.hiddenSize]);
+    const out = bitcast
+      ? g.node('BitCast', [hidden], { to: ONNX_DTYPE.uint16 }, { outputs: [name] })[0]! // named as the output: no (CUDA) Identity after it
+      : hiddenDtype === 'uint16'
+        ? viaPinnedHost(g, hidden, name)
+        : hidden;
+    g.output(out, name, hiddenDtype, ['ctx_len', spec.hiddenSize]);
   });
 
   if (!opts.reconstruct) {
