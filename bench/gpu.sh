@@ -2,7 +2,7 @@
 # GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
 # same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
 # built. Stages (any subset, in order): smoke host prefill8b extract8b extract06b train8b evalcuda profile8b
-# profile06b profilex8b profiletrain8b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
+# profile06b profilex8b profiletrain8b scoring8b scoring06b abextract8b abextract06b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
 # per-node times are GPU times, not launch times; absolute speed there is not representative)
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
 # Environment: EXTRACT_FLAGS (extra `extract` flags, e.g. "--runners 2"), EXTRACT_CONTEXTS (contexts
@@ -10,7 +10,9 @@
 # under STORE_ROOT), SKIP_TORCH (fastkvzip side only), TORCH_TRAIN_STEPS, TORCH_SCORE_DTYPES (the
 # reference's score precisions to time, default "tf32,bf16": see bench/torch_extract.py),
 # COMPACT_FORMS (compact8b: store forms to compare, default "bf16 int8 int8-k45"), RECIPE_FLAGS
-# (recipe8b: the store form, default "--hidden-dtype int8 --keep-fraction 0.45").
+# (recipe8b: the store form, default "--hidden-dtype int8 --keep-fraction 0.45"), SCORING_FORMS (scoring*/abextract*:
+# the KVzip graph variants to compare, default "classic fused"; abextract* also takes "<form>+bitcast", the bf16
+# attention inputs bit-cast on the CPU: FASTKVZIP_KVZIP_SCORING and FASTKVZIP_BF16_BITS in src/onnx/index.ts).
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
 set -uo pipefail
@@ -175,6 +177,58 @@ PY
       CUDA_LAUNCH_BLOCKING=1 FASTKVZIP_ORT_PROFILE=$work/prof-train FASTKVZIP_ORT_LOG_LEVEL=2 $FKZ train --features $work/store-qwen3-8b --out $work/pgates-8b \
         --device cuda --steps 500 --json > "$out/$stage-run.json" 2> "$out/$stage.log"
       python3 bench/profile_summary.py $(ls -t $work/prof-train*.json | head -1) | tee "$out/$stage.txt"
+      ;;
+    scoring8b|scoring06b)
+      # issue 17: the KVzip scoring forms alone (bench/kvzip_scoring.ts: one full 2k chunk in 4 layers of the
+      # shape, bf16 cache, queries and keys resident on the GPU), the forms taking turns run by run; then the
+      # same under CUDA_LAUNCH_BLOCKING=1 with ORT's profiler, for the per-kernel split of each form
+      if [ $stage = scoring8b ]; then shape=qwen3-8b; else shape=qwen3-0.6b; fi
+      forms=$(echo ${SCORING_FORMS:-classic fused} | tr ' ' '\n' | sed 's/+.*//' | sort -u | paste -sd,)
+      gpu_peak $stage $TSX bench/kvzip_scoring.ts --shape $shape --device cuda --dtype bfloat16 --ctx 20000 --chunk 2000 --layers 4 --reps 20 \
+        --scorings $forms --out "$out/$stage.json" 2> "$out/$stage.log" > /dev/null
+      tail -3 "$out/$stage.log"
+      rm -f $work/prof-$stage*
+      CUDA_LAUNCH_BLOCKING=1 FASTKVZIP_ORT_PROFILE=$work/prof-$stage $TSX bench/kvzip_scoring.ts --shape $shape --device cuda --dtype bfloat16 \
+        --ctx 20000 --chunk 2000 --layers 4 --reps 3 --scorings $forms > /dev/null 2>> "$out/$stage.log"
+      for f in $(ls -tr $work/prof-$stage*.json); do python3 bench/profile_summary.py $f | head -24; done | tee "$out/$stage-profile.txt"
+      ;;
+    abextract8b|abextract06b)
+      # issue 17: the extraction with each KVzip scoring form (FASTKVZIP_KVZIP_SCORING), same documents and flags
+      # as extract8b/extract06b, the PyTorch reference once (unless SKIP_TORCH); one JSON per form with the
+      # fields of issue 17 (OUTDIR/extract-<shape>-<form>.json), store in RAM or on the disk per STORE_ROOT
+      if [ $stage = abextract8b ]; then shape=qwen3-8b; n=${EXTRACT_CONTEXTS:-5}; else shape=qwen3-0.6b; n=${EXTRACT_CONTEXTS:-10}; fi
+      make_model $shape $models/$shape 2>&1 | tail -2
+      [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
+      [ -n "${SKIP_TORCH:-}" ] || gpu_peak $stage-torch python3 bench/torch_extract.py --model $models/$shape --docs $work/docs20k.jsonl --contexts $n \
+        --score-dtype tf32 --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
+      for form in ${SCORING_FORMS:-classic fused}; do
+        scoring=${form%%+*}; bits=arith; [ "$form" = "${form%+bitcast}" ] || bits=bitcast
+        rm -rf $stores/store-$shape-$form
+        cmd="FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json"
+        FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits FASTKVZIP_ORT_LOG_LEVEL=2 gpu_peak $stage-$form $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form \
+          --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json \
+          > "$out/$stage-$form-ort.json" 2> "$out/$stage-$form-ort.log"
+        tail -2 "$out/$stage-$form-ort.log"
+        # level 2 logs nodes placed off the CUDA EP: the bitcast route's opset must not send the model to the CPU
+        grep -ciE "CPUExecutionProvider|Memcpy" "$out/$stage-$form-ort.log" | sed "s/^/$form: ORT log lines about CPU placement or copies: /"
+        [ -n "${SKIP_TORCH:-}" ] || python3 bench/compare_scores.py --store $stores/store-$shape-$form --torch $work/$stage-torch-scores.npz \
+          --out "$out/$stage-$form-compare.json" 2>&1 | tail -2
+        python3 - "$out/$stage-$form-ort.json" "$out/$stage-$form.gpu" "$out/$stage-torch.json" "$shape" "$form" "$stores" "$cmd" <<'PY' | tee "$out/extract-$shape-$form.json"
+import json, os, sys, datetime
+ort, gpu, torch, shape, form, stores, cmd = sys.argv[1:]
+e = json.load(open(ort)); g = json.load(open(gpu))
+steady = e["timings"][3:] or e["timings"]  # contexts 4 onwards, as BENCHMARKS.md's "steady"
+fkz = sum(x["tokens"] for x in steady) / sum(x["seconds"] for x in steady)
+ref = json.load(open(torch))["extract"]["tf32"]["steady_ctx_tokens_per_s"] if os.path.exists(torch) else None
+print(json.dumps({"bench": "extract", "shape": shape, "kvzip_graph": form, "fastkvzip_ctx_tok_s": round(fkz),
+  "reference_ctx_tok_s": ref, "ratio_vs_reference": round(fkz / ref, 3) if ref else None,
+  "seconds_per_context_steady": round(sum(x["seconds"] for x in steady) / len(steady), 3),
+  "gpu_peak_mib": g["gpu_peak_mib"], "host_rss_gib": round(e["peakRssMiB"] / 1024, 2),
+  "store": "ram" if stores.startswith("/dev/shm") else "disk", "contexts": len(e["timings"]),
+  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": cmd}))
+PY
+        [ -n "${KEEP_STORE:-}" ] || rm -rf $stores/store-$shape-$form
+      done
       ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac

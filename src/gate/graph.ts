@@ -259,30 +259,33 @@ export function buildTrainGraph(g: Graph, o: TrainGraphOptions): void {
   const featureRows = (b: Graph, idx: string) => (o.dequant ? dequantRows(b, codeRows(b, idx), scaleRows!(b, idx), o.dequant.dtype, o.dequant.block) : codeRows(b, idx));
   const targetRows = prepareRows(g, o.targets);
 
-  const body = g.subgraph('step');
-  const i = body.input('i', 'int64', []);
-  body.input('cond', 'bool', []);
-  const P = Object.fromEntries(PARAMS.map((n) => [n, body.input(`${n}.in`, 'float32', paramShape(n, d))])) as Params;
-  const Bf = Object.fromEntries(PARAMS.map((n) => [n, body.input(`${n}.buf.in`, 'float32', paramShape(n, d))])) as Params;
-  body.output(body.op('Identity', ['cond']), 'cond_out', 'bool', []);
-  const idx = body.gather(batchIdx, i, 0); // [B]
-  const x = featureRows(body, idx); // [L,B,D]
-  const y = body.transpose(targetRows(body, idx), [0, 2, 1]); // [L,H,B]
-  const batch = body.cast(body.shape(idx, 0, 1), 'float32');
-  const f = gateForward(body, x, P, d, o.mm);
-  const { loss, acc } = gateLoss(body, f.s, y);
-  const grads = gateBackward(body, f, y, P, d, o.mm, batch);
-  const step = body.gather(lr, i, 0);
-  const mu = body.constant(o.momentum, 'float32');
-  const nextBuf = Object.fromEntries(PARAMS.map((n) => [n, body.add(body.mul(mu, Bf[n]), grads[n])])) as Params; // PyTorch SGD: buf = μ·buf + g
-  // Loop body outputs are ordered: cond, carried (params, then buffers), scans.
-  for (const n of PARAMS) body.output(body.sub(P[n], body.mul(step, nextBuf[n])), `${n}.next`, 'float32');
-  for (const n of PARAMS) body.output(nextBuf[n], `${n}.buf.next`, 'float32');
-  body.output(loss, 'loss_scan', 'float32');
-  body.output(acc, 'acc_scan', 'float32');
-
   const steps = g.reshape(g.shape(batchIdx, 0, 1), []);
-  const outs = g.node('Loop', [steps, '', ...PARAMS.map((n) => params[n]), ...PARAMS.map((n) => bufs[n])], { body }, { outputs: PARAMS.length * 2 + 2 });
+  const carried = [
+    ...PARAMS.map((n) => ({ name: n, dtype: 'float32' as const, shape: paramShape(n, d), init: params[n] })),
+    ...PARAMS.map((n) => ({ name: `${n}.buf`, dtype: 'float32' as const, shape: paramShape(n, d), init: bufs[n] })),
+  ];
+  const loop = g.loop('step', steps, carried, (body, i, carriedIn) => {
+    const P = Object.fromEntries(PARAMS.map((n, j) => [n, carriedIn[j]!])) as Params;
+    const Bf = Object.fromEntries(PARAMS.map((n, j) => [n, carriedIn[PARAMS.length + j]!])) as Params;
+    const idx = body.gather(batchIdx, i, 0); // [B]
+    const x = featureRows(body, idx); // [L,B,D]
+    const y = body.transpose(targetRows(body, idx), [0, 2, 1]); // [L,H,B]
+    const batch = body.cast(body.shape(idx, 0, 1), 'float32');
+    const f = gateForward(body, x, P, d, o.mm);
+    const { loss, acc } = gateLoss(body, f.s, y);
+    const grads = gateBackward(body, f, y, P, d, o.mm, batch);
+    const step = body.gather(lr, i, 0);
+    const mu = body.constant(o.momentum, 'float32');
+    const nextBuf = Object.fromEntries(PARAMS.map((n) => [n, body.add(body.mul(mu, Bf[n]), grads[n])])) as Params; // PyTorch SGD: buf = μ·buf + g
+    return {
+      carried: [...PARAMS.map((n) => body.sub(P[n], body.mul(step, nextBuf[n]))), ...PARAMS.map((n) => nextBuf[n])],
+      scans: [
+        { value: loss, name: 'loss_scan', dtype: 'float32' },
+        { value: acc, name: 'acc_scan', dtype: 'float32' },
+      ],
+    };
+  });
+  const outs = [...loop.carried, ...loop.scans];
   PARAMS.forEach((n, j) => g.output(outs[j]!, `${n}.out`, 'float32', paramShape(n, d)));
   PARAMS.forEach((n, j) => g.output(outs[PARAMS.length + j]!, `${n}.buf.out`, 'float32', paramShape(n, d)));
   g.output(outs[PARAMS.length * 2]!, 'train_loss', 'float32', ['steps', d.L]);

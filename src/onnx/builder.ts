@@ -39,6 +39,36 @@ export interface ExternalRef {
 
 const MS = 'com.microsoft';
 
+/** A value carried from one Loop iteration to the next; the body sees it as `<name>_in`. */
+export interface LoopCarry {
+  name: string;
+  dtype: DType;
+  shape?: Dim[];
+  /** its value before the first iteration (a value of the enclosing graph) */
+  init: string;
+}
+
+/** A per-iteration value of a Loop body, stacked over the iterations on a new axis 0. */
+export interface LoopScan {
+  value: string;
+  /** the body output's name */
+  name: string;
+  dtype: DType;
+  shape?: Dim[];
+}
+
+export interface LoopBodyResult {
+  carried: string[];
+  scans: LoopScan[];
+}
+
+export interface LoopResult {
+  /** final values of the carried ones, in the order given */
+  carried: string[];
+  /** the stacked scans, in the order returned */
+  scans: string[];
+}
+
 /**
  * One ONNX graph (the main graph or a Loop/If body). Names are unique across the whole
  * model because subgraphs share their root's counter (outer-scope references must not clash).
@@ -155,6 +185,31 @@ export class Graph {
       }),
     );
     return name;
+  }
+
+  /**
+   * An ONNX Loop of `trips` iterations: `body(b, i, carriedIn)` builds the iteration in subgraph
+   * `b` and returns the next values of the carried ones (same order) and the per-iteration scan
+   * values; the Loop's outputs are the final carried values and the scans stacked on a new axis 0.
+   * ONNX's ordering of the body's inputs (i, cond, carried...) and outputs (cond, carried...,
+   * scans...) is kept here, so callers never arrange it by hand.
+   */
+  loop(name: string, trips: string, carried: LoopCarry[], body: (b: Graph, i: string, carriedIn: string[]) => LoopBodyResult): LoopResult {
+    const b = this.subgraph(name);
+    const i = b.input('i', 'int64', []);
+    b.input('cond', 'bool', []);
+    // A Loop without carried values is valid ONNX; we carry one unused int64 instead, as the
+    // loops have since the first builder (the form every measured run used).
+    const all: LoopCarry[] = carried.length ? carried : [{ name: 'dummy', dtype: 'int64', shape: [], init: this.constant(0, 'int64') }];
+    const carriedIn = all.map((c) => b.input(`${c.name}_in`, c.dtype, c.shape ?? []));
+    const result = body(b, i, carriedIn.slice(0, carried.length));
+    if (result.carried.length !== carried.length) throw new Error(`loop ${name}: ${result.carried.length} carried values returned for ${carried.length}`);
+    const next = carried.length ? result.carried : carriedIn;
+    b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
+    all.forEach((c, j) => b.output(next[j]!, `${c.name}_out`, c.dtype, c.shape));
+    result.scans.forEach((s) => b.output(s.value, s.name, s.dtype, s.shape));
+    const outs = this.node('Loop', [trips, '', ...all.map((c) => c.init)], { body: b }, { outputs: all.length + result.scans.length });
+    return { carried: outs.slice(0, carried.length), scans: outs.slice(all.length) };
   }
 
   toProto(): GraphProto {

@@ -6,15 +6,40 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { OpenedModel } from '../model/load.js';
 import type { SafetensorsIndex } from '../model/safetensors/index.js';
-import { writeModelGraphs, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind } from './write-graphs.js';
+import { writeModelGraphs, graphFileName, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind } from './write-graphs.js';
+import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE, type KvzipScoring, type Bf16BitsRoute } from './kvzip-graph.js';
 import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 
 /** Bump when graph code changes in a way that changes the files. */
-export const BUILDER_VERSION = '6';
+export const BUILDER_VERSION = '7';
 
-export { writeModelGraphs, type GraphFiles, type GraphKind };
+export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute };
+
+/**
+ * Environment variable choosing the KVzip graphs' scoring form (an A/B switch for benchmarks;
+ * both forms give the same scores). Unset: DEFAULT_KVZIP_SCORING.
+ */
+export const KVZIP_SCORING_ENV = 'FASTKVZIP_KVZIP_SCORING';
+
+export function kvzipScoring(env: NodeJS.ProcessEnv = process.env): KvzipScoring {
+  return envChoice(env, KVZIP_SCORING_ENV, KVZIP_SCORINGS, DEFAULT_KVZIP_SCORING);
+}
+
+/** Environment variable choosing how the bf16 graphs make the attention inputs' bit patterns (A/B switch; same bits). */
+export const BF16_BITS_ENV = 'FASTKVZIP_BF16_BITS';
+
+export function bf16BitsRoute(env: NodeJS.ProcessEnv = process.env): Bf16BitsRoute {
+  return envChoice(env, BF16_BITS_ENV, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE);
+}
+
+function envChoice<T extends string>(env: NodeJS.ProcessEnv, name: string, choices: readonly T[], fallback: T): T {
+  const v = env[name]?.trim();
+  if (!v) return fallback;
+  if (!(choices as readonly string[]).includes(v)) throw new UserError(`${name}=${v}: expected one of ${choices.join(', ')}`);
+  return v as T;
+}
 
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   return env.FASTKVZIP_CACHE ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fastkvzip');
@@ -59,6 +84,10 @@ export interface EnsureGraphsOptions {
   cacheDir?: string;
   /** rebuild even when cached */
   force?: boolean;
+  /** the KVzip graphs' scoring form (default: kvzipScoring(), i.e. FASTKVZIP_KVZIP_SCORING or the default) */
+  kvzipScoring?: KvzipScoring;
+  /** the bf16 graphs' bit route (default: bf16BitsRoute(), i.e. FASTKVZIP_BF16_BITS or the default) */
+  bf16Bits?: Bf16BitsRoute;
   log?: (line: string) => void;
 }
 
@@ -68,18 +97,20 @@ export interface EnsureGraphsOptions {
  */
 export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphFiles {
   const kinds = o.kinds ?? ALL_GRAPHS;
+  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute() };
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);
   const stamp = path.join(dir, 'build.json');
   if (o.force || !existsSync(stamp)) rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, `${k}.onnx`)])) as GraphFiles['paths'];
-  const missing = kinds.filter((k) => !existsSync(path.join(dir, `${k}.onnx`)));
+  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, graphFileName(k, variants))])) as GraphFiles['paths'];
+  const missing = kinds.filter((k) => !existsSync(paths[k]!));
   if (missing.length > 0) {
     const t0 = Date.now();
-    o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}) for ${model.dir} -> ${dir}`);
-    const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing);
+    const variantNote = missing.map((k) => graphFileName(k, variants)).filter((f) => f.split('.').length > 2);
+    o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}${variantNote.length ? `; variants: ${variantNote.join(', ')}` : ''}) for ${model.dir} -> ${dir}`);
+    const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing, variants);
     writeFileAtomicSync(stamp, JSON.stringify({ key, builder: BUILDER_VERSION, dtype: o.dtype, model: model.dir, weightBytes: files.weightBytes }, null, 2));
     o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
   }

@@ -15,9 +15,11 @@
 // Outputs:
 //   hidden.<s>    [N - P, D]            attention input of scored layer s (fp16, or fp32 for fp32 graphs)
 //   scores        [n_r, L_s, H, C_max]  fp32, chunk i's scores in [:, :, :chunk_lens[i]]
-import { Graph, type DType } from './builder.js';
+import { Graph, ONNX_DTYPE, type DType } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
 import { hiddenIoDtype } from './step-graph.js';
+import type { ComputeDType } from './weights.js';
+import type { ModelSpec } from '../model/config.js';
 import { bf16Bits } from './bf16-bits.js';
 
 export interface KvzipGraphOptions {
@@ -25,7 +27,35 @@ export interface KvzipGraphOptions {
   reconstruct: boolean;
   /** return the attention inputs as bfloat16 bit patterns (uint16) instead of fp16/fp32 */
   bf16Hidden?: boolean;
+  /** how the scores are computed (same values; see fusedScorer); default DEFAULT_KVZIP_SCORING */
+  scoring?: KvzipScoring;
+  /** with bf16Hidden: how the bit patterns are made (same bits); default DEFAULT_BF16_BITS_ROUTE */
+  bf16Bits?: Bf16BitsRoute;
 }
+
+/**
+ * 'arith': bf16Bits' exact float arithmetic on the device (opset 21, ~25 elementwise kernels over
+ * every attention input), then viaPinnedHost's CPU identity; 'bitcast': ONNX BitCast (opset 26;
+ * ONNX Runtime implements it on the CPU only), so the bf16 values leave the device as they are,
+ * through the pinned MemcpyToHost, and the CPU BitCast writes the output (no device arithmetic).
+ * The whole graph then declares opset 26: an experiment until measured on the GPU (an opset
+ * without CUDA kernel registrations sends nodes to the CPU; FASTKVZIP_ORT_LOG_LEVEL=2 lists them).
+ */
+export type Bf16BitsRoute = 'arith' | 'bitcast';
+export const BF16_BITS_ROUTES: readonly Bf16BitsRoute[] = ['arith', 'bitcast'];
+export const DEFAULT_BF16_BITS_ROUTE: Bf16BitsRoute = 'arith';
+/** ONNX opset of graphs built with the 'bitcast' route (BitCast appeared in opset 26). */
+export const BITCAST_OPSET = 26;
+
+/**
+ * 'classic': mask Add, Softmax and max over the full reduced logits; 'fused': the causal repeat
+ * block reduced to a log-sum-exp first and folded into the other block's GEMM, so one LogSoftmax
+ * there yields log-probabilities, then one max and an Exp on the result (see fusedScorer).
+ * Both stay buildable so the two can be timed against each other (FASTKVZIP_KVZIP_SCORING).
+ */
+export type KvzipScoring = 'classic' | 'fused';
+export const KVZIP_SCORINGS: readonly KvzipScoring[] = ['fused', 'classic'];
+export const DEFAULT_KVZIP_SCORING: KvzipScoring = 'fused';
 
 /** Type of the graph's attention-input outputs hidden.<s>: bf16 bit patterns, or fp16 (fp32 for fp32 graphs). */
 export function kvzipHiddenType(dtype: DType, bf16Hidden: boolean): 'uint16' | 'float16' | 'float32' {
@@ -41,51 +71,57 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const H = spec.numKvHeads;
   const d = spec.headDim;
   const hiddenDtype = kvzipHiddenType(dtype, !!opts.bf16Hidden);
-  const toHidden = (b: Graph, x: string) => (opts.bf16Hidden ? bf16Bits(b, x) : b.cast(x, hiddenDtype));
+  const scoring = opts.scoring ?? DEFAULT_KVZIP_SCORING;
+  const bitcast = !!opts.bf16Hidden && opts.bf16Bits === 'bitcast';
+  // the prefill loop's per-chunk attention inputs: bf16 values for the bitcast route (bit-cast at the end, on the CPU)
+  const scanDtype: DType = bitcast ? 'bfloat16' : hiddenDtype;
+  const toHidden = (b: Graph, x: string) => (bitcast ? b.cast(x, 'bfloat16') : opts.bf16Hidden ? bf16Bits(b, x) : b.cast(x, hiddenDtype));
 
   const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
   const numTokens = g.input('num_tokens', 'int64', []);
   const prefixLen = g.input('prefix_len', 'int64', []);
-  const int64 = (v: number) => g.constant(v, 'int64');
 
   // ---- 1. chunked prefill: Loop over chunks, carrying the KV cache of every layer ----
   const emptyCache = g.op('ConstantOfShape', [g.constant([1, H, 0, d], 'int64')], {});
   const empty = g.cast(emptyCache, dtype);
-  const prefill = g.subgraph('prefill');
-  {
-    const b = prefill;
-    const i = b.input('i', 'int64', []);
-    b.input('cond', 'bool', []);
-    const pastIn = layers.map((l) => ({ key: b.input(`k_in.${l}`, dtype, [1, H, 'past', d]), value: b.input(`v_in.${l}`, dtype, [1, H, 'past', d]) }));
+  const nPrefill = g.reshape(g.shape(prefillIds, 0, 1), []);
+  const carried = layers.flatMap((l) => [
+    { name: `k.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
+    { name: `v.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
+  ]);
+  const prefill = g.loop('prefill', nPrefill, carried, (b, i, pastFlat) => {
     const ids = b.unsqueeze(b.gather(prefillIds, i, 0), [0]); // [1, c]
     const c = b.reshape(b.shape(ids, 1, 2), []);
     const start = b.mul(i, c);
     const positions = b.unsqueeze(b.op('Range', [start, b.add(start, c), b.constant(1, 'int64')]), [0]);
     const fwd: ForwardInputs = { positions, ...gqaLengths(b, start, c), rope: new Map() };
     let h = makeEmbedding(b, ctx, ids);
-    b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
+    const present: string[] = [];
     const captured: string[] = [];
     for (const l of layers) {
-      const out = makeLayer(b, ctx, l, h, fwd, pastIn[l]!);
+      const out = makeLayer(b, ctx, l, h, fwd, { key: pastFlat[2 * l]!, value: pastFlat[2 * l + 1]! });
       h = out.hidden;
-      b.output(out.presentKey, `k_out.${l}`, dtype);
-      b.output(out.presentValue, `v_out.${l}`, dtype);
+      present.push(out.presentKey, out.presentValue);
       if (scored.includes(l)) captured.push(out.attnInput);
     }
-    captured.forEach((x, s) => b.output(toHidden(b, b.squeeze(x, [0])), `hidden_scan.${s}`, hiddenDtype));
-  }
-  const nPrefill = g.reshape(g.shape(prefillIds, 0, 1), []);
-  const loopOut = g.node('Loop', [nPrefill, '', ...layers.flatMap(() => [empty, empty])], { body: prefill }, { outputs: layers.length * 2 + scored.length });
+    const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }));
+    return { carried: present, scans };
+  });
   const cache = layers.map((l) => ({
-    key: g.slice(loopOut[2 * l]!, [0], [numTokens], [2]),
-    value: g.slice(loopOut[2 * l + 1]!, [0], [numTokens], [2]),
+    key: g.slice(prefill.carried[2 * l]!, [0], [numTokens], [2]),
+    value: g.slice(prefill.carried[2 * l + 1]!, [0], [numTokens], [2]),
   }));
   scored.forEach((_, s) => {
-    const scan = loopOut[layers.length * 2 + s]!; // [n_p, c_p, D]
+    const scan = prefill.scans[s]!; // [n_p, c_p, D]
     const flat = g.reshape(scan, [-1, spec.hiddenSize]);
     const hidden = g.slice(flat, [prefixLen], [numTokens], [0]);
     const name = `hidden.${s}`;
-    g.output(hiddenDtype === 'uint16' ? viaPinnedHost(g, hidden, name) : hidden, name, hiddenDtype, ['ctx_len', spec.hiddenSize]);
+    const out = bitcast
+      ? g.node('BitCast', [hidden], { to: ONNX_DTYPE.uint16 }, { outputs: [name] })[0]! // named as the output: no (CUDA) Identity after it
+      : hiddenDtype === 'uint16'
+        ? viaPinnedHost(g, hidden, name)
+        : hidden;
+    g.output(out, name, hiddenDtype, ['ctx_len', spec.hiddenSize]);
   });
 
   if (!opts.reconstruct) {
@@ -99,12 +135,8 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const chunkStarts = g.input('chunk_starts', 'int64', ['n_repeat']);
   const chunkLens = g.input('chunk_lens', 'int64', ['n_repeat']);
   const maxChunk = g.reduce('ReduceMax', chunkLens, [0], false); // scores are padded to this
-  const repeat = g.subgraph('repeat');
-  {
-    const b = repeat;
-    const i = b.input('i', 'int64', []);
-    b.input('cond', 'bool', []);
-    b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
+  const nRepeat = g.reshape(g.shape(repeatIds, 0, 1), []);
+  const repeat = g.loop('repeat', nRepeat, [], (b, i) => {
     const R = b.gather(repeatLens, i, 0);
     const ids = b.unsqueeze(b.slice(b.gather(repeatIds, i, 0), [0], [R], [0]), [0]); // [1, R]
     const repeatEnd = b.add(numTokens, R); // the pass's tokens sit at cache positions [N, N + R)
@@ -113,13 +145,11 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const cStart = b.gather(chunkStarts, i, 0);
     const cLen = b.gather(chunkLens, i, 0);
     const visibleBefore = b.add(prefixLen, cLen); // prefix and chunk keys: visible to every repeat query
-    const keyCount = b.add(visibleBefore, R); // P + cLen + R reduced keys ...
-    const align = b.constant(KEY_ALIGN, 'int64');
-    const paddedKeyCount = b.mul(b.div(b.add(keyCount, b.sub(align, b.constant(1, 'int64'))), align), align); // ... rounded up
-    const mask = reducedCausalMask(b, visibleBefore, R, paddedKeyCount, spec.numHeads / H); // [R·G, K_pad], 0 or -inf
-    const keyPadShape = b.concat([b.constant([1, H], 'int64'), b.reshape(b.sub(paddedKeyCount, keyCount), [1]), b.constant([d], 'int64')], 0);
-    const keyPad = b.op('Expand', [b.cast(b.constant(0, 'float32'), dtype), keyPadShape]); // zero keys [1, H, K_pad - K, d]
     const bounds = scoreBounds(b, { prefixLen, cStart, cLen, numTokens, repeatEnd, visibleBefore, maxChunk });
+    const score =
+      scoring === 'fused'
+        ? fusedScorer(b, ctx, { R, visibleBefore, bounds })
+        : classicScorer(b, ctx, { R, visibleBefore, bounds });
     let h = makeEmbedding(b, ctx, ids);
     const layerScores: string[] = [];
     for (const l of layers) {
@@ -128,17 +158,45 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       if (scored.includes(l)) {
         layerScores.push(
           b.within(`score.${l}`, () =>
-            kvzipScore(b, ctx, out.query, out.presentKey, { mask, keyPad, bounds }),
+            score(out.query, out.presentKey),
           ),
         );
       }
     }
-    b.output(b.concat(layerScores.map((s) => b.unsqueeze(s, [0])), 0), 'scores_scan', 'float32'); // [L_s, H, C_max]
-  }
-  const nRepeat = g.reshape(g.shape(repeatIds, 0, 1), []);
-  const [scores] = g.node('Loop', [nRepeat, '', int64(0)], { body: withDummyCarry(repeat) }, { outputs: 2 }).slice(1);
-  g.output(scores!, 'scores', 'float32', ['n_repeat', scored.length, H, 'max_chunk']);
+    const scores = b.concat(layerScores.map((s) => b.unsqueeze(s, [0])), 0); // [L_s, H, C_max]
+    return { carried: [], scans: [{ value: scores, name: 'scores_scan', dtype: 'float32' }] };
+  });
+  g.output(repeat.scans[0]!, 'scores', 'float32', ['n_repeat', scored.length, H, 'max_chunk']);
   ctx.weights.register(g);
+  return g;
+}
+
+/**
+ * The scoring of `layers` scored layers in one reconstruction pass, alone (no model weights): what
+ * the scoring forms are timed and compared with (bench/kvzip_scoring.ts). Per-pass values (masks,
+ * bounds) are shared by the layers as in the KVzip graph.
+ * Inputs: query [layers, 1, R, Hq, d] and present_key [layers, 1, H, N + R, d] fp32 (each layer's
+ * post-RoPE queries and its cache with the pass's keys at the end; cast to `dtype`, the cache's
+ * type, in the graph), prefix_len, chunk_start, chunk_len and max_chunk (int64 scalars).
+ * Output: scores [layers, H, max_chunk] fp32.
+ */
+export function buildKvzipScoreGraph(spec: ScoreContext['spec'], dtype: ComputeDType, scoring: KvzipScoring, layers = 1): Graph {
+  const { numKvHeads: H, numHeads: Hq, headDim: d } = spec;
+  const g = new Graph(`fastkvzip_kvzip_score_${scoring}`);
+  const toDtype = (x: string) => (dtype === 'float32' ? x : g.cast(x, dtype));
+  const queries = toDtype(g.input('query', 'float32', [layers, 1, 'R', Hq, d]));
+  const presentKeys = toDtype(g.input('present_key', 'float32', [layers, 1, H, 'total', d]));
+  const [prefixLen, cStart, cLen, maxChunk] = ['prefix_len', 'chunk_start', 'chunk_len', 'max_chunk'].map((n) => g.input(n, 'int64', []));
+  const R = g.reshape(g.shape(queries, 2, 3), []);
+  const repeatEnd = g.reshape(g.shape(presentKeys, 3, 4), []);
+  const numTokens = g.sub(repeatEnd, R);
+  const visibleBefore = g.add(prefixLen!, cLen!);
+  const bounds = scoreBounds(g, { prefixLen: prefixLen!, cStart: cStart!, cLen: cLen!, numTokens, repeatEnd, visibleBefore, maxChunk: maxChunk! });
+  const ctx = { spec, dtype };
+  const score = scoring === 'fused' ? fusedScorer(g, ctx, { R, visibleBefore, bounds }) : classicScorer(g, ctx, { R, visibleBefore, bounds });
+  const layer = (x: string, l: number) => g.gather(x, g.constant(l, 'int64'), 0);
+  const scores = Array.from({ length: layers }, (_, l) => g.unsqueeze(score(layer(queries, l), layer(presentKeys, l)), [0]));
+  g.output(layers === 1 ? scores[0]! : g.concat(scores, 0), 'scores', 'float32', [layers, H, 'max_chunk']);
   return g;
 }
 
@@ -154,19 +212,6 @@ export function viaPinnedHost(g: Graph, x: string, name?: string): string {
   return g.node('BitwiseAnd', [x, g.constant(0xffff, 'uint16')], {}, name ? { outputs: [name] } : {})[0]!;
 }
 
-/** Loop needs ≥ 0 carried values; we carry one unused int64 so the body signature is explicit. */
-function withDummyCarry(body: Graph): Graph {
-  const carry = body.input('dummy_in', 'int64', []);
-  // Inputs must be ordered (i, cond, carried...); move the carried input after cond.
-  const last = body.inputs.pop()!;
-  body.inputs.splice(2, 0, last);
-  // Outputs must be ordered (cond, carried..., scans...).
-  body.output(carry, 'dummy_out', 'int64', []);
-  const dummyOut = body.outputs.pop()!;
-  body.outputs.splice(1, 0, dummyOut);
-  return body;
-}
-
 /**
  * The reduced key set is padded with zero keys to a multiple of this many, so the rows of the
  * fp32 logits stay 128-byte aligned for the GEMM, the mask add, Softmax and MaxPool kernels; the
@@ -175,9 +220,10 @@ function withDummyCarry(body: Graph): Graph {
 const KEY_ALIGN = 32;
 
 /**
- * Additive mask [R·G, width] over the reduced key set [prefix | chunk | repeat | padding], one
- * row per (repeat query r, group member g) in that order: prefix and chunk keys are always
- * visible; query r sees repeat keys 0..r (causal inside the repeat block); padding is hidden.
+ * Additive mask [R·G, width] over a key set [visible | repeat | padding] (visible: the first
+ * `visibleBefore` keys, e.g. prefix and chunk; none in the fused scorer's key set B), one
+ * row per (repeat query r, group member g) in that order: the visible keys are seen by every
+ * row; query r sees repeat keys 0..r (causal inside the repeat block); padding is hidden.
  */
 function reducedCausalMask(b: Graph, visibleBefore: string, R: string, width: string, G: number): string {
   const cols = b.op('Range', [b.constant(0, 'int64'), width, b.constant(1, 'int64')]); // [width]
@@ -239,36 +285,145 @@ function scoreBounds(
   };
 }
 
+/** What the scorers need of the model: the attention shape and the cache's dtype. */
+type ScoreContext = { spec: Pick<ModelSpec, 'numKvHeads' | 'numHeads' | 'headDim'>; dtype: ComputeDType };
+
+/** Scores one scored layer: (query [1, R, Hq, d], presentKey [1, H, N + R, d]) -> [H, C_max]. */
+type LayerScorer = (query: string, presentKey: string) => string;
+
+/** What a reconstruction pass shares between its scored layers. */
+interface PassValues {
+  /** length of the pass's repeat input */
+  R: string;
+  /** P + cLen: prefix and chunk keys, visible to every repeat query */
+  visibleBefore: string;
+  bounds: ScoreBounds;
+}
+
+/** Rounds an int64 count up to a multiple of KEY_ALIGN. */
+function alignUp(b: Graph, n: string): string {
+  const align = b.constant(KEY_ALIGN, 'int64');
+  return b.mul(b.div(b.add(n, b.sub(align, b.constant(1, 'int64'))), align), align);
+}
+
+/** Zero keys [1, H, count, d] in the cache's dtype, to pad a key set. */
+function zeroKeys(b: Graph, ctx: ScoreContext, count: string): string {
+  const { numKvHeads: H, headDim: d } = ctx.spec;
+  const shape = b.concat([b.constant([1, H], 'int64'), b.reshape(count, [1]), b.constant([d], 'int64')], 0);
+  return b.op('Expand', [b.cast(b.constant(0, 'float32'), ctx.dtype), shape]);
+}
+
+/** The repeat queries [1, R, H·G, d] as [H, R·G, d] fp32: one row per (repeat query, group member). */
+function queryRows(b: Graph, ctx: ScoreContext, query: string): string {
+  const { numKvHeads: H, headDim: d } = ctx.spec;
+  const G = ctx.spec.numHeads / H;
+  return b.cast(b.reshape(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 0, 2, 3]), [H, -1, d]), 'float32');
+}
+
 /**
  * score[h, j] = max over the G query heads of KV head h and over repeat queries of
  * softmax_{prefix ∪ chunk ∪ repeat}(q·k/√d)[j], for j in the chunk; fp32 throughout.
- * Returns [H, C_max] (zero padded past the chunk length).
+ * The classic form: logits over the whole reduced key set, mask Add, Softmax, max over rows.
  */
-function kvzipScore(
-  b: Graph,
-  ctx: DecoderContext,
-  query: string, // [1, R, Hq, d]
-  presentKey: string, // [1, H, N + R, d]
-  s: { mask: string; keyPad: string; bounds: ScoreBounds },
-): string {
-  const { spec } = ctx;
-  const H = spec.numKvHeads;
-  const G = spec.numHeads / H;
-  const d = spec.headDim;
-  const keys = b.concat(
-    [
-      b.sliceVec(presentKey, b.constant([0], 'int64', undefined, 'idx'), s.bounds.prefixEnd, [2]),
-      b.sliceVec(presentKey, s.bounds.chunkStart, s.bounds.chunkEnd, [2]),
-      b.sliceVec(presentKey, s.bounds.repeatStart, s.bounds.repeatEnd, [2]),
-      s.keyPad,
-    ],
-    2,
-  ); // [1, H, K_pad, d]
-  const kT32 = b.cast(b.transpose(b.squeeze(keys, [0]), [0, 2, 1]), 'float32'); // [H, d, K_pad]
-  // queries [1, R, H·G, d] -> [H, R·G, d]: one row per (repeat query, group member)
-  const q32 = b.cast(b.reshape(b.transpose(b.reshape(b.squeeze(query, [0]), [-1, H, G, d]), [1, 0, 2, 3]), [H, -1, d]), 'float32');
-  const logits = b.mul(b.matmul(q32, kT32), b.constant(1 / Math.sqrt(d), 'float32')); // [H, R·G, K_pad]
-  const probs = b.op('Softmax', [b.add(logits, s.mask)], { axis: -1 });
-  const best = b.sliceVec(maxOverRows(b, probs), s.bounds.prefixEnd, s.bounds.chunkColumnsEnd, [1]); // [H, cLen]
-  return b.op('Pad', [best, s.bounds.scorePads]); // [H, C_max]
+function classicScorer(b: Graph, ctx: ScoreContext, p: PassValues): LayerScorer {
+  const { numKvHeads: H, headDim: d } = ctx.spec;
+  const keyCount = b.add(p.visibleBefore, p.R); // P + cLen + R reduced keys ...
+  const paddedKeyCount = alignUp(b, keyCount); // ... rounded up
+  const mask = reducedCausalMask(b, p.visibleBefore, p.R, paddedKeyCount, ctx.spec.numHeads / H); // [R·G, K_pad], 0 or -inf
+  const keyPad = zeroKeys(b, ctx, b.sub(paddedKeyCount, keyCount)); // [1, H, K_pad - K, d]
+  const s = p.bounds;
+  return (query, presentKey) => {
+    const keys = b.concat(
+      [
+        b.sliceVec(presentKey, b.constant([0], 'int64', undefined, 'idx'), s.prefixEnd, [2]),
+        b.sliceVec(presentKey, s.chunkStart, s.chunkEnd, [2]),
+        b.sliceVec(presentKey, s.repeatStart, s.repeatEnd, [2]),
+        keyPad,
+      ],
+      2,
+    ); // [1, H, K_pad, d]
+    const kT32 = b.cast(b.transpose(b.squeeze(keys, [0]), [0, 2, 1]), 'float32'); // [H, d, K_pad]
+    const logits = b.mul(b.matmul(queryRows(b, ctx, query), kT32), b.constant(1 / Math.sqrt(d), 'float32')); // [H, R·G, K_pad]
+    const probs = b.op('Softmax', [b.add(logits, mask)], { axis: -1 });
+    const best = b.sliceVec(maxOverRows(b, probs), s.prefixEnd, s.chunkColumnsEnd, [1]); // [H, cLen]
+    return b.op('Pad', [best, s.scorePads]); // [H, C_max]
+  };
+}
+
+/**
+ * A logit that ends as an exact 0 after exp; the padding keys of key set A get it through an
+ * extra key column (a zero key would give logit 0, i.e. weight 1, in the softmax).
+ */
+const PAD_LOGIT = -1e30;
+
+/** Extra columns appended to queries and keys of key set A (see fusedScorer); 4 keep rows 16-byte aligned. */
+const EXTRA_COLUMNS = 4;
+
+/**
+ * The same scores as classicScorer with fewer passes over the fp32 logits. The reduced key set
+ * is cut in two:
+ *   B = repeat ⧺ padding: causal, the only block that needs the mask Add (about half the keys).
+ *     It is reduced to each row's log-sum-exp lse_B, read off LogSoftmax (one row kernel on every
+ *     EP; ReduceLogSumExp is four kernels and a full temporary on CUDA) as l[:, 0] − logsoftmax(l)[:, 0]
+ *     (key 0 of B is visible to every row).
+ *   A = prefix ⧺ chunk ⧺ one "rest" slot ⧺ padding: seen by every row, no mask. The GEMM itself
+ *     puts lse_B in the rest slot: the queries carry lse_B·√d in extra columns against ones in
+ *     that key's extra columns, and PAD_LOGIT against the padding keys'. A LogSoftmax over A then
+ *     normalises over the whole reduced key set: its chunk columns are log(softmax) exactly.
+ * The max over rows reads those log-probabilities and the Exp runs on [H, cLen] only: per logit,
+ * one GEMM write, one LogSoftmax read and write, one max read, plus the mask Add on B (classic:
+ * GEMM, Add, Softmax and max over all keys). lse_B·√d is split in three parts that TF32 holds
+ * exactly (bf16 ⊂ TF32), so the fold keeps fp32 accuracy where ONNX Runtime's CUDA GEMMs run in
+ * TF32 (the cached q and k are half values, which TF32 holds). The GEMMs are FusedMatMul with
+ * transB (no transposed key copies) and alpha = 1/√d.
+ */
+function fusedScorer(b: Graph, ctx: ScoreContext, p: PassValues): LayerScorer {
+  const { numKvHeads: H, headDim: d } = ctx.spec;
+  const G = ctx.spec.numHeads / H;
+  const s = p.bounds;
+  const int64 = (v: number[]) => b.constant(v, 'int64');
+  // key set A: P + cLen keys, the rest slot, padding; extra key columns [0,0,0,0] (real), [1,1,1,0] (rest slot), [0,0,0,1] (padding)
+  const widthA = alignUp(b, b.add(p.visibleBefore, b.constant(1, 'int64')));
+  const keyPadA = zeroKeys(b, ctx, b.sub(widthA, p.visibleBefore));
+  const column = b.op('Range', [b.constant(0, 'int64'), widthA, b.constant(1, 'int64')]); // [A]
+  const isRest = b.cast(b.op('Equal', [column, p.visibleBefore]), 'float32');
+  const isPad = b.cast(b.op('Greater', [column, p.visibleBefore]), 'float32');
+  const keyColumnsA = b.op('Expand', [
+    b.transpose(b.concat([isRest, isRest, isRest, isPad].map((x) => b.unsqueeze(x, [0])), 0), [1, 0]), // [A, 4]
+    b.concat([int64([H]), b.shape(column), int64([EXTRA_COLUMNS])], 0),
+  ]); // [H, A, 4]
+  // key set B: R repeat keys, padding; the mask hides the causal future and the padding
+  const widthB = alignUp(b, p.R);
+  const keyPadB = zeroKeys(b, ctx, b.sub(widthB, p.R));
+  const maskB = reducedCausalMask(b, b.constant(0, 'int64'), p.R, widthB, G); // [R·G, B]
+  const rowsShape = b.concat([int64([H]), b.reshape(b.mul(p.R, b.constant(G, 'int64')), [1]), int64([1])], 0);
+  const padColumn = b.op('Expand', [b.constant(PAD_LOGIT * Math.sqrt(d), 'float32'), rowsShape]); // [H, R·G, 1]
+  const gemm = (x: string, y: string) => b.ms('FusedMatMul', [x, y], { alpha: { float: 1 / Math.sqrt(d) }, transB: 1 })[0]!;
+  const [first, second] = [int64([0]), int64([1])];
+  const column0 = (x: string) => b.sliceVec(x, first, second, [2]); // [H, R·G, 1]
+  const sqrtD = b.constant(Math.sqrt(d), 'float32');
+  return (query, presentKey) => {
+    const q = queryRows(b, ctx, query); // [H, R·G, d]
+    const keysB = b.cast(b.squeeze(b.concat([b.sliceVec(presentKey, s.repeatStart, s.repeatEnd, [2]), keyPadB], 2), [0]), 'float32'); // [H, B, d]
+    const logitsB = b.add(gemm(q, keysB), maskB); // [H, R·G, B]
+    const lseB = b.sub(column0(logitsB), column0(b.op('LogSoftmax', [logitsB], { axis: -1 }))); // [H, R·G, 1]
+    const keysA = b.cast(b.squeeze(b.concat([b.sliceVec(presentKey, first, s.prefixEnd, [2]), b.sliceVec(presentKey, s.chunkStart, s.chunkEnd, [2]), keyPadA], 2), [0]), 'float32'); // [H, A, d]
+    const queriesA = b.concat([q, ...splitForTf32(b, b.mul(lseB, sqrtD)), padColumn], 2); // [H, R·G, d + 4]
+    const logProbs = b.op('LogSoftmax', [gemm(queriesA, b.concat([keysA, keyColumnsA], 2))], { axis: -1 }); // [H, R·G, A]
+    const best = b.sliceVec(maxOverRows(b, logProbs), s.prefixEnd, s.chunkColumnsEnd, [1]); // [H, cLen]
+    return b.op('Pad', [b.op('Exp', [best]), s.scorePads]); // [H, C_max]
+  };
+}
+
+/**
+ * x (fp32) as hi + mid + lo with each part a bfloat16 value: TF32 (10 mantissa bits) holds all
+ * three exactly, and hi + mid + lo = x exactly (each subtraction is exact), so a GEMM on TF32
+ * tensor cores adds x with fp32 accuracy.
+ */
+function splitForTf32(b: Graph, x: string): string[] {
+  const toBf16 = (v: string) => b.cast(b.cast(v, 'bfloat16'), 'float32');
+  const hi = toBf16(x);
+  const rest = b.sub(x, hi);
+  const mid = toBf16(rest);
+  return [hi, mid, b.sub(rest, mid)];
 }

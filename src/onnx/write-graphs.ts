@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { encodeModel } from './builder.js';
 import { WeightFile, type ComputeDType, type TensorSource } from './weights.js';
 import { buildStepGraph } from './step-graph.js';
-import { buildKvzipGraph } from './kvzip-graph.js';
+import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute } from './kvzip-graph.js';
 import type { ModelSpec } from '../model/config.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 
@@ -26,7 +26,35 @@ export interface GraphFiles {
 
 export const WEIGHT_FILE = 'weights.bin';
 
-export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSource, dtype: ComputeDType, kinds: GraphKind[] = ALL_GRAPHS): GraphFiles {
+/** Build variants of the KVzip graphs (A/B switches for benchmarks: the same results). */
+export interface GraphVariants {
+  scoring?: KvzipScoring;
+  bf16Bits?: Bf16BitsRoute;
+}
+
+/** Graph kinds whose file depends on the KVzip scoring form, and on the bf16 bit route. */
+const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16'];
+const BF16_KINDS: GraphKind[] = ['kvzip_bf16', 'prefill_bf16'];
+
+/** `<kind>.onnx`, with `.<variant>` before `.onnx` for each non-default variant the kind depends on. */
+export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
+  const scoring = v.scoring ?? DEFAULT_KVZIP_SCORING;
+  const bits = v.bf16Bits ?? DEFAULT_BF16_BITS_ROUTE;
+  const parts: string[] = [kind];
+  if (SCORING_KINDS.includes(kind) && scoring !== DEFAULT_KVZIP_SCORING) parts.push(scoring);
+  if (BF16_KINDS.includes(kind) && bits !== DEFAULT_BF16_BITS_ROUTE) parts.push(bits);
+  return `${parts.join('.')}.onnx`;
+}
+
+export function writeModelGraphs(
+  dir: string,
+  spec: ModelSpec,
+  source: TensorSource,
+  dtype: ComputeDType,
+  kinds: GraphKind[] = ALL_GRAPHS,
+  variants: GraphVariants = {},
+): GraphFiles {
+  const { scoring, bf16Bits } = variants;
   mkdirSync(dir, { recursive: true });
   const weights = new WeightFile(dir, WEIGHT_FILE, dtype);
   const ctx = { spec, dtype, weights, source };
@@ -35,21 +63,22 @@ export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSou
   const graphs: [GraphKind, () => ReturnType<typeof buildStepGraph>][] = [
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
-    ['kvzip', () => buildKvzipGraph(ctx)],
+    ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring })],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
-    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true })],
-    ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true })],
+    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits })],
+    ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
   ];
   const encoded: [GraphKind, Uint8Array][] = [];
   for (const [kind, build] of graphs) {
     if (!kinds.includes(kind)) continue;
-    encoded.push([kind, encodeModel(build(), { metadata })]);
+    const opset = BF16_KINDS.includes(kind) && bf16Bits === 'bitcast' ? BITCAST_OPSET : undefined;
+    encoded.push([kind, encodeModel(build(), { metadata, opset })]);
   }
   weights.close();
   for (const [kind, bytes] of encoded) {
-    const p = path.join(dir, `${kind}.onnx`);
+    const p = path.join(dir, graphFileName(kind, variants));
     writeFileAtomicSync(p, bytes);
     paths[kind] = p;
   }

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { golden, kvzipPrompts, modelDir, maxAbsDiff, MODEL_NAMES } from '../helpers/golden.js';
 import { openModel } from '../../src/model/load.js';
 import { ensureGraphs } from '../../src/onnx/index.js';
+import { KVZIP_SCORINGS } from '../../src/onnx/kvzip-graph.js';
 import { createSession } from '../../src/runtime/session.js';
 import { kvzipFeeds, repeatPasses } from '../../src/kvzip/inputs.js';
 import { scoreContext } from '../../src/kvzip/score-context.js';
@@ -26,10 +27,10 @@ for (const name of MODEL_NAMES) {
       passes.forEach((p, i) => expect(p.ids).toEqual(g.ids(`kvzip.repeat_input.${i}`)));
     });
 
-    it('scores and attention inputs match within 1e-4 (fp32, CPU)', async () => {
+    it.each(KVZIP_SCORINGS)('%s scoring: scores and attention inputs match within 1e-4 (fp32, CPU)', async (scoring) => {
       const model = openModel(modelDir(name));
       expect(model.spec.scoredLayers).toEqual(k.scored_layers);
-      const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip'], cacheDir });
+      const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip'], cacheDir, kvzipScoring: scoring });
       const session = await createSession(files.paths.kvzip!, { device: 'cpu' });
       const feeds = kvzipFeeds(ctx, prompts, { prefillChunk: k.prefill_chunk, scoreChunk: k.score_chunk });
       expect(feeds.prefillShape[0]).toBeGreaterThan(1); // several prefill chunks really happen

@@ -9,13 +9,14 @@ import onnxProto from 'onnx-proto';
 import { openModel } from '../../src/model/load.js';
 import { ensureGraphs } from '../../src/onnx/index.js';
 import { modelDir } from '../helpers/golden.js';
+import { KVZIP_SCORINGS } from '../../src/onnx/kvzip-graph.js';
 
 type Node = InstanceType<typeof onnxProto.onnx.NodeProto>;
 
 describe('kvzip graph, reconstruction loop', () => {
-  it('slices and pads every scored layer with one shared set of host-read bounds', () => {
+  it.each(KVZIP_SCORINGS)('%s scoring: slices and pads every scored layer with one shared set of host-read bounds', (scoring) => {
     const model = openModel(modelDir('qwen3'));
-    const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip'], cacheDir: mkdtempSync(path.join(os.tmpdir(), 'fkz-bounds-')) });
+    const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip'], cacheDir: mkdtempSync(path.join(os.tmpdir(), 'fkz-bounds-')), kvzipScoring: scoring });
     const graph = onnxProto.onnx.ModelProto.decode(readFileSync(files.paths.kvzip!)).graph!;
     const loops = graph.node!.filter((n) => n.opType === 'Loop');
     const body = loops.map((n) => n.attribute!.find((a) => a.name === 'body')!.g!).find((g) => g.name === 'repeat')!;

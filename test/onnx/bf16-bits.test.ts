@@ -15,6 +15,7 @@ import { Rng } from '../../src/util/random.js';
 import { golden, modelDir } from '../helpers/golden.js';
 import { openModel } from '../../src/model/load.js';
 import { ensureGraphs } from '../../src/onnx/index.js';
+import { BF16_BITS_ROUTES, BITCAST_OPSET } from '../../src/onnx/kvzip-graph.js';
 import { createSession } from '../../src/runtime/session.js';
 import { kvzipFeeds } from '../../src/kvzip/inputs.js';
 import { scoreContext } from '../../src/kvzip/score-context.js';
@@ -55,21 +56,25 @@ describe('viaPinnedHost', () => {
 });
 
 describe('kvzip_bf16 graph', () => {
-  it('produces every attention-input output with the CPU-only BitwiseAnd (pinned-memory route on CUDA)', () => {
+  // arith: BitwiseAnd, the CPU-only identity; bitcast: BitCast, which ONNX Runtime implements on the CPU only
+  const outputOp = { arith: 'BitwiseAnd', bitcast: 'BitCast' } as const;
+  it.each(BF16_BITS_ROUTES)('%s route: every attention-input output comes from a CPU-only node (pinned-memory route on CUDA)', (route) => {
     const model = openModel(modelDir('qwen3'));
-    const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip_bf16', 'prefill_bf16'], cacheDir: mkdtempSync(path.join(os.tmpdir(), 'fkz-pin-')) });
+    const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip_bf16', 'prefill_bf16'], cacheDir: mkdtempSync(path.join(os.tmpdir(), 'fkz-pin-')), bf16Bits: route });
     for (const kind of ['kvzip_bf16', 'prefill_bf16'] as const) {
-      const graph = onnxProto.onnx.ModelProto.decode(readFileSync(files.paths[kind]!)).graph!;
+      const model_ = onnxProto.onnx.ModelProto.decode(readFileSync(files.paths[kind]!));
+      expect(Number(model_.opsetImport!.find((o) => !o.domain)?.version), kind).toBe(route === 'bitcast' ? BITCAST_OPSET : 21);
+      const graph = model_.graph!;
       const hidden = graph.output!.filter((o) => o.name!.startsWith('hidden.'));
       expect(hidden.length).toBe(model.spec.scoredLayers.length);
-      for (const o of hidden) expect(graph.node!.find((n) => n.output!.includes(o.name!))?.opType, `${kind} ${o.name}`).toBe('BitwiseAnd');
+      for (const o of hidden) expect(graph.node!.find((n) => n.output!.includes(o.name!))?.opType, `${kind} ${o.name}`).toBe(outputOp[route]);
     }
   });
 
-  it('returns the fp32 graph attention inputs rounded to bf16, bit for bit, and the same scores', async () => {
+  it.each(BF16_BITS_ROUTES)('%s route: returns the fp32 graph attention inputs rounded to bf16, bit for bit, and the same scores', async (route) => {
     const g = golden('qwen3');
     const model = openModel(modelDir('qwen3'));
-    const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip', 'kvzip_bf16'], cacheDir: mkdtempSync(path.join(os.tmpdir(), 'fkz-bf16-')) });
+    const files = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip', 'kvzip_bf16'], cacheDir: mkdtempSync(path.join(os.tmpdir(), 'fkz-bf16-')), bf16Bits: route });
     const prompts = { prefixIds: g.ids('kvzip.prefix_ids'), postfixIds: g.ids('kvzip.postfix_ids'), repeatFirstIds: g.ids('kvzip.repeat_first_ids'), repeatNextIds: g.ids('kvzip.repeat_next_ids'), prevPostfixTokens: 8 };
     const feeds = kvzipFeeds(g.ids('kvzip.ctx_ids'), prompts, { prefillChunk: 16, scoreChunk: 12 });
     const a = await scoreContext(await createSession(files.paths.kvzip!, { device: 'cpu' }), feeds, 3, 2);
