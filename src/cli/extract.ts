@@ -9,8 +9,8 @@ import { UserError, UsageError } from '../util/errors.js';
 import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import type { HiddenDtype, PartInfo } from '../features/index.js';
-import { extractWithWorkers, parseGpus, plannedTokens, resolveAutoShard, SHARD_COUNT_ENV, workerSlots, type WorkerSlot } from '../scale/index.js';
-import { dropOptions, typedArgs } from './worker-args.js';
+import { extractWithWorkers, plannedTokens, resolveAutoShard, SHARD_COUNT_ENV } from '../scale/index.js';
+import { dropOptions, typedArgs, workerSlotsFrom } from './worker-args.js';
 import { parseRopeOverride, QWEN3_PUBLIC_YARN } from '../model/rope-override.js';
 
 /** Document ids from a JSON file: an array, or an object with a "heldout" / "documents" array. */
@@ -148,16 +148,3 @@ export function extractCommand(): Command {
 
 /** Flags the worker processes get set for them (everything else is passed on as typed). */
 const WORKER_SET_FLAGS = ['--gpus', '--workers', '--out', '--json', '--quiet', '--device', '--device-id', '--threads', '--shard', '--shard-count'];
-
-/** The workers of --gpus / --workers, or null for a one-process run. */
-export function workerSlotsFrom(o: Record<string, any>, cmd: Command): WorkerSlot[] | null {
-  if (o.gpus === undefined && o.workers === undefined) return null;
-  if (o.gpus !== undefined && o.workers !== undefined) throw new UsageError('--gpus and --workers: give one (--gpus lists the GPUs, --workers counts processes on --device)');
-  if (o.shard !== undefined) throw new UsageError(`--shard with ${o.gpus !== undefined ? '--gpus' : '--workers'}: the workers take the parts of one host; on several hosts run one command per host with --shard`);
-  if (o.gpus !== undefined) {
-    if (cmd.getOptionValueSource('device') === 'cli' && o.device !== 'cuda') throw new UsageError(`--gpus runs on CUDA; drop --device ${o.device} (or use --workers n for processes on it)`);
-    if (cmd.getOptionValueSource('deviceId') === 'cli') throw new UsageError('--gpus lists the GPUs; drop --device-id');
-    return parseGpus(o.gpus);
-  }
-  return workerSlots(o.workers, o.device, o.deviceId);
-}

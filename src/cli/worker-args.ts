@@ -2,6 +2,8 @@
 // the flags each worker gets set for it (--out, --device, …). Working on the typed arguments
 // (not re-printing the parsed values) keeps every other flag exactly as the user wrote it.
 import type { Command } from 'commander';
+import { UsageError } from '../util/errors.js';
+import { parseGpus, workerSlots, type WorkerSlot } from '../scale/index.js';
 
 /** The arguments after the subcommand's name, as typed (commander keeps them on the program). */
 export function typedArgs(cmd: Command): string[] {
@@ -32,4 +34,17 @@ export function dropOptions(args: string[], cmd: Command, drop: string[]): strin
     if (hasValue) out.push(args[++i]!);
   }
   return out;
+}
+
+/** The workers of --gpus / --workers, or null for a one-process run. */
+export function workerSlotsFrom(o: Record<string, any>, cmd: Command, shardFlag = '--shard'): WorkerSlot[] | null {
+  if (o.gpus === undefined && o.workers === undefined) return null;
+  if (o.gpus !== undefined && o.workers !== undefined) throw new UsageError('--gpus and --workers: give one (--gpus lists the GPUs, --workers counts processes on --device)');
+  if (o.shard !== undefined) throw new UsageError(`${shardFlag} with ${o.gpus !== undefined ? '--gpus' : '--workers'}: the workers take the parts of one host and set ${shardFlag} themselves`);
+  if (o.gpus !== undefined) {
+    if (cmd.getOptionValueSource('device') === 'cli' && o.device !== 'cuda') throw new UsageError(`--gpus runs on CUDA; drop --device ${o.device} (or use --workers n for processes on it)`);
+    if (cmd.getOptionValueSource('deviceId') === 'cli') throw new UsageError('--gpus lists the GPUs; drop --device-id');
+    return parseGpus(o.gpus);
+  }
+  return workerSlots(o.workers, o.device, o.deviceId);
 }

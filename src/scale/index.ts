@@ -4,3 +4,4 @@ export { resolveAutoShard, SHARD_COUNT_ENV, type AutoShard, type ShardSource, ty
 export { countGpus, parseGpus, workerSlots, describeSlot, type WorkerSlot, type GpuCount } from './gpus.js';
 export { runWorkers, FASTKVZIP_BIN, type WorkerJob, type WorkerResult } from './workers.js';
 export { extractWithWorkers, partDirs, threadsPerWorker, plannedTokens, type ExtractWorkersOptions, type ExtractWorkersSummary } from './extract-workers.js';
+export { trainWithWorkers, joinSlices, type TrainWorkersOptions, type TrainWorkersSummary } from './train-workers.js';
