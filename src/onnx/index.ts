@@ -10,6 +10,7 @@ import { writeModelGraphs, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphK
 import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import { waitForLockSync } from '../util/wait-lock.js';
 
 /** Bump when graph code changes in a way that changes the files. */
 export const BUILDER_VERSION = '6';
@@ -71,17 +72,31 @@ export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphF
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);
+  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, `${k}.onnx`)])) as GraphFiles['paths'];
+  const files = (): GraphFiles => ({ dir, dtype: o.dtype, paths, weightBytes: statSync(path.join(dir, WEIGHT_FILE)).size });
+  if (!o.force && existsSync(path.join(dir, 'build.json')) && kinds.every((k) => existsSync(paths[k]!))) return files();
+  // Processes started together (extract --gpus, Slurm array tasks, pods) share this cache: one
+  // builds, the others wait for it and then find the graphs built.
+  mkdirSync(path.dirname(dir), { recursive: true });
+  const release = waitForLockSync(`${dir}.lock`, `building the graphs in ${dir}`, o.log);
+  try {
+    buildMissing(model, o, dir, key, kinds);
+  } finally {
+    release();
+  }
+  return files();
+}
+
+/** Builds the kinds not in `dir` yet (all of them, afresh, when it holds no finished build). Call with the lock held. */
+function buildMissing(model: OpenedModel, o: EnsureGraphsOptions, dir: string, key: string, kinds: GraphKind[]): void {
   const stamp = path.join(dir, 'build.json');
   if (o.force || !existsSync(stamp)) rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, `${k}.onnx`)])) as GraphFiles['paths'];
   const missing = kinds.filter((k) => !existsSync(path.join(dir, `${k}.onnx`)));
-  if (missing.length > 0) {
-    const t0 = Date.now();
-    o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}) for ${model.dir} -> ${dir}`);
-    const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing);
-    writeFileAtomicSync(stamp, JSON.stringify({ key, builder: BUILDER_VERSION, dtype: o.dtype, model: model.dir, weightBytes: files.weightBytes }, null, 2));
-    o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
-  }
-  return { dir, dtype: o.dtype, paths, weightBytes: statSync(path.join(dir, WEIGHT_FILE)).size };
+  if (missing.length === 0) return;
+  const t0 = Date.now();
+  o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}) for ${model.dir} -> ${dir}`);
+  const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing);
+  writeFileAtomicSync(stamp, JSON.stringify({ key, builder: BUILDER_VERSION, dtype: o.dtype, model: model.dir, weightBytes: files.weightBytes }, null, 2));
+  o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
 }

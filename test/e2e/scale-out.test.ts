@@ -38,8 +38,10 @@ beforeAll(() => {
 describe('extract --workers 2 (one host, CPU)', () => {
   const out = path.join(tmp, 'w2');
   it('two processes, merged: the same shards (checksums), totals and identity as one process', async () => {
-    const r = fkz([...EXTRACT, '--workers', '2', '--threads', '1', '--out', out, '--json']);
+    // a cache of its own: both workers find no graphs and build them at once (one waits for the other)
+    const r = fkz([...EXTRACT, '--workers', '2', '--threads', '1', '--out', out, '--json'], { FASTKVZIP_CACHE: path.join(tmp, 'cache-workers') });
     expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/waiting for process \d+ on .* to finish building the graphs/);
     const s = JSON.parse(r.stdout);
     expect(s.workers).toHaveLength(2);
     expect(s.workers.map((w: { part: string }) => w.part)).toEqual(['0/2', '1/2']);
