@@ -4,13 +4,13 @@
 // The joined gates equal a one-process `train --layers-per-group g` with the workers' g: a
 // group's gates depend on the group's size in the last bits only (batched kernels), never on
 // which process ran it. Reruns resume every slice from its checkpoints; the join is redone.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { readManifest, acquireLock } from '../features/index.js';
 import { readGateFile, writeGateFile } from '../gate/gate-file.js';
 import { plotPanels } from '../gate/plot.js';
 import { stepBlocks } from '../gate/schedule.js';
-import { claimTrainOut } from '../gate/train-out.js';
+import { claimTrainOut, TRAIN_MARK } from '../gate/train-out.js';
 import { CURVES_FILE, GATES_FILE, type TrainSummary } from '../gate/train.js';
 import type { GateMetrics, GateSet } from '../gate/types.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
@@ -52,6 +52,11 @@ export async function trainWithWorkers(o: TrainWorkersOptions): Promise<TrainWor
   const layersPerGroup = o.layersPerGroup ?? Math.ceil(L / n);
   const slots = o.slots.slice(0, n);
   ensureOutDir(o.out);
+  // refuse a folder of someone else's files now, not after the training (the join claims it then)
+  const foreign = readdirSync(o.out).filter((x) => x !== '.lock');
+  if (foreign.length && !existsSync(path.join(o.out, TRAIN_MARK)) && !o.overwrite) {
+    throw new UserError(`${o.out}: is not empty (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}) and is not a fastkvzip train folder; pass --overwrite to replace it, or choose another --out`);
+  }
   const root = `${path.resolve(o.out)}.parts`;
   const dirs = slots.map((_, k) => path.join(root, `layers-${k}-of-${n}`));
   const threads = threadsPerWorker(o.threads, slots.filter((s) => s.device === 'cpu').length);
