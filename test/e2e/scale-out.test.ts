@@ -4,7 +4,7 @@
 // error and leaves the other part resumable; `extract --shard auto` reads each scheduler's
 // environment and records it; `train --workers 2` joins into the gates one process trains.
 import { describe, it, expect, beforeAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -87,6 +87,37 @@ describe('extract --workers 2 (one host, CPU)', () => {
     // part 0 did not redo what it had finished
     expect(s.workers[0].contexts.done - s.workers[0].contexts.thisRun).toBe(m0.shards.length);
     expect(await shardList(out2)).toEqual(await shardList(single));
+  });
+
+  it('SIGTERM to the command (a scheduler stopping the job) stops every worker gracefully (exit 130); a rerun completes the same store', async () => {
+    const out3 = path.join(tmp, 'term');
+    const child = spawn(process.execPath, [BIN, ...EXTRACT, '--workers', '2', '--threads', '1', '--out', out3], { env, cwd: tmp, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => {
+      const t = setInterval(() => {
+        try {
+          const m = JSON.parse(readFileSync(path.join(`${out3}.parts`, 'part-0-of-2', 'manifest.json'), 'utf8'));
+          if (m.shards.length >= 1) {
+            clearInterval(t);
+            child.kill('SIGTERM');
+          }
+        } catch {
+          // not yet
+        }
+      }, 20);
+      child.on('exit', (c) => {
+        clearInterval(t);
+        resolve(c);
+      });
+    });
+    expect(code, stderr).toBe(130);
+    expect(stderr).toMatch(/SIGTERM: stopping 2 worker\(s\)/);
+    expect(existsSync(path.join(out3, 'manifest.json'))).toBe(false);
+    const again = fkz([...EXTRACT, '--workers', '2', '--threads', '1', '--out', out3, '--json']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).workers[0].contexts.done).toBeGreaterThan(JSON.parse(again.stdout).workers[0].contexts.thisRun);
+    expect(await shardList(out3)).toEqual(await shardList(single));
   });
 
   it('bad combinations are usage errors (exit 2)', () => {
