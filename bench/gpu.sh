@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
 # same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
-# built. Stages (any subset, in order): smoke host prefill8b extract8b extract06b train8b evalcuda profile8b
+# built. Stages (any subset, in order): smoke host prefill8b extract8b extract06b gpus00 train8b evalcuda profile8b
 # profile06b profilex8b profiletrain8b scoring8b scoring06b abextract8b abextract06b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
 # per-node times are GPU times, not launch times; absolute speed there is not representative)
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
@@ -86,6 +86,25 @@ for stage in "$@"; do
       tail -3 "$out/$stage-ort.log"
       [ -n "${SKIP_TORCH:-}" ] || python3 bench/compare_scores.py --store $stores/store-$shape --torch $work/$stage-torch-scores.npz --out "$out/$stage-compare.json" 2>&1 | tail -3
       [ -n "${KEEP_STORE:-}" ] || [ "$stores" = "$work" ] || rm -rf $stores/store-$shape
+      ;;
+    gpus00)
+      # issue 18: two workers on the one GPU (--gpus 0,0) vs one process, Qwen3-0.6B shape,
+      # EXTRACT_CONTEXTS (default 6) x 20k-token contexts, stores under $stores; then training split
+      # over the two workers vs one process with the same layer groups (28 layers / 2 = 14 per group).
+      # Writes gpus00-{one,two}.json (+ train-*) and gpus00-check.json (identical store and gates?).
+      n=${EXTRACT_CONTEXTS:-6}
+      make_model qwen3-0.6b $models/qwen3-0.6b 2>&1 | tail -2
+      [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
+      rm -rf $stores/g00-one $stores/g00-two $stores/g00-two.parts $work/g00-train-one $work/g00-train-two $work/g00-train-two.parts
+      ex="extract --model $models/qwen3-0.6b --data $work/docs20k.jsonl --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 --quiet --json"
+      gpu_peak gpus00-one $FKZ $ex --device cuda --out $stores/g00-one > "$out/gpus00-one.json" 2> "$out/gpus00-one.log"
+      gpu_peak gpus00-two $FKZ $ex --gpus 0,0 --out $stores/g00-two > "$out/gpus00-two.json" 2> "$out/gpus00-two.log"
+      gpu_peak gpus00-train-one $FKZ train --features $stores/g00-one --out $work/g00-train-one --device cuda --layers-per-group 14 --quiet --json > "$out/gpus00-train-one.json" 2> "$out/gpus00-train-one.log"
+      gpu_peak gpus00-train-two $FKZ train --features $stores/g00-one --out $work/g00-train-two --gpus 0,0 --quiet --json > "$out/gpus00-train-two.json" 2> "$out/gpus00-train-two.log"
+      node -e "const fs=require('fs'),c=require('crypto');const sh=d=>JSON.stringify(JSON.parse(fs.readFileSync(d+'/manifest.json','utf8')).shards.map(s=>[s.contextId,s.sha256]));const g=f=>c.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+        const r={identicalStore:sh('$stores/g00-one')===sh('$stores/g00-two'),identicalGates:g('$work/g00-train-one/gates.safetensors')===g('$work/g00-train-two/gates.safetensors')};console.log(JSON.stringify(r))" | tee "$out/gpus00-check.json"
+      tail -2 "$out/gpus00-one.log" "$out/gpus00-two.log"
+      [ -n "${KEEP_STORE:-}" ] || rm -rf $stores/g00-one $stores/g00-two $stores/g00-two.parts
       ;;
     train8b)
       store=$work/store-qwen3-8b

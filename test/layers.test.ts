@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 const SRC = fileURLToPath(new URL('../src', import.meta.url));
 
 /** Bottom to top. A top-level file of src/ is its own layer (config.ts: the presets the CLI reads). */
-const LAYERS = ['util', 'version', 'hub', 'data', 'model', 'onnx', 'runtime', 'features', 'kvzip', 'gate', 'export', 'eval', 'config', 'cli'];
+const LAYERS = ['util', 'version', 'hub', 'data', 'model', 'onnx', 'runtime', 'features', 'kvzip', 'gate', 'export', 'eval', 'scale', 'config', 'cli'];
 
 function files(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {

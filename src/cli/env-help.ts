@@ -13,19 +13,25 @@ export const ENV_VARS = {
   FASTKVZIP_HOST_MALLOC: 'auto|on|off: re-run once with glibc keeping freed memory (auto: with --device cuda; README "GPUs")',
   FASTKVZIP_ORT_LOG_LEVEL: "0..4: ONNX Runtime's log level (2 shows nodes placed off the chosen execution provider; default 3)",
   FASTKVZIP_ORT_PROFILE: "PREFIX: write ONNX Runtime's per-node profile of every session to PREFIX*.json",
+  SLURM_ARRAY_TASK_ID: '--shard auto: the part of a Slurm job array (with SLURM_ARRAY_TASK_COUNT, or SLURM_ARRAY_TASK_MIN/MAX)',
+  JOB_COMPLETION_INDEX: '--shard auto: the part of a Kubernetes Indexed Job (the count: --shard-count or FASTKVZIP_SHARD_COUNT)',
+  FASTKVZIP_SHARD_COUNT: "--shard auto: the part count of a Kubernetes Indexed Job (its completions)",
+  RANK: '--shard auto: the part, with WORLD_SIZE the count (torchrun and MPI-style launchers)',
+  CUDA_VISIBLE_DEVICES: '--gpus all: the GPUs to use (else the ones nvidia-smi -L lists)',
 } as const;
 
 export type EnvVar = keyof typeof ENV_VARS;
 
 const HUB: EnvVar[] = ['HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'HF_HOME', 'HF_HUB_CACHE'];
 const ORT: EnvVar[] = ['FASTKVZIP_ORT_LOG_LEVEL', 'FASTKVZIP_ORT_PROFILE'];
+const SHARD: EnvVar[] = ['SLURM_ARRAY_TASK_ID', 'JOB_COMPLETION_INDEX', 'FASTKVZIP_SHARD_COUNT', 'RANK', 'CUDA_VISIBLE_DEVICES'];
 
 /** Which variables each command reads. */
 export const COMMAND_ENV: Record<string, EnvVar[]> = {
   run: [...HUB, 'FASTKVZIP_CACHE', 'FASTKVZIP_HOST_MALLOC', ...ORT],
-  extract: [...HUB, 'FASTKVZIP_CACHE', 'FASTKVZIP_HOST_MALLOC', ...ORT],
+  extract: [...HUB, 'FASTKVZIP_CACHE', 'FASTKVZIP_HOST_MALLOC', ...ORT, ...SHARD],
   'merge-features': [],
-  train: [...ORT],
+  train: [...ORT, 'CUDA_VISIBLE_DEVICES'],
   export: ['HF_TOKEN', 'HF_ENDPOINT'],
   eval: [...HUB, 'FASTKVZIP_CACHE', ...ORT],
   generate: [...HUB, 'FASTKVZIP_CACHE', ...ORT],

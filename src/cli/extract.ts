@@ -8,7 +8,9 @@ import { DEFAULT_RECIPE, DEFAULT_HUB_DATA, type RecipeOptions } from '../data/in
 import { UserError, UsageError } from '../util/errors.js';
 import { reuseFreedHostMemory } from '../util/host-malloc.js';
 import type { ComputeDType } from '../onnx/weights.js';
-import type { AttnInputDtype } from '../features/index.js';
+import type { AttnInputDtype, PartInfo } from '../features/index.js';
+import { extractWithWorkers, plannedTokens, resolveAutoShard, SHARD_COUNT_ENV } from '../scale/index.js';
+import { dropOptions, typedArgs, workerSlotsFrom } from './worker-args.js';
 import { parseRopeOverride, QWEN3_PUBLIC_YARN } from '../model/rope-override.js';
 
 /** Document ids from a JSON file: an array, or an object with a "heldout" / "documents" array. */
@@ -24,13 +26,14 @@ export function readDocList(file: string): string[] {
   return list;
 }
 
-export function parseShard(v: string): { index: number; count: number } {
+export function parseShard(v: string): PartInfo | 'auto' {
+  if (v === 'auto') return 'auto';
   const m = /^(\d+)\/(\d+)$/.exec(v);
-  if (!m) throw new UsageError(`--shard must look like i/n, e.g. 0/4 (got "${v}")`);
+  if (!m) throw new UsageError(`--shard must look like i/n, e.g. 0/4, or be "auto" (got "${v}")`);
   const index = Number(m[1]);
   const count = Number(m[2]);
   if (count < 1 || index >= count) throw new UsageError(`--shard ${v}: need 0 <= i < n`);
-  return { index, count };
+  return { index, count, source: { scheduler: 'flag', vars: { '--shard': v } } };
 }
 
 const countArg = (name: string) => (v: string) => (v === 'all' ? Infinity : intArg(v, name));
@@ -81,7 +84,10 @@ export function extractCommand(): Command {
     .option('--quant-block <n>', '8-bit dtypes: channels per scale (default: the hidden size, one scale per token)', (v) => positiveInt(v, '--quant-block'))
     .option('--keep-fraction <p>', "store this seeded uniform fraction of each context's token positions (the held-out 1 % always kept; default 1)", (v) => floatArg(v, '--keep-fraction'))
     .option('--keep-seed <n>', 'seed of --keep-fraction', (v) => intArg(v, '--keep-seed'))
-    .option('--shard <i/n>', 'process contexts with index % n == i (merge the stores afterwards)', parseShard)
+    .option('--shard <i/n|auto>', `process contexts with index % n == i (merge the stores afterwards); auto: i and n from the scheduler (Slurm job array, Kubernetes Indexed Job with --shard-count or ${SHARD_COUNT_ENV}, RANK/WORLD_SIZE)`, parseShard)
+    .option('--shard-count <n>', 'with --shard auto: the part count (the completions of a Kubernetes Indexed Job; elsewhere a check)', (v) => positiveInt(v, '--shard-count'))
+    .option('--gpus <all|i,j,...>', 'one worker process per listed GPU (a GPU listed twice runs two), each extracting its part into <out>.parts/, merged into --out at the end; all: the GPUs of CUDA_VISIBLE_DEVICES or nvidia-smi -L')
+    .option('--workers <n>', 'n worker processes on --device (the CPU: threads split among them), parts merged as with --gpus', (v) => positiveInt(v, '--workers'))
     .option('--no-resume', 'refuse to continue an existing store')
     .option('--ignore-disk-check', 'start even when the disk looks too small')
     .option('--writers <n>', 'shards written in parallel in the background (each holds one context\'s features in RAM; default: up to 3 by CPU count)', (v) => positiveInt(v, '--writers'))
@@ -89,7 +95,24 @@ export function extractCommand(): Command {
     .option('--quiet', 'no progress display')
     .option('--json', 'print a JSON summary on stdout');
   addDeviceOptions(cmd);
-  return cmd.action(async (o) => {
+  return cmd.action(async (o, self: Command) => {
+    const slots = workerSlotsFrom(o, self);
+    if (slots) {
+      const summary = await extractWithWorkers({
+        args: ['extract', ...dropOptions(typedArgs(self), self, WORKER_SET_FLAGS)],
+        slots,
+        out: o.out,
+        threads: o.threads,
+        plannedTokens: plannedTokens(recipeFrom(o)),
+        quiet: o.quiet,
+      });
+      if (o.json) printJson(summary);
+      else process.stdout.write(`extracted with ${summary.workers.length} workers: ${summary.totals.contexts} contexts, ${summary.totals.tokens} tokens in ${summary.seconds.toFixed(1)} s (${Math.round(summary.tokensPerSecond)} tok/s this run); store: ${path.relative(process.cwd(), summary.store) || '.'}, parts: ${path.relative(process.cwd(), summary.parts)}\n`);
+      return;
+    }
+    if (o.shardCount !== undefined && o.shard !== 'auto') throw new UsageError('--shard-count goes with --shard auto');
+    const shard: PartInfo | undefined = o.shard === 'auto' ? resolveAutoShard(process.env, o.shardCount) : o.shard;
+    if (o.shard === 'auto' && !o.quiet) process.stderr.write(`extract: part ${shard!.index}/${shard!.count} from ${shard!.source!.scheduler} (${Object.entries(shard!.source!.vars).map(([k, v]) => `${k}=${v}`).join(', ')})\n`);
     // on CUDA every context returns GBs of attention inputs: re-run with glibc keeping freed blocks
     await reuseFreedHostMemory(o.device === 'cuda');
     const summary = await extract({
@@ -111,7 +134,7 @@ export function extractCommand(): Command {
       template: o.template,
       ropeOverride: parseRopeOverride(o.ropeOverride),
       allowLongContexts: o.allowLongContexts,
-      shard: o.shard,
+      shard,
       resume: o.resume,
       ignoreDisk: o.ignoreDiskCheck,
       writers: o.writers,
@@ -122,3 +145,6 @@ export function extractCommand(): Command {
     else process.stdout.write(`extracted ${summary.contexts.thisRun} context(s), ${summary.tokens.thisRun} tokens in ${summary.seconds.toFixed(1)} s (${Math.round(summary.tokensPerSecond)} tok/s; runs ${summary.time.run.toFixed(1)} s, waiting for ${summary.time.writers} shard writer(s) ${summary.time.waitForWriter.toFixed(1)} s); store: ${path.relative(process.cwd(), summary.store) || '.'} (${summary.contexts.done} contexts, ${summary.tokens.total} tokens)\n`);
   });
 }
+
+/** Flags the worker processes get set for them (everything else is passed on as typed). */
+const WORKER_SET_FLAGS = ['--gpus', '--workers', '--out', '--json', '--quiet', '--device', '--device-id', '--threads', '--shard', '--shard-count'];

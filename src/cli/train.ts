@@ -4,6 +4,9 @@ import * as path from 'node:path';
 import { addDeviceOptions, deviceFrom, intArg, positiveFloat, fractionArg, positiveInt, printJson } from './common.js';
 import { train, TRAIN_DEFAULTS, type TrainSummary } from '../gate/train.js';
 import type { DType } from '../onnx/builder.js';
+import { UsageError } from '../util/errors.js';
+import { trainWithWorkers } from '../scale/index.js';
+import { dropOptions, typedArgs, workerSlotsFrom } from './worker-args.js';
 
 export function trainCommand(): Command {
   const cmd = new Command('train')
@@ -29,9 +32,31 @@ export function trainCommand(): Command {
     .option('--quiet', 'no progress display')
     .addOption(new Option('--verify <level>', 'check the shards before training: sha256 of every shard read (full) or their sizes only (size)').choices(['full', 'size']).default('full'))
     .option('--overwrite', 'train into an --out that holds another run\'s or foreign files (deletes only files train writes)')
+    .option('--layers-per-group <n>', 'at most n layers per training group (default: as many as --memory-gb holds); a group\'s gates depend on its size in the last bits only', (v) => positiveInt(v, '--layers-per-group'))
+    .option('--layer-shard <k/n>', 'train only the k-th of n slices of the layer groups (what each worker of --gpus runs)', parseLayerShard)
+    .option('--gpus <all|i,j,...>', 'one worker process per listed GPU, each training a slice of the layers (each layer\'s gate is independent) into <out>.parts/, joined into --out; all: the GPUs of CUDA_VISIBLE_DEVICES or nvidia-smi -L')
+    .option('--workers <n>', 'n worker processes on --device (the CPU: threads split among them), joined as with --gpus', (v) => positiveInt(v, '--workers'))
     .option('--json', 'print a JSON summary on stdout');
   addDeviceOptions(cmd);
-  return cmd.action(async (o) => {
+  return cmd.action(async (o, self: Command) => {
+    const slots = workerSlotsFrom({ ...o, shard: o.layerShard }, self, '--layer-shard');
+    if (slots) {
+      const summary = await trainWithWorkers({
+        args: ['train', ...dropOptions(typedArgs(self), self, TRAIN_WORKER_SET_FLAGS)],
+        slots,
+        features: o.features,
+        out: o.out,
+        threads: o.threads,
+        steps: o.steps,
+        evalEvery: o.evalEvery,
+        layersPerGroup: o.layersPerGroup,
+        overwrite: o.overwrite,
+        quiet: o.quiet,
+      });
+      if (o.json) printJson(summary);
+      else process.stdout.write(formatTrainTable(summary, (p) => path.relative(process.cwd(), p) || '.'));
+      return;
+    }
     const device = deviceFrom(o);
     const summary = await train({
       features: o.features,
@@ -56,10 +81,21 @@ export function trainCommand(): Command {
       checkpointEvery: o.checkpointEvery,
       verify: o.verify,
       overwrite: o.overwrite,
+      layersPerGroup: o.layersPerGroup,
+      layerShard: o.layerShard,
     });
     if (o.json) printJson(summary);
     else process.stdout.write(formatTrainTable(summary, (p) => path.relative(process.cwd(), p) || '.'));
   });
+}
+
+/** Flags the train workers get set for them (everything else is passed on as typed). */
+const TRAIN_WORKER_SET_FLAGS = ['--gpus', '--workers', '--out', '--json', '--quiet', '--device', '--device-id', '--threads', '--layer-shard', '--layers-per-group', '--overwrite'];
+
+function parseLayerShard(v: string): { index: number; count: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(v);
+  if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) throw new UsageError(`--layer-shard must look like k/n with 0 <= k < n (got "${v}")`);
+  return { index: Number(m[1]), count: Number(m[2]) };
 }
 
 export function formatTrainTable(s: TrainSummary, show: (file: string) => string = (f) => f): string {

@@ -137,7 +137,9 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
         `this store holds features of another model/recipe/extraction (${diff}); use a new output directory or delete this one`,
       );
     }
-    const samePart = JSON.stringify(manifest.part ?? null) === JSON.stringify(init.part ?? null);
+    // the part's index and count must match; where they came from (flag, scheduler) may change
+    const partKey = (p: PartInfo | null | undefined) => (p ? `${p.index}/${p.count}` : null);
+    const samePart = partKey(manifest.part) === partKey(init.part);
     if (!samePart) {
       throw fileError(manifestPath(dir), `this store is part ${fmtPart(manifest.part)}, not ${fmtPart(init.part ?? null)}; use one output directory per --shard`);
     }
@@ -153,7 +155,7 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
         throw fileError(shardAbsPath(dir, entry), `${problem}; the store is damaged (rerun with the option to drop bad shards, or delete the store)`);
       }
     }
-    manifest = { ...manifest, ...normalizeShards(kept), tool: init.tool, plannedContexts: init.plannedContexts ?? manifest.plannedContexts };
+    manifest = { ...manifest, ...normalizeShards(kept), tool: init.tool, part: init.part ?? null, plannedContexts: init.plannedContexts ?? manifest.plannedContexts };
     if (dropped.length) manifest.complete = false;
   } else {
     const strays = (await fs.readdir(shardsDir)).filter((n) => n.endsWith('.arrow') && !isTempName(n));

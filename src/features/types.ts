@@ -103,6 +103,14 @@ export interface StoreIdentity {
 export interface PartInfo {
   index: number;
   count: number;
+  /** where index and count came from (the latest run into this store): the flag, or the scheduler's environment under `--shard auto` */
+  source?: PartSource;
+}
+
+/** e.g. { scheduler: 'slurm-array', vars: { SLURM_ARRAY_TASK_ID: '3', SLURM_ARRAY_TASK_COUNT: '8' } } */
+export interface PartSource {
+  scheduler: string;
+  vars: Record<string, string>;
 }
 
 export interface ShardEntry {

@@ -13,7 +13,7 @@ export const TRAIN_MARK = '.fastkvzip-train.json';
 /** Temporary graphs and hard links to the shards, deleted after each group. */
 export const TRAIN_TMP = '.train-tmp';
 /** Every name a training run writes into --out: the only names --overwrite may delete. */
-const OUR_NAMES = ['gates.safetensors', 'summary.json', 'log.jsonl', 'loss.svg', 'acc.svg', 'checkpoints', TRAIN_MARK, TRAIN_TMP];
+const OUR_NAMES = ['gates.safetensors', 'summary.json', 'log.jsonl', 'loss.svg', 'acc.svg', 'curves.json', 'checkpoints', TRAIN_MARK, TRAIN_TMP];
 const LOCK = '.lock';
 
 export type VerifyLevel = 'full' | 'size';

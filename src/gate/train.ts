@@ -62,6 +62,10 @@ export interface TrainOptions {
   verify?: VerifyLevel;
   /** replace another run's (or foreign) files in --out */
   overwrite?: boolean;
+  /** at most this many layers per group (default: as many as the memory budget holds) */
+  layersPerGroup?: number;
+  /** train only slice `index` of `count` of the layer groups (one worker of `train --gpus`; src/scale/train-workers.ts joins the slices) */
+  layerShard?: { index: number; count: number };
 }
 
 export const TRAIN_DEFAULTS = {
@@ -106,6 +110,8 @@ export interface TrainSummary {
   /** peak resident host memory of this process */
   peakRssMiB: number;
   options: Record<string, unknown>;
+  /** a --layer-shard run: its slice, and the identity of the whole run the slices join into */
+  part?: { index: number; count: number; layers: number[]; runIdentity: string };
 }
 
 export const GATES_FILE = 'gates.safetensors';
@@ -124,6 +130,9 @@ function runIdentity(o: TrainOptions, m: FeatureManifest, dims: Omit<GateDims, '
     evalEvery: o.evalEvery,
     tokens,
     subsample: o.subsample ?? 1,
+    // only when set, so runs without them keep the identity they always had
+    ...(o.layersPerGroup ? { layersPerGroup: o.layersPerGroup } : {}),
+    ...(o.layerShard ? { layerShard: `${o.layerShard.index}/${o.layerShard.count}` } : {}),
   };
   return createHash('sha256').update(JSON.stringify(id)).digest('hex').slice(0, 16);
 }
@@ -215,7 +224,7 @@ async function planRun(o: TrainOptions): Promise<RunPlan> {
   if (m.shards.length === 0) throw new UserError(`${o.features}: the feature store holds no contexts yet`);
   const G = o.group ?? m.model.G;
   const dimsBase = { D: m.model.D, H: m.model.H, G, r: o.rank, S: o.sinks };
-  const layers = m.model.scoredLayers;
+  const allLayers = m.model.scoredLayers;
 
   // Positions: the concatenated token stream of the shards, in canonical order (rows of a subsampled store).
   const { total, ...split } = await storeRows(o.features, m, o.maxTokens);
@@ -235,9 +244,11 @@ async function planRun(o: TrainOptions): Promise<RunPlan> {
   const usedTokens = usedShards.reduce((a, s) => a + s.tokens, 0);
   const form = storeFormOf(m);
   const perLayer = 2 * usedTokens * (m.model.D * DTYPE_BYTES[m.hiddenDtype] + m.model.H * 4 + (form.quantBlock ? (m.model.D / form.quantBlock) * 4 : 0));
-  const groupSize = Math.max(1, Math.min(layers.length, Math.floor(o.memoryBudget / perLayer)));
-  const groups: number[][] = [];
-  for (let i = 0; i < layers.length; i += groupSize) groups.push(layers.slice(i, i + groupSize));
+  const groupSize = Math.max(1, Math.min(allLayers.length, o.layersPerGroup ?? Infinity, Math.floor(o.memoryBudget / perLayer)));
+  const allGroups: number[][] = [];
+  for (let i = 0; i < allLayers.length; i += groupSize) allGroups.push(allLayers.slice(i, i + groupSize));
+  const groups = o.layerShard ? layerShardGroups(allGroups, o.layerShard, o.features) : allGroups;
+  const layers = groups.flat();
 
   const identity = runIdentity(o, m, dimsBase, total);
   const metricSteps = blocks.filter((b) => b.metric).map((b) => b.end - 1);
@@ -569,8 +580,24 @@ async function writeResults(run: GroupRun): Promise<TrainSummary> {
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
     options: { rank: o.rank, sinks: o.sinks, G: plan.G, momentum: o.momentum, evalEvery: o.evalEvery, maxTokens: o.maxTokens ?? null, subsample: o.subsample ?? 1, matmulDtype: run.mm, memoryBudget: o.memoryBudget },
   };
+  if (o.layerShard) {
+    // what the join needs beyond the gates: the whole run's identity, and the per-step curves of the plots
+    summary.part = { ...o.layerShard, layers, runIdentity: runIdentity({ ...o, layerShard: undefined }, m, dimsBase, total) };
+    await writeJsonAtomic(path.join(o.out, CURVES_FILE), { layers, stepLoss: curves.stepLoss, recallAt: curves.recallAt });
+  }
   await writeJsonAtomic(path.join(o.out, 'summary.json'), summary);
   return summary;
+}
+
+/** Per-step training loss and held-out recall of a --layer-shard run ([step][layer], [eval][layer]). */
+export const CURVES_FILE = 'curves.json';
+
+/** Slice `index` of `count` of the layer groups (contiguous, sizes differing by at most one group). */
+export function layerShardGroups(groups: number[][], shard: { index: number; count: number }, store: string): number[][] {
+  const from = Math.floor((shard.index * groups.length) / shard.count);
+  const to = Math.floor(((shard.index + 1) * groups.length) / shard.count);
+  if (from === to) throw new UserError(`--layer-shard ${shard.index}/${shard.count}: ${store} trains in ${groups.length} layer group(s), fewer than ${shard.count} slices; use fewer workers or smaller groups (--layers-per-group)`, 2);
+  return groups.slice(from, to);
 }
 
 /** Gate parameters are O(1) (RMS-normed projections, sigmoid logits); this far out, training has blown up. */

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type RecipeSummary, type ScoringContext } from '../data/index.js';
 import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile } from '../hub/index.js';
-import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type AttnInputDtype } from '../features/index.js';
+import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type AttnInputDtype, type PartInfo } from '../features/index.js';
 import { loadModel, type LoadedModel } from '../runtime/model-session.js';
 import type { GraphKind } from '../onnx/index.js';
 import type { DeviceOptions } from '../runtime/session.js';
@@ -51,7 +51,8 @@ export interface ExtractOptions {
   ropeOverride?: RopeOverride | null;
   /** score contexts that need more positions than the model was trained on (refused by default) */
   allowLongContexts?: boolean;
-  shard?: { index: number; count: number };
+  /** this run's part of the contexts (and where the part came from: flag or scheduler) */
+  shard?: PartInfo;
   resume: boolean;
   /** skip the disk-space refusal (the estimate is still printed) */
   ignoreDisk?: boolean;

@@ -6,11 +6,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { OpenedModel } from '../model/load.js';
 import type { SafetensorsIndex } from '../model/safetensors/index.js';
-import { writeModelGraphs, graphFileName, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind } from './write-graphs.js';
+import { writeModelGraphs, graphFileName, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind, type GraphVariants } from './write-graphs.js';
 import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE, type KvzipScoring, type Bf16BitsRoute } from './kvzip-graph.js';
 import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import { waitForLockSync } from '../util/wait-lock.js';
 
 /** Bump when graph code changes in a way that changes the files. */
 export const BUILDER_VERSION = '7';
@@ -101,18 +102,32 @@ export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphF
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);
+  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, graphFileName(k, variants))])) as GraphFiles['paths'];
+  const files = (): GraphFiles => ({ dir, dtype: o.dtype, paths, weightBytes: statSync(path.join(dir, WEIGHT_FILE)).size });
+  if (!o.force && existsSync(path.join(dir, 'build.json')) && kinds.every((k) => existsSync(paths[k]!))) return files();
+  // Processes started together (extract --gpus, Slurm array tasks, pods) share this cache: one
+  // builds, the others wait for it and then find the graphs built.
+  mkdirSync(path.dirname(dir), { recursive: true });
+  const release = waitForLockSync(`${dir}.lock`, `building the graphs in ${dir}`, o.log);
+  try {
+    buildMissing(model, o, dir, key, kinds, variants);
+  } finally {
+    release();
+  }
+  return files();
+}
+
+/** Builds the kinds not in `dir` yet (all of them, afresh, when it holds no finished build). Call with the lock held. */
+function buildMissing(model: OpenedModel, o: EnsureGraphsOptions, dir: string, key: string, kinds: GraphKind[], variants: GraphVariants): void {
   const stamp = path.join(dir, 'build.json');
   if (o.force || !existsSync(stamp)) rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const paths = Object.fromEntries(kinds.map((k) => [k, path.join(dir, graphFileName(k, variants))])) as GraphFiles['paths'];
-  const missing = kinds.filter((k) => !existsSync(paths[k]!));
-  if (missing.length > 0) {
-    const t0 = Date.now();
-    const variantNote = missing.map((k) => graphFileName(k, variants)).filter((f) => f.split('.').length > 2);
-    o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}${variantNote.length ? `; variants: ${variantNote.join(', ')}` : ''}) for ${model.dir} -> ${dir}`);
-    const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing, variants);
-    writeFileAtomicSync(stamp, JSON.stringify({ key, builder: BUILDER_VERSION, dtype: o.dtype, model: model.dir, weightBytes: files.weightBytes }, null, 2));
-    o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
-  }
-  return { dir, dtype: o.dtype, paths, weightBytes: statSync(path.join(dir, WEIGHT_FILE)).size };
+  const missing = kinds.filter((k) => !existsSync(path.join(dir, graphFileName(k, variants))));
+  if (missing.length === 0) return;
+  const t0 = Date.now();
+  const variantNote = missing.map((k) => graphFileName(k, variants)).filter((f) => f.split('.').length > 2);
+  o.log?.(`building ONNX graphs (${missing.join(', ')}, ${o.dtype}${variantNote.length ? `; variants: ${variantNote.join(', ')}` : ''}) for ${model.dir} -> ${dir}`);
+  const files = writeModelGraphs(dir, model.spec, tensorSource(model.weights), o.dtype, missing, variants);
+  writeFileAtomicSync(stamp, JSON.stringify({ key, builder: BUILDER_VERSION, dtype: o.dtype, model: model.dir, weightBytes: files.weightBytes }, null, 2));
+  o.log?.(`built in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(files.weightBytes / 2 ** 20).toFixed(1)} MiB of weights)`);
 }
