@@ -213,7 +213,7 @@ export interface GenerateWithGatesResult extends CompressedGenerateResult {
 
 /** `generate --gates`: load the model and gates, run compressedGenerate, decode the text. */
 export async function generateWithGates(o: GenerateWithGatesOptions): Promise<GenerateWithGatesResult> {
-  const m = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_compressed'], log: o.log });
+  const m = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_compressed', 'step_compressed_decode'], log: o.log });
   const { spec, tokenizer: tok } = m.model;
   if (!tok) throw new UserError(`${m.model.dir}: no tokenizer.json`);
   const ids = tok.encode(o.prompt, { addSpecialTokens: o.addSpecialTokens });
@@ -221,7 +221,7 @@ export async function generateWithGates(o: GenerateWithGatesOptions): Promise<Ge
   const g = await loadGates(o.gates, spec);
   const hiddenDtype = hiddenIoDtype(m.dtype) as 'float32' | 'float16';
   const gates = await gateSession(g.gates, o.device, hiddenDtype);
-  const sessions: CompressedSessions = { step: await sessionFor(m, 'step_compressed', o.device) };
+  const sessions: CompressedSessions = { step: await sessionFor(m, 'step_compressed', o.device), decode: await sessionFor(m, 'step_compressed_decode', o.device) };
   const stopIds = [...new Set([...spec.eosTokenIds, ...(tok.eosTokenId !== null ? [tok.eosTokenId] : [])])];
   const out: number[] = [];
   let shown = '';
@@ -241,6 +241,6 @@ export async function generateWithGates(o: GenerateWithGatesOptions): Promise<Ge
     });
     return { ...r, model: m.id, gates: g.file, dtype: m.dtype, cacheDtype: m.cacheDtype, promptTokens: ids.length, text: visible() };
   } finally {
-    await Promise.all([sessions.step.release(), gates.release()]);
+    await Promise.all([sessions.step.release(), sessions.decode?.release(), gates.release()]);
   }
 }

@@ -10,6 +10,8 @@ import { cacheIoDtype, hiddenIoDtype } from './step-graph.js';
 export interface CompressedGraphOptions {
   /** 'last' (prefill chunks and decoding; emits the scored layers' attention inputs for the gates) or 'all' (teacher forcing) */
   logits: 'all' | 'last';
+  /** one token per run (decoding): all heads of a layer in one attention node, heads as the batch */
+  singleToken?: boolean;
 }
 
 export function buildCompressedGraph(ctx: DecoderContext, opts: CompressedGraphOptions): Graph {
@@ -33,7 +35,7 @@ export function buildCompressedGraph(ctx: DecoderContext, opts: CompressedGraphO
       value: g.input(`past_value.${l}`, ioDtype, [1, H, `past_${l}`, spec.headDim]),
     };
     const lens = g.input(`past_lens.${l}`, 'int32', [H]);
-    const headLengths = { lens, seqlensK: g.sub(g.add(lens, newLen), g.constant(1, 'int32')) };
+    const headLengths = { lens, seqlensK: g.sub(g.add(lens, newLen), g.constant(1, 'int32')), singleToken: opts.singleToken };
     const out = makeLayer(g, ctx, l, h, fwd, { key: toCompute(past.key), value: toCompute(past.value) }, undefined, headLengths);
     h = out.hidden;
     g.output(toIo(out.presentKey), `present_key.${l}`, ioDtype, [1, H, `total_${l}`, spec.headDim]);

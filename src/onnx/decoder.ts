@@ -37,6 +37,11 @@ export interface HeadLengths {
   lens: string;
   /** [H] int32 = lens + T - 1 (GQA's seqlens_k per head) */
   seqlensK: string;
+  /**
+   * one new token (decoding): run all heads in one GQA node with the KV heads as its batch, each
+   * reading its own seqlens_k (ORT allows batch > 1 after a past only for single-token steps)
+   */
+  singleToken?: boolean;
 }
 
 export interface LayerOutputs {
@@ -151,7 +156,8 @@ export function makeAttention(
   const query = applyRope(g, ctx, qn, cs);
   const key = applyRope(g, ctx, kn, cs);
   if (headLengths) {
-    const { out, presentKey, presentValue } = perHeadAttention(g, ctx, sliding, query, key, v, past, headLengths);
+    const attend = headLengths.singleToken ? headsAsBatchAttention : perHeadAttention;
+    const { out, presentKey, presentValue } = attend(g, ctx, sliding, query, key, v, past, headLengths);
     return { out: linear(g, ctx, out, attnName('o_proj'), spec.oBias), presentKey, presentValue, query, key };
   }
   // The CUDA kernel writes the new keys/values in place into the past buffer (present aliases
@@ -233,6 +239,48 @@ function perHeadAttention(
     values.push(g.op('Pad', [pv!, pads]));
   }
   return { out: g.concat(outs, 2), presentKey: g.concat(keys, 1), presentValue: g.concat(values, 1) };
+}
+
+/**
+ * Decoding (T = 1): GroupQueryAttention with the KV heads as the batch (B = H, one KV head and G
+ * query heads each), every head reading its valid past length from seqlens_k. The new entry lands
+ * at slot lens[h] of head h; the present is [1, H, P + 1, d], right-padded like the past.
+ */
+function headsAsBatchAttention(
+  g: Graph,
+  ctx: DecoderContext,
+  sliding: boolean,
+  query: string, // [1, 1, Hq, d]
+  key: string, // [1, 1, H, d]
+  v: string, // [1, 1, H·d]
+  past: { key: string; value: string }, // [1, H, P, d]
+  lens: HeadLengths,
+): { out: string; presentKey: string; presentValue: string } {
+  const { spec } = ctx;
+  const H = spec.numKvHeads;
+  const G = spec.numHeads / H;
+  const d = spec.headDim;
+  // [1, 1, H·w] -> [H, 1, w]: with one token this is a reshape, no transpose
+  const batched = (x: string, w: number) => g.reshape(x, [H, 1, w]);
+  // [1, H, P, d] -> [H, 1, P, d] by an explicit shape: -1 cannot be inferred when P = 0
+  const pastShape = g.concat([g.constant([H, 1], 'int64'), g.shape(past.key, 2, 4)], 0);
+  const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), g.constant([H, 1, 1, d], 'int64')]);
+  const room = (x: string) => g.concat([g.reshape(x, pastShape), empty], 2);
+  const total = g.reshape(g.add(g.cast(g.shape(past.key, 2, 3), 'int32'), g.constant([1], 'int32')), []);
+  const [attn, presentKey, presentValue] = g.ms(
+    'GroupQueryAttention',
+    [batched(query, G * d), batched(key, d), batched(v, d), room(past.key), room(past.value), lens.seqlensK, total],
+    {
+      num_heads: G,
+      kv_num_heads: 1,
+      scale: { float: spec.attnScale },
+      local_window_size: sliding ? spec.slidingWindow! : undefined,
+      softcap: spec.attnLogitSoftcap ? { float: spec.attnLogitSoftcap } : undefined,
+    },
+    3,
+  );
+  const unbatch = (x: string) => g.reshape(x, g.concat([g.constant([1, H], 'int64'), g.shape(x, 2, 4)], 0));
+  return { out: g.reshape(attn!, [1, 1, spec.numHeads * d]), presentKey: unbatch(presentKey!), presentValue: unbatch(presentValue!) };
 }
 
 /** [B, H, T, d]: batch and heads of the past buffer, T new tokens, head dim (shared by all layers of a forward). */

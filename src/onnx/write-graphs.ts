@@ -15,7 +15,8 @@ import { writeFileAtomicSync } from '../util/atomic.js';
  * step_masked: eviction evaluation (per-head keep masks, last-token logits, scored layers' attention
  * inputs and SnapKV window attention); step_masked_full: the same masks with logits at every position;
  * step_compressed / step_compressed_full: a compacted cache with per-layer, per-head lengths (compressed
- * generation and `eval --cache compressed`), last-token logits + scored layers' attention inputs / all logits
+ * generation and `eval --cache compressed`), last-token logits + scored layers' attention inputs / all logits;
+ * step_compressed_decode: step_compressed for one token at a time (decoding), all heads in one attention node
  */
 export type GraphKind =
   | 'step'
@@ -27,7 +28,8 @@ export type GraphKind =
   | 'step_masked'
   | 'step_masked_full'
   | 'step_compressed'
-  | 'step_compressed_full';
+  | 'step_compressed_full'
+  | 'step_compressed_decode';
 export const ALL_GRAPHS: GraphKind[] = ['step', 'step_full', 'kvzip'];
 
 export interface GraphFiles {
@@ -56,6 +58,7 @@ export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSou
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
     ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last' })],
     ['step_compressed_full', () => buildCompressedGraph(ctx, { logits: 'all' })],
+    ['step_compressed_decode', () => buildCompressedGraph(ctx, { logits: 'last', singleToken: true })],
   ];
   const encoded: [GraphKind, Uint8Array][] = [];
   for (const [kind, build] of graphs) {

@@ -14,6 +14,8 @@ export interface CompressedSessions {
   step: ort.InferenceSession;
   /** step_compressed_full: logits at every position (teacher forcing); optional */
   full?: ort.InferenceSession;
+  /** step_compressed_decode: single-token steps (decoding); optional, faster than `step` there */
+  decode?: ort.InferenceSession;
 }
 
 export interface CompressedStep {
@@ -231,7 +233,7 @@ export class CompressedCache {
     if (T === 0) throw new Error('forward: no tokens');
     if (o.snapWindow) throw new Error('forward: SnapKV window attention is not available on the compressed cache');
     const all = o.logits === 'all';
-    const session = all ? this.sessions.full : this.sessions.step;
+    const session = all ? this.sessions.full : T === 1 && this.sessions.decode ? this.sessions.decode : this.sessions.step;
     if (!session) throw new Error('forward: the step_compressed_full session is needed for logits at every position');
     this.compact();
     const H = this.spec.numKvHeads;

@@ -22,18 +22,20 @@ for (const name of ['qwen3', 'gemma3'] as const) {
     let maskedFull: ort.InferenceSession;
     let comp: ort.InferenceSession;
     let compFull: ort.InferenceSession;
+    let compDecode: ort.InferenceSession;
     beforeAll(async () => {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'fkz-compressed-'));
-      writeModelGraphs(dir, spec, source, 'float32', ['step_full', 'step_masked', 'step_masked_full', 'step_compressed', 'step_compressed_full']);
+      const kinds = ['step_full', 'step_masked', 'step_masked_full', 'step_compressed', 'step_compressed_full', 'step_compressed_decode'] as const;
+      writeModelGraphs(dir, spec, source, 'float32', [...kinds]);
       const open = (k: string) => createSession(path.join(dir, `${k}.onnx`), { device: 'cpu' });
-      [step, masked, maskedFull, comp, compFull] = await Promise.all(['step_full', 'step_masked', 'step_masked_full', 'step_compressed', 'step_compressed_full'].map(open));
+      [step, masked, maskedFull, comp, compFull, compDecode] = await Promise.all(kinds.map(open));
     });
     const ids = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % spec.vocabSize);
     const V = () => spec.vocabSize;
 
     it('keeping everything reproduces the plain step graph', async () => {
       const plain = new StepRunner(step, spec, 'float32');
-      const cache = new CompressedCache({ step: comp, full: compFull }, spec, 'float32');
+      const cache = new CompressedCache({ step: comp, full: compFull, decode: compDecode }, spec, 'float32');
       for (const [a, b] of [[0, 12], [12, 20], [20, 21], [21, 29]] as const) {
         const ref = await plain.forward(ids.slice(a, b));
         const got = await cache.forward(ids.slice(a, b), { logits: 'all' });
@@ -50,7 +52,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       const H = spec.numKvHeads;
       const L = spec.scoredLayers.length;
       const m = new MaskedCache({ step: masked, full: maskedFull }, spec, 'float32');
-      const c = new CompressedCache({ step: comp, full: compFull }, spec, 'float32');
+      const c = new CompressedCache({ step: comp, full: compFull, decode: compDecode }, spec, 'float32');
       // a different set per (layer, head): heads of one layer keep different counts
       const doomed = (s: number, h: number, lo: number, hi: number) => {
         const out: number[] = [];
@@ -78,11 +80,21 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       const b2 = await c.forward(ids.slice(27, 40), { logits: 'all', keepCache: false });
       expect(maxAbsDiff(b2.logits, a2.logits)).toBeLessThan(1e-4);
       expect(c.length).toBe(27);
-      // decoding one token at a time
-      for (const t of [3, 9, 27]) {
+      // decoding one token at a time (the single-token graph, heads as GQA's batch), the same
+      // steps through the multi-token graph, and a compaction between them
+      const slow = new CompressedCache({ step: comp, full: compFull }, spec, 'float32');
+      await slow.forward(ids.slice(0, 16));
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (const p of doomed(s, h, 1, 14)) slow.evict(s, h, p);
+      await slow.forward(ids.slice(16, 27));
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (const p of doomed(s, h + 1, 16, 25)) slow.evict(s, h, p);
+      for (const [i, t] of [3, 9, 27, 4].entries()) {
+        if (i === 2) for (let h = 0; h < H; h++) (m.evict(0, h, 20 + h), c.evict(0, h, 20 + h), slow.evict(0, h, 20 + h));
         const a = await m.forward([t]);
         const b = await c.forward([t]);
+        const b2 = await slow.forward([t]);
         expect(maxAbsDiff(b.logits, a.logits)).toBeLessThan(1e-4);
+        expect(maxAbsDiff(b2.logits, a.logits)).toBeLessThan(1e-4);
+        spec.scoredLayers.forEach((_, s) => expect(maxAbsDiff(b.attnInputs[s]!, a.attnInputs[s]!)).toBeLessThan(1e-4));
       }
       for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) {
         const held = c.heldPositions(s, h);
@@ -92,7 +104,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
 
     it('evicting every past entry of a head leaves it only the new tokens', async () => {
       const m = new MaskedCache({ step: masked, full: maskedFull }, spec, 'float32');
-      const c = new CompressedCache({ step: comp, full: compFull }, spec, 'float32');
+      const c = new CompressedCache({ step: comp, full: compFull, decode: compDecode }, spec, 'float32');
       await m.forward(ids.slice(0, 10));
       await c.forward(ids.slice(0, 10));
       for (let p = 0; p < 10; p++) (m.evict(0, 0, p), c.evict(0, 0, p));
