@@ -185,15 +185,22 @@ export class CompressedCache {
       for (let h = 0; h < H; h++) {
         const doomed = this.doomed[s]![h]!;
         const pos = this.positions[s]![h]!;
+        // copy the kept runs between evicted slots in one call each (decode rounds evict few)
+        const cuts = Int32Array.from(doomed).sort();
         let w = 0;
-        for (let slot = 0; slot < layer.lens[h]!; slot++) {
-          if (doomed.has(slot)) continue;
-          const src = (h * layer.length + slot) * d;
-          const dst = (h * P + w) * d;
-          key.set(layer.key.subarray(src, src + d), dst);
-          value.set(layer.value.subarray(src, src + d), dst);
-          pos.data[w] = pos.data[slot]!;
-          w++;
+        let from = 0;
+        for (let c = 0; c <= cuts.length; c++) {
+          const to = c < cuts.length ? cuts[c]! : layer.lens[h]!;
+          const n = to - from;
+          if (n > 0) {
+            const src = (h * layer.length + from) * d;
+            const dst = (h * P + w) * d;
+            key.set(layer.key.subarray(src, src + n * d), dst);
+            value.set(layer.value.subarray(src, src + n * d), dst);
+            pos.data.copyWithin(w, from, to);
+            w += n;
+          }
+          from = to + 1;
         }
         pos.size = w;
         this.removed += doomed.size;
