@@ -16,6 +16,7 @@ import { Graph, encodeModel } from '../src/onnx/builder.js';
 import { buildGradGraph, PARAMS, paramShape } from '../src/gate/graph.js';
 import { initLayer, stack } from '../src/gate/state.js';
 import { f16ArrayToF32 } from '../src/util/half.js';
+import { CompressedCache } from '../src/runtime/compressed-cache.js';
 
 const { values: a } = parseArgs({ options: { device: { type: 'string', default: 'cuda' } } });
 const device = { device: parseDevice(a.device!) };
@@ -44,6 +45,35 @@ for (const name of ['qwen3', 'gemma3'] as const) {
         report[key] = 'reference (cpu)';
       } else {
         report[key] = { logitsMaxAbs: maxAbs(out.logits!, ref.logits!), scoresMaxAbs: Math.max(...res.scores.map((s, i) => maxAbs(s, ref.scores![i]!))), hiddenFinite: res.attnInput.every((h) => asF32(h).every(Number.isFinite)) };
+      }
+    } catch (e) {
+      report[key] = `FAILED: ${(e as Error).message.slice(0, 400)}`;
+    }
+  }
+}
+// the compressed cache (generate --gates): per-head evictions, a multi-token chunk over the
+// right-padded cache (one GQA per KV head), single-token steps (heads as GQA's batch), vs CPU fp32
+for (const name of ['qwen3', 'gemma3'] as const) {
+  const { spec, source } = randomModel(name, 11);
+  const ids = Array.from({ length: 40 }, (_, i) => (i * 31 + 7) % spec.vocabSize);
+  let ref: Float32Array[] = [];
+  for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
+    const key = `compressed/${name}/${dtype}`;
+    try {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'fkz-smoke-'));
+      const files = writeModelGraphs(dir, spec, source, dtype, ['step_compressed', 'step_compressed_decode']);
+      const dev = dtype === 'float32' ? { device: 'cpu' as const } : device;
+      const cache = new CompressedCache({ step: await createSession(files.paths.step_compressed!, dev), decode: await createSession(files.paths.step_compressed_decode!, dev) }, spec, cacheIoDtype(dtype));
+      const got: Float32Array[] = [];
+      await cache.forward(ids.slice(0, 24));
+      for (let s = 0; s < spec.scoredLayers.length; s++) for (let h = 0; h < spec.numKvHeads; h++) for (let p = 1; p < 20; p += 2 + h) cache.evict(s, h, p);
+      got.push((await cache.forward(ids.slice(24, 32))).logits);
+      for (const t of ids.slice(32, 36)) got.push((await cache.forward([t])).logits);
+      if (dtype === 'float32') {
+        ref = got;
+        report[key] = { reference: 'cpu', paddingEntries: cache.footprint().paddingEntries };
+      } else {
+        report[key] = { logitsMaxAbs: Math.max(...got.map((g, i) => maxAbs(g, ref[i]!))) };
       }
     } catch (e) {
       report[key] = `FAILED: ${(e as Error).message.slice(0, 400)}`;

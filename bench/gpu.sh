@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
 # same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
-# built. Stages (any subset, in order): smoke host prefill8b extract8b extract06b gpus00 train8b evalcuda profile8b
+# built. Stages (any subset, in order): smoke host prefill8b extract8b extract06b gpus00 train8b evalcuda compressed8b profile8b
 # profile06b profilex8b profiletrain8b scoring8b scoring06b abextract8b abextract06b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
 # per-node times are GPU times, not launch times; absolute speed there is not representative)
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
@@ -173,6 +173,18 @@ PY
       gpu_peak evalcuda $FKZ eval --config default --gates runs/default/train/gates.safetensors --contexts 5 --max-context-tokens 2048 \
         --prefill-chunk 1024 --device cuda --out "$out/eval-cuda" --quiet > "$out/evalcuda.log" 2>&1
       tail -3 "$out/evalcuda.log"; head -30 "$out/eval-cuda/eval.md"
+      ;;
+    compressed8b)
+      # generate --gates --kv-ratio (issue 19) on the Qwen3-8B shape: random weights, random gates (the
+      # public init), random ids; speed and memory only. Per (context, ratio) a fresh process: KV bytes,
+      # peak host RSS, peak GPU memory above idle (nvidia-smi), prefill s, decode tok/s, gate overhead.
+      # COMPRESSED_CTX (default 32768), COMPRESSED_RATIOS (default full,1,0.5,0.3,0.1),
+      # COMPRESSED_NEW_TOKENS (default 256; eviction rounds every 128), COMPRESSED_DTYPE (default float16)
+      make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -1
+      ctxs=${COMPRESSED_CTX:-32768}
+      gpu_peak compressed8b-${ctxs//,/-} $TSX bench/compressed-generate.ts --model $models/qwen3-8b --random-gates --prompt random \
+        --device cuda --dtype ${COMPRESSED_DTYPE:-float16} --ctx $ctxs --ratios ${COMPRESSED_RATIOS:-full,1,0.5,0.3,0.1} \
+        --new-tokens ${COMPRESSED_NEW_TOKENS:-256} --out "$out/compressed8b-${ctxs//,/-}.json" 2>&1 | tail -8
       ;;
     profile8b)
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -1

@@ -7,7 +7,7 @@ import { addDeviceOptions, deviceFrom, floatArg, intArg, positiveInt, printJson 
 import { readDocList } from './extract.js';
 import { loadConfig, listPresets } from '../config.js';
 import { parseRopeOverride } from '../model/rope-override.js';
-import { evaluate, EVAL_DEFAULTS, type EvalOptions } from '../eval/evaluate.js';
+import { evaluate, EVAL_CACHE_MODES, EVAL_DEFAULTS, type EvalCacheMode, type EvalOptions } from '../eval/evaluate.js';
 import { EVICTION_LEVELS, PUBLIC_WINDOW, type EvictionLevel } from '../eval/eviction.js';
 import { SCORER_NAMES, type ScorerName } from '../eval/scorers.js';
 import { formatEvalTables, writeEvalOutputs } from '../eval/report.js';
@@ -48,6 +48,7 @@ export function evalCommand(): Command {
     .addOption(new Option('--ratios <list>', 'kept fractions, comma-separated').argParser(parseRatios).default(EVAL_DEFAULTS.ratios, EVAL_DEFAULTS.ratios.join(',')))
     .addOption(new Option('--scorers <list>', `scorers, comma-separated (${SCORER_NAMES.join(',')})`).argParser(parseScorers).default(EVAL_DEFAULTS.scorers, EVAL_DEFAULTS.scorers.join(',')))
     .addOption(new Option('--level <level>', 'eviction budget: one global threshold (pair), per layer, or per head').choices(EVICTION_LEVELS).default(EVAL_DEFAULTS.level))
+    .addOption(new Option('--cache <mode>', 'masked: simulate eviction with attention masks (nothing freed); compressed: run every compressed cell through the real compressed cache').choices(EVAL_CACHE_MODES).default('masked'))
     .option('--prefill-chunk <n>', 'prefill chunk (eviction after each)', (v) => positiveInt(v, '--prefill-chunk'), EVAL_DEFAULTS.prefillChunk)
     .option('--window <n>', 'always-kept recent tokens of long contexts', (v) => intArg(v, '--window'), PUBLIC_WINDOW.window)
     .option('--window-ratio <f>', 'always-kept fraction of short contexts', (v) => floatArg(v, '--window-ratio'), PUBLIC_WINDOW.windowRatio)
@@ -96,6 +97,7 @@ export function evalCommand(): Command {
       ratios: o.ratios,
       scorers,
       level: o.level as EvictionLevel,
+      cache: o.cache as EvalCacheMode,
       prefillChunk: o.prefillChunk,
       window: { window: o.window, windowRatio: o.windowRatio, shortContext: o.shortContext },
       scoreChunk: o.scoreChunk ?? preset?.extract.scoreChunk ?? EVAL_DEFAULTS.scoreChunk,

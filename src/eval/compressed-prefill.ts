@@ -1,21 +1,31 @@
 // Chunked prefill with eviction after every chunk (docs/method.md §6): run a chunk over the masked
 // cache, score its context tokens, then hide what the eviction plan drops. Later chunks,
 // questions and reconstruction passes only see what was kept, per (layer, head).
-import { MaskedCache, type MaskedSessions } from './masked-runner.js';
+import { MaskedCache, type MaskedSessions, type MaskedStep, type ForwardOptions } from './masked-runner.js';
 import { EvictionPlan, type EvictionLevel, type WindowOptions } from './eviction.js';
 import type { Scorer } from './scorers.js';
 import type { ModelSpec } from '../model/config.js';
 import type { DType } from '../onnx/builder.js';
+
+/** What prefill with eviction needs of a cache: the masked simulation (MaskedCache) or the real one (runtime CompressedCache). */
+export interface EvictableCache {
+  readonly length: number;
+  forward(ids: number[], o?: ForwardOptions): Promise<MaskedStep>;
+  evict(s: number, h: number, pos: number): void;
+  countVisible(s: number, h: number, start: number, end: number): number;
+}
 
 export interface CompressedPrefillOptions {
   ratio: number;
   level: EvictionLevel;
   prefillChunk: number;
   window: WindowOptions;
+  /** the cache to fill (default: a MaskedCache over `sessions`) */
+  cache?: EvictableCache;
 }
 
-export interface CompressedPrefill {
-  cache: MaskedCache;
+export interface CompressedPrefill<C extends EvictableCache = EvictableCache> {
+  cache: C;
   /** the scorer's scores of every context token: [L_s][H × ctxLen], head-major */
   scores: Float32Array[];
   /** logits after the last prefill token */
@@ -29,7 +39,7 @@ export interface CompressedPrefill {
 }
 
 export async function compressedPrefill(
-  sessions: MaskedSessions,
+  sessions: MaskedSessions | null,
   spec: ModelSpec,
   cacheDtype: DType,
   prefixIds: number[],
@@ -42,7 +52,8 @@ export async function compressedPrefill(
   const P = prefixIds.length;
   const C = ctxIds.length;
   const all = [...prefixIds, ...ctxIds];
-  const cache = new MaskedCache(sessions, spec, cacheDtype);
+  if (!o.cache && !sessions) throw new Error('compressedPrefill: pass the masked sessions or a cache');
+  const cache = o.cache ?? new MaskedCache(sessions!, spec, cacheDtype);
   const plan = new EvictionPlan(C, o.ratio, o.level, L, H, o.window);
   const scores = Array.from({ length: L }, () => new Float32Array(H * C));
   let lastLogits: Float32Array = new Float32Array(0);

@@ -15,6 +15,7 @@ import { kvzipFeeds, repeatPasses, type RepeatPass } from '../kvzip/inputs.js';
 import { scoreContext } from '../kvzip/score-context.js';
 import { compressedPrefill } from './compressed-prefill.js';
 import type { MaskedSessions } from './masked-runner.js';
+import { CompressedCache, type CompressedSessions } from '../runtime/compressed-cache.js';
 import { PUBLIC_WINDOW, type EvictionLevel, type WindowOptions } from './eviction.js';
 import { gateScorer, kvzipScorer, randomScorer, snapkvScorer, windowScorer, type Scorer, type ScorerDims, type ScorerName, type ChunkView } from './scorers.js';
 import { agreement, reconstruction, retrieval, type ReconstructionTally, type RetrievalQuery, type RetrievalTally } from './measures.js';
@@ -59,12 +60,20 @@ export interface EvalOptions {
   seed: number;
   device: DeviceOptions;
   dtype?: ComputeDType;
+  /**
+   * 'masked' (default): eviction simulated by attention masks (nothing freed); 'compressed': every
+   * compressed run goes through the real compressed cache (evicted entries leave the buffers)
+   */
+  cache?: EvalCacheMode;
   /** the command line, recorded in the report */
   command?: string;
   quiet?: boolean;
   plainProgress?: boolean;
   log?: (line: string) => void;
 }
+
+export type EvalCacheMode = 'masked' | 'compressed';
+export const EVAL_CACHE_MODES: EvalCacheMode[] = ['masked', 'compressed'];
 
 export const EVAL_DEFAULTS = {
   ratios: [1.0, 0.75, 0.5, 0.4, 0.3, 0.2, 0.1],
@@ -97,6 +106,8 @@ export interface EvalCell {
   /** recall of the oracle's top-k by the scorer's top-k on the uncompressed pass, mean over layers and contexts */
   agreement: number;
   agreementPerLayer: number[];
+  /** --cache compressed: the compressed cache's bytes at the end of prefill, summed over contexts (padding included) */
+  cache?: { bytes: number; paddingBytes: number; fullBytes: number };
 }
 
 /** EvalOptions recorded in the report's settings (in this order, after the ratios). */
@@ -112,7 +123,7 @@ export interface EvalReport {
   data: string;
   contexts: { id: string; tokens: number; docTokens: number; window: number; pairs: number }[];
   /** the options that shape the numbers, plus the device and what "kept" means */
-  settings: { ratios: number[] } & Pick<EvalOptions, SettingKey> & { device: string; memory: string };
+  settings: { ratios: number[] } & Pick<EvalOptions, SettingKey> & { device: string; cache: EvalCacheMode; memory: string };
   reference: { recon: { tokens: number; acc: number; logLik: number }; retrieval: { queries: number; acc: number } };
   cells: EvalCell[];
   /** per scorer, per scored layer, vs the oracle on the uncompressed pass (mean over contexts) */
@@ -128,9 +139,16 @@ interface Tally {
   recon: ReconstructionTally;
   retrieval: RetrievalTally;
   agreement: number[][];
+  cache?: { bytes: number; paddingBytes: number; fullBytes: number };
 }
 
 const emptyTally = (): Tally => ({ kept: [], keptPerLayer: [], recon: { tokens: 0, correct: 0, logLik: 0 }, retrieval: { queries: 0, correct: 0, answers: [] }, agreement: [] });
+
+/** What each cache mode means for memory (recorded in the report). */
+const MEMORY_NOTE: Record<EvalCacheMode, string> = {
+  masked: 'eviction is simulated by per-head attention masks: evicted KV stays in the cache buffers, so no memory is freed; "kept" is the visible fraction',
+  compressed: 'compressed runs use the real compressed cache: evicted KV leaves the buffers fed to ONNX Runtime (heads right-padded to their layer\'s longest); "kept" is the held fraction, cells[].cache the bytes; ratio 1.0 and the reference run on the uncompressed cache',
+};
 
 function addTally(t: Tally, r: ReconstructionTally, q: RetrievalTally): void {
   t.recon.tokens += r.tokens;
@@ -180,8 +198,12 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
   if (o.scorers.length === 0) throw new UsageError('--scorers: name at least one scorer');
   for (const r of o.ratios) if (!(r > 0 && r <= 1)) throw new UsageError(`--ratios: every ratio must be in (0, 1] (got ${r})`);
   if (o.scorers.includes('gates') && !o.gates) throw new UsageError('--gates is required for the gates scorer (or leave gates out of --scorers)');
+  const cacheMode = o.cache ?? 'masked';
+  if (cacheMode === 'compressed' && o.scorers.includes('snapkv')) {
+    throw new UsageError('--cache compressed: the snapkv scorer needs window attention over hidden entries, which the compressed cache does not hold; leave snapkv out of --scorers or use --cache masked');
+  }
 
-  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_masked', 'step_masked_full', 'kvzip'], ropeOverride: o.ropeOverride, log });
+  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_masked', 'step_masked_full', 'kvzip', ...(cacheMode === 'compressed' ? (['step_compressed', 'step_compressed_full'] as const) : [])], ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for evaluation`);
   const { template, ids: prompts, encode } = modelPrompts(tokenizer, spec, m.id, o.template);
@@ -190,6 +212,8 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
   const dims: ScorerDims = { layers: spec.scoredLayers.length, heads: spec.numKvHeads, hidden: spec.hiddenSize };
   const sessions: MaskedSessions = { step: await sessionFor(m, 'step_masked', o.device), full: await sessionFor(m, 'step_masked_full', o.device) };
   const kvzipSession = await sessionFor(m, 'kvzip', o.device);
+  const compSessions: CompressedSessions | null =
+    cacheMode === 'compressed' ? { step: await sessionFor(m, 'step_compressed', o.device), full: await sessionFor(m, 'step_compressed_full', o.device) } : null;
   let gates: { file: string; summary?: unknown } | null = null;
   let gateRun: Awaited<ReturnType<typeof gateSession>> | null = null;
   if (o.scorers.includes('gates')) {
@@ -278,9 +302,17 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
         addTally(t1, ref.recon, ref.retr);
       }
       for (const [ri, r] of compressedRatios.entries()) {
-        const run = await compressedPrefill(sessions, spec, m.cacheDtype, prompts.prefixIds, ctx.ids, makeScorer(s, seedOf(ri)), prefillOpts(r));
+        const real = compSessions ? new CompressedCache(compSessions, spec, m.cacheDtype) : undefined;
+        const run = await compressedPrefill(sessions, spec, m.cacheDtype, prompts.prefixIds, ctx.ids, makeScorer(s, seedOf(ri)), { ...prefillOpts(r), cache: real });
         const q = await measure(run.cache);
         const t = tallies.get(cellKey(s, r))!;
+        if (real) {
+          const f = real.footprint();
+          t.cache ??= { bytes: 0, paddingBytes: 0, fullBytes: 0 };
+          t.cache.bytes += f.bytes;
+          t.cache.paddingBytes += f.paddingBytes;
+          t.cache.fullBytes += f.fullBytes;
+        }
         t.kept.push(run.kept);
         t.keptPerLayer.push(run.keptPerLayer);
         addTally(t, q.recon, q.retr);
@@ -289,7 +321,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
     }
   }
   progress.stop();
-  await Promise.all([sessions.step.release(), sessions.full!.release(), kvzipSession.release(), gateRun?.release()]);
+  await Promise.all([sessions.step.release(), sessions.full!.release(), kvzipSession.release(), gateRun?.release(), compSessions?.step.release(), compSessions?.full?.release()]);
 
   const refAcc = reference.recon.correct / reference.recon.tokens;
   const refLl = reference.recon.logLik / reference.recon.tokens;
@@ -310,6 +342,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
         retrieval: { queries: t.retrieval.queries, acc: t.retrieval.queries ? t.retrieval.correct / t.retrieval.queries : NaN },
         agreement: mean(perLayer),
         agreementPerLayer: perLayer,
+        ...(t.cache ? { cache: t.cache } : {}),
       });
     }
   }
@@ -331,7 +364,8 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
       ratios,
       ...(Object.fromEntries(SETTING_KEYS.map((k) => [k, o[k]])) as Pick<EvalOptions, SettingKey>),
       device: o.device.device,
-      memory: 'eviction is simulated by per-head attention masks: evicted KV stays in the cache buffers, so no memory is freed; "kept" is the visible fraction',
+      cache: cacheMode,
+      memory: MEMORY_NOTE[cacheMode],
     },
     reference: {
       recon: { tokens: reference.recon.tokens, acc: refAcc, logLik: refLl },

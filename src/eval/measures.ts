@@ -1,6 +1,9 @@
 // Quality measures on a (compressed) cache: reconstruction of the context, key-value
 // retrieval, and agreement of a scorer's top-k with the KVzip oracle's.
 import type { MaskedCache } from './masked-runner.js';
+
+/** The measures only run forwards: the masked simulation or the real compressed cache. */
+type ForwardCache = Pick<MaskedCache, 'forward'>;
 import type { RepeatPass } from '../kvzip/inputs.js';
 import { topKRecall } from '../gate/schedule.js';
 import { argmax } from '../runtime/generate.js';
@@ -26,7 +29,7 @@ function logProb(logits: Float32Array, offset: number, V: number, target: number
  * Teacher-force KVzip's repeat inputs (prompt ⧺ postfix ⧺ chunk) against the cache and score
  * the chunk tokens. Each pass attends to the cache and itself; its KV is dropped afterwards.
  */
-export async function reconstruction(cache: MaskedCache, passes: RepeatPass[], vocab: number): Promise<ReconstructionTally> {
+export async function reconstruction(cache: ForwardCache, passes: RepeatPass[], vocab: number): Promise<ReconstructionTally> {
   const t: ReconstructionTally = { tokens: 0, correct: 0, logLik: 0 };
   for (const pass of passes) {
     const { logits } = await cache.forward(pass.ids, { logits: 'all', keepCache: false });
@@ -60,7 +63,7 @@ export interface RetrievalTally {
  * until the closing quote, a stop token or `maxNewTokens`; exact match of the quoted text.
  */
 export async function retrieval(
-  cache: MaskedCache,
+  cache: ForwardCache,
   queries: RetrievalQuery[],
   decode: (ids: number[]) => string,
   o: { maxNewTokens: number; stopIds: number[]; vocab: number },

@@ -35,6 +35,9 @@ export function formatEvalTables(report: EvalReport): string {
     table(report, 'Agreement: recall of the KVzip top-k by the scorer top-k (%, mean over layers, uncompressed pass)', (c) => pct(c.agreement)),
     '',
     table(report, 'Measured KV kept (% of context entries in scored layers)', (c) => pct(c.kept)),
+    ...(report.cells.some((c) => c.cache)
+      ? ['', table(report, 'Compressed cache bytes after prefill, % of the full cache (padding share in brackets)', (c) => (c.cache ? `${pct(c.cache.bytes / c.cache.fullBytes)} (${pct(c.cache.paddingBytes / c.cache.fullBytes)})` : ''))]
+      : []),
   ].join('\n');
 }
 

@@ -28,6 +28,22 @@ export interface ForwardInputs {
   emptySlotsShape?: string;
 }
 
+/**
+ * Per-head cache lengths of one layer (the compressed cache, src/onnx/compressed-graph.ts): the
+ * past is [1, H, P, d] right-padded per head, head h holding `lens[h]` valid entries.
+ */
+export interface HeadLengths {
+  /** [H] int32 valid past entries per head */
+  lens: string;
+  /** [H] int32 = lens + T - 1 (GQA's seqlens_k per head) */
+  seqlensK: string;
+  /**
+   * one new token (decoding): run all heads in one GQA node with the KV heads as its batch, each
+   * reading its own seqlens_k (ORT allows batch > 1 after a past only for single-token steps)
+   */
+  singleToken?: boolean;
+}
+
 export interface LayerOutputs {
   hidden: string;
   /** output of the input RMSNorm: what feeds Q/K/V (the gate's input) */
@@ -125,6 +141,7 @@ export function makeAttention(
   fwd: ForwardInputs,
   past: { key: string; value: string },
   attentionBias?: string,
+  headLengths?: HeadLengths,
 ): { out: string; presentKey: string; presentValue: string; query: string; key: string } {
   const { spec } = ctx;
   const d = spec.headDim;
@@ -138,6 +155,11 @@ export function makeAttention(
   const cs = ropeCosSin(g, ctx, fwd, sliding ? spec.ropeLocal : spec.rope);
   const query = applyRope(g, ctx, qn, cs);
   const key = applyRope(g, ctx, kn, cs);
+  if (headLengths) {
+    const attend = headLengths.singleToken ? headsAsBatchAttention : perHeadAttention;
+    const { out, presentKey, presentValue } = attend(g, ctx, sliding, query, key, v, past, headLengths);
+    return { out: linear(g, ctx, out, attnName('o_proj'), spec.oBias), presentKey, presentValue, query, key };
+  }
   // The CUDA kernel writes the new keys/values in place into the past buffer (present aliases
   // past), so the buffer must already have room for them: append T empty slots. The CPU kernel
   // reads the valid past length from seqlens_k, so both give present = [past ⧺ new].
@@ -163,6 +185,104 @@ export function makeAttention(
   return { out, presentKey: presentKey!, presentValue: presentValue!, query, key };
 }
 
+/**
+ * One GroupQueryAttention per KV head (its G query heads), each over its own valid past
+ * `lens[h]` sliced out of the right-padded buffer, so heads of a layer may keep different numbers
+ * of entries and padding is never attended to. (GQA's per-batch seqlens would do this in one node
+ * with the heads as the batch, but ORT refuses batch > 1 for a multi-token chunk after a past.)
+ * Returns the attention output [1, T, Hq·d] and the present cache [1, H, P + T, d], head h valid
+ * in [0, lens[h] + T) and zero after.
+ */
+function perHeadAttention(
+  g: Graph,
+  ctx: DecoderContext,
+  sliding: boolean,
+  query: string, // [1, T, Hq, d]
+  key: string, // [1, T, H, d]
+  v: string, // [1, T, H·d]
+  past: { key: string; value: string }, // [1, H, P, d]
+  lens: HeadLengths,
+): { out: string; presentKey: string; presentValue: string } {
+  const { spec } = ctx;
+  const H = spec.numKvHeads;
+  const G = spec.numHeads / H;
+  const d = spec.headDim;
+  const q3 = g.reshape(query, [0, 0, -1]); // [1, T, Hq·d]
+  const k3 = g.reshape(key, [0, 0, -1]); // [1, T, H·d]
+  const emptyShape = g.concat([g.constant([1, 1], 'int64'), g.shape(query, 1, 2), g.constant([d], 'int64')], 0);
+  const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), emptyShape]);
+  const padded = g.shape(past.key, 2, 3); // [1] int64: P
+  const outs: string[] = [];
+  const keys: string[] = [];
+  const values: string[] = [];
+  for (let h = 0; h < H; h++) {
+    const len = g.cast(g.slice(lens.lens, [h], [h + 1], [0]), 'int64'); // [1]
+    const mine = (x: string) => g.concat([g.sliceVec(x, g.concat([g.constant([h], 'int64'), g.constant([0], 'int64')], 0), g.concat([g.constant([h + 1], 'int64'), len], 0), [1, 2]), empty], 2);
+    const seqlensK = g.slice(lens.seqlensK, [h], [h + 1], [0]); // [1] int32
+    const total = g.reshape(g.add(seqlensK, g.constant(1, 'int32')), []);
+    const [attn, pk, pv] = g.ms(
+      'GroupQueryAttention',
+      [g.slice(q3, [h * G * d], [(h + 1) * G * d], [2]), g.slice(k3, [h * d], [(h + 1) * d], [2]), g.slice(v, [h * d], [(h + 1) * d], [2]), mine(past.key), mine(past.value), seqlensK, total],
+      {
+        num_heads: G,
+        kv_num_heads: 1,
+        scale: { float: spec.attnScale },
+        local_window_size: sliding ? spec.slidingWindow! : undefined,
+        softcap: spec.attnLogitSoftcap ? { float: spec.attnLogitSoftcap } : undefined,
+      },
+      3,
+    );
+    // right-pad head h's present [1, 1, lens[h] + T, d] to the layer's P + T
+    const pads = g.concat([g.constant([0, 0, 0, 0, 0, 0], 'int64'), g.sub(padded, len), g.constant([0], 'int64')], 0);
+    outs.push(attn!);
+    keys.push(g.op('Pad', [pk!, pads]));
+    values.push(g.op('Pad', [pv!, pads]));
+  }
+  return { out: g.concat(outs, 2), presentKey: g.concat(keys, 1), presentValue: g.concat(values, 1) };
+}
+
+/**
+ * Decoding (T = 1): GroupQueryAttention with the KV heads as the batch (B = H, one KV head and G
+ * query heads each), every head reading its valid past length from seqlens_k. The new entry lands
+ * at slot lens[h] of head h; the present is [1, H, P + 1, d], right-padded like the past.
+ */
+function headsAsBatchAttention(
+  g: Graph,
+  ctx: DecoderContext,
+  sliding: boolean,
+  query: string, // [1, 1, Hq, d]
+  key: string, // [1, 1, H, d]
+  v: string, // [1, 1, H·d]
+  past: { key: string; value: string }, // [1, H, P, d]
+  lens: HeadLengths,
+): { out: string; presentKey: string; presentValue: string } {
+  const { spec } = ctx;
+  const H = spec.numKvHeads;
+  const G = spec.numHeads / H;
+  const d = spec.headDim;
+  // [1, 1, H·w] -> [H, 1, w]: with one token this is a reshape, no transpose
+  const batched = (x: string, w: number) => g.reshape(x, [H, 1, w]);
+  // [1, H, P, d] -> [H, 1, P, d] by an explicit shape: -1 cannot be inferred when P = 0
+  const pastShape = g.concat([g.constant([H, 1], 'int64'), g.shape(past.key, 2, 4)], 0);
+  const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), g.constant([H, 1, 1, d], 'int64')]);
+  const room = (x: string) => g.concat([g.reshape(x, pastShape), empty], 2);
+  const total = g.reshape(g.add(g.cast(g.shape(past.key, 2, 3), 'int32'), g.constant([1], 'int32')), []);
+  const [attn, presentKey, presentValue] = g.ms(
+    'GroupQueryAttention',
+    [batched(query, G * d), batched(key, d), batched(v, d), room(past.key), room(past.value), lens.seqlensK, total],
+    {
+      num_heads: G,
+      kv_num_heads: 1,
+      scale: { float: spec.attnScale },
+      local_window_size: sliding ? spec.slidingWindow! : undefined,
+      softcap: spec.attnLogitSoftcap ? { float: spec.attnLogitSoftcap } : undefined,
+    },
+    3,
+  );
+  const unbatch = (x: string) => g.reshape(x, g.concat([g.constant([1, H], 'int64'), g.shape(x, 2, 4)], 0));
+  return { out: g.reshape(attn!, [1, 1, spec.numHeads * d]), presentKey: unbatch(presentKey!), presentValue: unbatch(presentValue!) };
+}
+
 /** [B, H, T, d]: batch and heads of the past buffer, T new tokens, head dim (shared by all layers of a forward). */
 function roomShape(g: Graph, past: string, key: string): string {
   return g.concat([g.shape(past, 0, 2), g.shape(key, 1, 2), g.shape(past, 3, 4)], 0);
@@ -177,7 +297,10 @@ export function makeMlp(g: Graph, ctx: DecoderContext, layer: number, x: string)
   return linear(g, ctx, g.mul(act, up), name('down_proj'), spec.mlpBias);
 }
 
-/** `attentionBias`: optional [1, Hq, T, past + T] additive bias on this layer's attention logits (KV eviction masks). */
+/**
+ * `attentionBias`: optional [1, Hq, T, past + T] additive bias on this layer's attention logits (KV eviction masks);
+ * `headLengths`: per-head valid lengths of a right-padded past (the compressed cache).
+ */
 export function makeLayer(
   g: Graph,
   ctx: DecoderContext,
@@ -186,12 +309,13 @@ export function makeLayer(
   fwd: ForwardInputs,
   past: { key: string; value: string },
   attentionBias?: string,
+  headLengths?: HeadLengths,
 ): LayerOutputs {
   const { spec } = ctx;
   return g.within(`layers.${layer}`, () => {
     const n = (p: string) => layerName(spec, layer, p);
     const attnInput = makeNorm(g, ctx, h, n('input_layernorm.weight'));
-    const attn = makeAttention(g, ctx, layer, attnInput, fwd, past, attentionBias);
+    const attn = makeAttention(g, ctx, layer, attnInput, fwd, past, attentionBias, headLengths);
     let attnOut = attn.out;
     if (spec.sandwichNorms) attnOut = makeNorm(g, ctx, attnOut, n('post_attention_layernorm.weight'));
     const h1 = g.add(h, attnOut);

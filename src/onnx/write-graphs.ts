@@ -5,6 +5,7 @@ import { encodeModel } from './builder.js';
 import { WeightFile, type ComputeDType, type TensorSource } from './weights.js';
 import { buildStepGraph } from './step-graph.js';
 import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute } from './kvzip-graph.js';
+import { buildCompressedGraph } from './compressed-graph.js';
 import type { ModelSpec } from '../model/config.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 
@@ -12,9 +13,23 @@ import { writeFileAtomicSync } from '../util/atomic.js';
  * step: generation (last-token logits); step_full: all logits + every layer's attention input;
  * kvzip: context scoring in one run; prefill: its chunked prefill with capture only (benchmarks);
  * step_masked: eviction evaluation (per-head keep masks, last-token logits, scored layers' attention
- * inputs and SnapKV window attention); step_masked_full: the same masks with logits at every position
+ * inputs and SnapKV window attention); step_masked_full: the same masks with logits at every position;
+ * step_compressed / step_compressed_full: a compacted cache with per-layer, per-head lengths (compressed
+ * generation and `eval --cache compressed`), last-token logits + scored layers' attention inputs / all logits;
+ * step_compressed_decode: step_compressed for one token at a time (decoding), all heads in one attention node
  */
-export type GraphKind = 'step' | 'step_full' | 'kvzip' | 'kvzip_bf16' | 'prefill' | 'prefill_bf16' | 'step_masked' | 'step_masked_full';
+export type GraphKind =
+  | 'step'
+  | 'step_full'
+  | 'kvzip'
+  | 'kvzip_bf16'
+  | 'prefill'
+  | 'prefill_bf16'
+  | 'step_masked'
+  | 'step_masked_full'
+  | 'step_compressed'
+  | 'step_compressed_full'
+  | 'step_compressed_decode';
 export const ALL_GRAPHS: GraphKind[] = ['step', 'step_full', 'kvzip'];
 
 export interface GraphFiles {
@@ -69,6 +84,9 @@ export function writeModelGraphs(
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
+    ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last' })],
+    ['step_compressed_full', () => buildCompressedGraph(ctx, { logits: 'all' })],
+    ['step_compressed_decode', () => buildCompressedGraph(ctx, { logits: 'last', singleToken: true })],
   ];
   const encoded: [GraphKind, Uint8Array][] = [];
   for (const [kind, build] of graphs) {

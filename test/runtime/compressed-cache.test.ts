@@ -1,0 +1,116 @@
+// The compressed cache (GraphKind step_compressed / step_compressed_full): with nothing evicted
+// it reproduces the plain step graph; with per-head evictions (heads of a layer keeping different
+// counts, right-padded) it equals the masked simulation, across later chunks that attend to it,
+// while its buffers really shrink.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomModel } from '../helpers/random-model.js';
+import { writeModelGraphs } from '../../src/onnx/write-graphs.js';
+import { createSession, ort } from '../../src/runtime/session.js';
+import { StepRunner } from '../../src/runtime/step.js';
+import { CompressedCache } from '../../src/runtime/compressed-cache.js';
+import { MaskedCache } from '../../src/eval/masked-runner.js';
+import { maxAbsDiff } from '../helpers/golden.js';
+
+for (const name of ['qwen3', 'gemma3'] as const) {
+  describe(`compressed cache (${name})`, () => {
+    const { spec, source } = randomModel(name, 13);
+    let step: ort.InferenceSession;
+    let masked: ort.InferenceSession;
+    let maskedFull: ort.InferenceSession;
+    let comp: ort.InferenceSession;
+    let compFull: ort.InferenceSession;
+    let compDecode: ort.InferenceSession;
+    beforeAll(async () => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'fkz-compressed-'));
+      const kinds = ['step_full', 'step_masked', 'step_masked_full', 'step_compressed', 'step_compressed_full', 'step_compressed_decode'] as const;
+      writeModelGraphs(dir, spec, source, 'float32', [...kinds]);
+      const open = (k: string) => createSession(path.join(dir, `${k}.onnx`), { device: 'cpu' });
+      [step, masked, maskedFull, comp, compFull, compDecode] = await Promise.all(kinds.map(open));
+    });
+    const ids = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % spec.vocabSize);
+    const V = () => spec.vocabSize;
+
+    it('keeping everything reproduces the plain step graph', async () => {
+      const plain = new StepRunner(step, spec, 'float32');
+      const cache = new CompressedCache({ step: comp, full: compFull, decode: compDecode }, spec, 'float32');
+      for (const [a, b] of [[0, 12], [12, 20], [20, 21], [21, 29]] as const) {
+        const ref = await plain.forward(ids.slice(a, b));
+        const got = await cache.forward(ids.slice(a, b), { logits: 'all' });
+        expect(maxAbsDiff(got.logits, ref.logits!)).toBeLessThan(1e-5);
+      }
+      const ref = await plain.forward([5]);
+      const last = await cache.forward([5]);
+      expect(maxAbsDiff(last.logits, ref.logits!.subarray(ref.logits!.length - V()))).toBeLessThan(1e-5);
+      spec.scoredLayers.forEach((l, s) => expect(maxAbsDiff(last.attnInputs[s]!, ref.attnInputs.get(l)!)).toBeLessThan(1e-5));
+      expect(cache.footprint().paddingEntries).toBe(0);
+    });
+
+    it('per-head evictions equal the masked simulation, across later chunks, and free memory', async () => {
+      const H = spec.numKvHeads;
+      const L = spec.scoredLayers.length;
+      const m = new MaskedCache({ step: masked, full: maskedFull }, spec, 'float32');
+      const c = new CompressedCache({ step: comp, full: compFull, decode: compDecode }, spec, 'float32');
+      // a different set per (layer, head): heads of one layer keep different counts
+      const doomed = (s: number, h: number, lo: number, hi: number) => {
+        const out: number[] = [];
+        for (let p = lo; p < hi; p++) if ((p * 7 + s * 3 + h * 5) % (2 + 2 * h) === 0) out.push(p);
+        return out;
+      };
+      await m.forward(ids.slice(0, 16));
+      await c.forward(ids.slice(0, 16));
+      const before = c.footprint();
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (const p of doomed(s, h, 1, 14)) (m.evict(s, h, p), c.evict(s, h, p));
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) expect(c.countVisible(s, h, 0, 16)).toBe(m.countVisible(s, h, 0, 16));
+      const a1 = await m.forward(ids.slice(16, 27));
+      const b1 = await c.forward(ids.slice(16, 27));
+      expect(maxAbsDiff(b1.logits, a1.logits)).toBeLessThan(1e-4);
+      spec.scoredLayers.forEach((_, s) => expect(maxAbsDiff(b1.attnInputs[s]!, a1.attnInputs[s]!)).toBeLessThan(1e-4));
+      const after = c.footprint();
+      expect(after.paddingEntries).toBeGreaterThan(0); // heads keep different counts
+      const removed = spec.scoredLayers.reduce((n, _, s) => n + Array.from({ length: H }, (_, h) => doomed(s, h, 1, 14).length).reduce((x, y) => x + y, 0), 0);
+      expect(after.entries).toBe(spec.numLayers * H * 27 - removed);
+      expect(after.bytes).toBeLessThan(after.fullBytes);
+      expect(before.bytes).toBe(before.fullBytes);
+      // a second round over later positions, then teacher forcing without keeping the KV
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (const p of doomed(s, h + 1, 16, 25)) (m.evict(s, h, p), c.evict(s, h, p));
+      const a2 = await m.forward(ids.slice(27, 40), { logits: 'all', keepCache: false });
+      const b2 = await c.forward(ids.slice(27, 40), { logits: 'all', keepCache: false });
+      expect(maxAbsDiff(b2.logits, a2.logits)).toBeLessThan(1e-4);
+      expect(c.length).toBe(27);
+      // decoding one token at a time (the single-token graph, heads as GQA's batch), the same
+      // steps through the multi-token graph, and a compaction between them
+      const slow = new CompressedCache({ step: comp, full: compFull }, spec, 'float32');
+      await slow.forward(ids.slice(0, 16));
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (const p of doomed(s, h, 1, 14)) slow.evict(s, h, p);
+      await slow.forward(ids.slice(16, 27));
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (const p of doomed(s, h + 1, 16, 25)) slow.evict(s, h, p);
+      for (const [i, t] of [3, 9, 27, 4].entries()) {
+        if (i === 2) for (let h = 0; h < H; h++) (m.evict(0, h, 20 + h), c.evict(0, h, 20 + h), slow.evict(0, h, 20 + h));
+        const a = await m.forward([t]);
+        const b = await c.forward([t]);
+        const b2 = await slow.forward([t]);
+        expect(maxAbsDiff(b.logits, a.logits)).toBeLessThan(1e-4);
+        expect(maxAbsDiff(b2.logits, a.logits)).toBeLessThan(1e-4);
+        spec.scoredLayers.forEach((_, s) => expect(maxAbsDiff(b.attnInputs[s]!, a.attnInputs[s]!)).toBeLessThan(1e-4));
+      }
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) {
+        const held = c.heldPositions(s, h);
+        for (let p = 0; p < c.length; p++) expect(held.includes(p)).toBe(m.visible(s, h, p));
+      }
+    });
+
+    it('evicting every past entry of a head leaves it only the new tokens', async () => {
+      const m = new MaskedCache({ step: masked, full: maskedFull }, spec, 'float32');
+      const c = new CompressedCache({ step: comp, full: compFull, decode: compDecode }, spec, 'float32');
+      await m.forward(ids.slice(0, 10));
+      await c.forward(ids.slice(0, 10));
+      for (let p = 0; p < 10; p++) (m.evict(0, 0, p), c.evict(0, 0, p));
+      const a = await m.forward(ids.slice(10, 14), { logits: 'all' });
+      const b = await c.forward(ids.slice(10, 14), { logits: 'all' });
+      expect(maxAbsDiff(b.logits, a.logits)).toBeLessThan(1e-4);
+    });
+  });
+}
