@@ -56,7 +56,7 @@ export function writeModelGraphs(dir: string, spec: ModelSpec, source: TensorSou
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
-    ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last' })],
+    ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last', snapScores: true })],
     ['step_compressed_full', () => buildCompressedGraph(ctx, { logits: 'all' })],
     ['step_compressed_decode', () => buildCompressedGraph(ctx, { logits: 'last', singleToken: true })],
   ];
