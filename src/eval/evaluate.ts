@@ -199,9 +199,6 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
   for (const r of o.ratios) if (!(r > 0 && r <= 1)) throw new UsageError(`--ratios: every ratio must be in (0, 1] (got ${r})`);
   if (o.scorers.includes('gates') && !o.gates) throw new UsageError('--gates is required for the gates scorer (or leave gates out of --scorers)');
   const cacheMode = o.cache ?? 'masked';
-  if (cacheMode === 'compressed' && o.scorers.includes('snapkv')) {
-    throw new UsageError('--cache compressed: the snapkv scorer needs window attention over hidden entries, which the compressed cache does not hold; leave snapkv out of --scorers or use --cache masked');
-  }
 
   const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_masked', 'step_masked_full', 'kvzip', ...(cacheMode === 'compressed' ? (['step_compressed', 'step_compressed_full'] as const) : [])], ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;

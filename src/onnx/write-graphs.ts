@@ -84,7 +84,7 @@ export function writeModelGraphs(
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
-    ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last' })],
+    ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last', snapScores: true })],
     ['step_compressed_full', () => buildCompressedGraph(ctx, { logits: 'all' })],
     ['step_compressed_decode', () => buildCompressedGraph(ctx, { logits: 'last', singleToken: true })],
   ];

@@ -23,7 +23,7 @@ export interface CompressedStep {
   logits: Float32Array;
   /** per scored layer: attention inputs [T, D] ('last' runs only) */
   attnInputs: (Float32Array | Uint16Array)[];
-  /** SnapKV window attention is not computed over a compacted cache */
+  /** per scored layer: SnapKV window attention [H, T] over the held entries ('last' runs with snapWindow only) */
   snap: Float32Array[];
 }
 
@@ -32,7 +32,7 @@ export interface CompressedForwardOptions {
   keepCache?: boolean;
   /** 'last' (default) or 'all' */
   logits?: 'last' | 'all';
-  /** accepted for interface parity with the masked cache; a window other than 0 is refused */
+  /** SnapKV observation window (number of last queries of the chunk); 0 = not needed */
   snapWindow?: number;
 }
 
@@ -238,9 +238,8 @@ export class CompressedCache {
   async forward(ids: number[], o: CompressedForwardOptions = {}): Promise<CompressedStep> {
     const T = ids.length;
     if (T === 0) throw new Error('forward: no tokens');
-    if (o.snapWindow) throw new Error('forward: SnapKV window attention is not available on the compressed cache');
     const all = o.logits === 'all';
-    const session = all ? this.sessions.full : T === 1 && this.sessions.decode ? this.sessions.decode : this.sessions.step;
+    const session = all ? this.sessions.full : T === 1 && this.sessions.decode && !o.snapWindow ? this.sessions.decode : this.sessions.step;
     if (!session) throw new Error('forward: the step_compressed_full session is needed for logits at every position');
     this.compact();
     const H = this.spec.numKvHeads;
@@ -250,6 +249,7 @@ export class CompressedCache {
       input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, T]),
       position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(this.position + i)), [1, T]),
     };
+    if (session.inputNames.includes('snap_window')) feeds.snap_window = new ort.Tensor('int64', BigInt64Array.of(BigInt(o.snapWindow || 1)), []);
     this.layers.forEach((layer, l) => {
       feeds[`past_key.${l}`] = new ort.Tensor(type, layer.key, [1, H, layer.length, d]);
       feeds[`past_value.${l}`] = new ort.Tensor(type, layer.value, [1, H, layer.length, d]);
@@ -259,7 +259,7 @@ export class CompressedCache {
     const step: CompressedStep = {
       logits: out.logits!.data as Float32Array,
       attnInputs: all ? [] : this.spec.scoredLayers.map((l) => out[`attn_input.${l}`]!.data as Data),
-      snap: [],
+      snap: !all && o.snapWindow ? this.spec.scoredLayers.map((l) => out[`snap.${l}`]!.data as Float32Array) : [],
     };
     if (o.keepCache !== false) {
       this.layers.forEach((layer, l) => {

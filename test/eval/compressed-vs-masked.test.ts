@@ -11,7 +11,7 @@ import { createSession, type ort } from '../../src/runtime/session.js';
 import { CompressedCache } from '../../src/runtime/compressed-cache.js';
 import { compressedPrefill } from '../../src/eval/compressed-prefill.js';
 import { MaskedCache } from '../../src/eval/masked-runner.js';
-import { gateScorer, kvzipScorer, randomScorer, windowScorer, type Scorer, type ScorerDims } from '../../src/eval/scorers.js';
+import { gateScorer, kvzipScorer, randomScorer, snapkvScorer, windowScorer, type Scorer, type ScorerDims } from '../../src/eval/scorers.js';
 import { gateSession } from '../../src/eval/gates.js';
 import { kvzipFeeds, repeatPasses } from '../../src/kvzip/inputs.js';
 import { scoreContext } from '../../src/kvzip/score-context.js';
@@ -35,7 +35,7 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       const dims: ScorerDims = { layers: spec.scoredLayers.length, heads: spec.numKvHeads, hidden: spec.hiddenSize };
       const oracle = await scoreContext(m.kvzip, kvzipFeeds(ctx, prompts, { prefillChunk: 64, scoreChunk: 50 }), dims.layers, dims.heads);
       const gates = await gateSession(randomGates(spec), { device: 'cpu' }, 'float32');
-      scorers = () => [gateScorer(gates, dims, 'float32'), kvzipScorer(oracle.scores, ctx.length, dims), windowScorer(dims), randomScorer(dims, 1)];
+      scorers = () => [gateScorer(gates, dims, 'float32'), kvzipScorer(oracle.scores, ctx.length, dims), snapkvScorer(dims, 8), windowScorer(dims), randomScorer(dims, 1)];
     });
 
     for (const [ratio, level] of [[0.5, 'pair'], [0.3, 'pair'], [0.3, 'head'], [0.2, 'layer']] as [number, EvictionLevel][]) {
@@ -59,6 +59,8 @@ for (const name of ['qwen3', 'gemma3'] as const) {
             }
           }
           expect(b.kept).toBe(a.kept);
+          // every scorer's scores agree (SnapKV's window attention is computed over held entries only)
+          b.scores.forEach((sc, s) => expect(maxAbsDiff(sc, a.scores[s]!), scorer.name).toBeLessThan(1e-5));
           expect(maxAbsDiff(b.lastLogits, a.lastLogits)).toBeLessThan(1e-4);
           const ra = await reconstruction(a.cache, passes, spec.vocabSize);
           const rb = await reconstruction(real, passes, spec.vocabSize);
