@@ -55,7 +55,9 @@ export const BITCAST_OPSET = 26;
  */
 export type KvzipScoring = 'classic' | 'fused';
 export const KVZIP_SCORINGS: readonly KvzipScoring[] = ['fused', 'classic'];
-export const DEFAULT_KVZIP_SCORING: KvzipScoring = 'fused';
+// classic stays the default until the fused form is measured faster on the GPU (issue 17): on the
+// CPU the two are within noise, and fused moves 1.8 % of the CI gates' bf16 values by one step.
+export const DEFAULT_KVZIP_SCORING: KvzipScoring = 'classic';
 
 /** Type of the graph's attention-input outputs hidden.<s>: bf16 bit patterns, or fp16 (fp32 for fp32 graphs). */
 export function kvzipHiddenType(dtype: DType, bf16Hidden: boolean): 'uint16' | 'float16' | 'float32' {

@@ -36,8 +36,8 @@ describe('KVzip scoring forms', () => {
     };
     const classic = await run('classic');
     const fused = await run('fused');
-    expect(path.basename(classic.file)).toBe('kvzip.classic.onnx');
-    expect(path.basename(fused.file)).toBe('kvzip.onnx');
+    expect(path.basename(classic.file)).toBe('kvzip.onnx');
+    expect(path.basename(fused.file)).toBe('kvzip.fused.onnx');
     expect(path.dirname(classic.file)).toBe(path.dirname(fused.file)); // one weight file for both
     let maxAbs = 0;
     let maxScore = 0;
@@ -62,8 +62,8 @@ describe('KVzip scoring forms', () => {
   });
 
   it(`${KVZIP_SCORING_ENV} picks the form; a bad value is a one-line user error`, () => {
-    expect(kvzipScoring({})).toBe('fused');
-    expect(kvzipScoring({ [KVZIP_SCORING_ENV]: 'classic' })).toBe('classic');
+    expect(kvzipScoring({})).toBe('classic');
+    expect(kvzipScoring({ [KVZIP_SCORING_ENV]: 'fused' })).toBe('fused');
     expect(() => kvzipScoring({ [KVZIP_SCORING_ENV]: 'fast' })).toThrow(UserError);
     expect(() => kvzipScoring({ [KVZIP_SCORING_ENV]: 'fast' })).toThrow(/FASTKVZIP_KVZIP_SCORING=fast: expected one of fused, classic/);
     expect(existsSync(MODEL)).toBe(true);
