@@ -26,7 +26,7 @@ import { compressedGenerate } from '../src/eval/compressed-generate.js';
 import { loadGates, gateSession } from '../src/eval/gates.js';
 import { PUBLIC_WINDOW } from '../src/eval/eviction.js';
 import { initLayer } from '../src/gate/state.js';
-import { hiddenIoDtype } from '../src/onnx/step-graph.js';
+import { attnInputIoDtype } from '../src/onnx/step-graph.js';
 import type { ComputeDType } from '../src/onnx/weights.js';
 import type { GateSet } from '../src/gate/types.js';
 import { Rng } from '../src/util/random.js';
@@ -103,7 +103,7 @@ async function one(spec: string): Promise<Record<string, unknown>> {
   }
   const ratio = Number(mode);
   const g = a['random-gates'] ? randomGates(sp) : (await loadGates(a.gates!, sp)).gates;
-  const hiddenDtype = hiddenIoDtype(m.dtype) as 'float32' | 'float16';
+  const hiddenDtype = attnInputIoDtype(m.dtype) as 'float32' | 'float16';
   const gates = await gateSession(g, device, hiddenDtype);
   const r = await compressedGenerate({ step: await sessionFor(m, 'step_compressed', device), decode: await sessionFor(m, 'step_compressed_decode', device) }, gates, sp, m.cacheDtype, ids, {
     ratio,

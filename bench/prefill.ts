@@ -8,7 +8,7 @@ import { ort, parseDevice } from '../src/runtime/session.js';
 import { prefillLayout } from '../src/kvzip/inputs.js';
 import { Rng } from '../src/util/random.js';
 import { AttnInputBuffers, attnInputFetches } from '../src/kvzip/attn-input-buffers.js';
-import { kvzipHiddenType } from '../src/onnx/kvzip-graph.js';
+import { kvzipAttnInputType } from '../src/onnx/kvzip-graph.js';
 
 const { values: a } = parseArgs({ options: { model: { type: 'string' }, device: { type: 'string', default: 'cuda' }, ctx: { type: 'string', default: '16384,65536' }, chunk: { type: 'string', default: '16000' }, out: { type: 'string' }, profile: { type: 'string' }, kind: { type: 'string', default: 'prefill' } } });
 const device = { device: parseDevice(a.device!) };
@@ -36,7 +36,7 @@ for (const n of a.ctx!.split(',').map(Number)) {
   let seconds = 0;
   let outBytes = 0;
   // attention inputs go straight into host buffers reused across runs, as `extract` does
-  const type = kvzipHiddenType(m.dtype, kind === 'prefill_bf16');
+  const type = kvzipAttnInputType(m.dtype, kind === 'prefill_bf16');
   const buffers = new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, type);
   const into = buffers.take(n);
   for (let rep = 0; rep < 2; rep++) { // the first run warms up kernels and the memory arena

@@ -16,7 +16,7 @@ import { loadGates, gateSession } from './gates.js';
 import { loadModel, sessionFor } from '../runtime/model-session.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
-import { hiddenIoDtype } from '../onnx/step-graph.js';
+import { attnInputIoDtype } from '../onnx/step-graph.js';
 import { UserError, UsageError } from '../util/errors.js';
 
 export interface CompressedGenerateOptions {
@@ -29,7 +29,7 @@ export interface CompressedGenerateOptions {
   /** decode: score the buffered tokens and evict every this many tokens (128) */
   interval: number;
   budget: DecodeBudget;
-  /** dtype of the captured attention inputs (hiddenIoDtype of the compute dtype) */
+  /** dtype of the captured attention inputs (attnInputIoDtype of the compute dtype) */
   hiddenDtype: 'float32' | 'float16';
   maxNewTokens: number;
   stopIds: number[];
@@ -219,7 +219,7 @@ export async function generateWithGates(o: GenerateWithGatesOptions): Promise<Ge
   const ids = tok.encode(o.prompt, { addSpecialTokens: o.addSpecialTokens });
   if (ids.length === 0) throw new UsageError('the prompt is empty after tokenization');
   const g = await loadGates(o.gates, spec);
-  const hiddenDtype = hiddenIoDtype(m.dtype) as 'float32' | 'float16';
+  const hiddenDtype = attnInputIoDtype(m.dtype) as 'float32' | 'float16';
   const gates = await gateSession(g.gates, o.device, hiddenDtype);
   const sessions: CompressedSessions = { step: await sessionFor(m, 'step_compressed', o.device), decode: await sessionFor(m, 'step_compressed_decode', o.device) };
   const stopIds = [...new Set([...spec.eosTokenIds, ...(tok.eosTokenId !== null ? [tok.eosTokenId] : [])])];

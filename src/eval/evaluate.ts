@@ -10,7 +10,7 @@ import { loadModel, sessionFor, type LoadedModel } from '../runtime/model-sessio
 import type { RopeOverride } from '../model/rope-override.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
-import { hiddenIoDtype } from '../onnx/step-graph.js';
+import { attnInputIoDtype } from '../onnx/step-graph.js';
 import { kvzipFeeds, repeatPasses, type RepeatPass } from '../kvzip/inputs.js';
 import { scoreContext } from '../kvzip/score-context.js';
 import { compressedPrefill } from './compressed-prefill.js';
@@ -219,7 +219,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
     const summary = existsSync(summaryFile) ? JSON.parse(readFileSync(summaryFile, 'utf8')) : undefined;
     // the trainer's own held-out metrics, for reading next to ours
     gates = { file: displayPath(g.file), summary: summary && { steps: summary.steps, tokens: summary.tokens, layers: summary.layers, mean: summary.mean } };
-    gateRun = await gateSession(g.gates, o.device, hiddenIoDtype(m.dtype) as 'float32' | 'float16');
+    gateRun = await gateSession(g.gates, o.device, attnInputIoDtype(m.dtype) as 'float32' | 'float16');
   }
 
   const contexts = await selectContexts(
@@ -257,7 +257,7 @@ export async function evaluate(o: EvalOptions): Promise<EvalReport> {
     const makeScorer = (name: ScorerName, seed: number): Scorer => {
       switch (name) {
         case 'gates':
-          return gateScorer(gateRun!, dims, hiddenIoDtype(m.dtype) as 'float32' | 'float16');
+          return gateScorer(gateRun!, dims, attnInputIoDtype(m.dtype) as 'float32' | 'float16');
         case 'kvzip':
           return kvzipScorer(oracle, C, dims);
         case 'snapkv':

@@ -16,7 +16,7 @@ import { kvzipFeeds } from './inputs.js';
 import { inProcessRunner, workerRunner, workerRunnersAvailable, type ContextRunner, type RunResult } from './context-runner.js';
 import { ShardSink, defaultShardWriters } from '../features/shard-sink.js';
 import { AttnInputBuffers } from './attn-input-buffers.js';
-import { kvzipHiddenType } from '../onnx/kvzip-graph.js';
+import { kvzipAttnInputType } from '../onnx/kvzip-graph.js';
 import { createProgress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import { ensureOutDir } from '../util/owned-files.js';
@@ -249,7 +249,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGTERM', onSignal);
 
   const sink = new ShardSink({ workers: o.writers });
-  const buffers = new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipHiddenType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
+  const buffers = new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipAttnInputType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
   // stream position of each context's first token (subsampled stores keep the held-out positions of the whole stream)
   const doneByIndex = store.manifest.shards.map((s) => ({ index: s.index, tokens: s.contextTokens ?? s.tokens }));
   let yieldedTokens = 0;

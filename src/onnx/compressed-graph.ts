@@ -6,7 +6,7 @@
 import { Graph } from './builder.js';
 import type { ModelSpec } from '../model/config.js';
 import { makeEmbedding, makeLayer, makeLmHead, type DecoderContext, type ForwardInputs } from './decoder.js';
-import { cacheIoDtype, hiddenIoDtype } from './step-graph.js';
+import { cacheIoDtype, attnInputIoDtype } from './step-graph.js';
 
 export interface CompressedGraphOptions {
   /** 'last' (prefill chunks and decoding; emits the scored layers' attention inputs for the gates) or 'all' (teacher forcing) */
@@ -78,7 +78,7 @@ export function buildCompressedGraph(ctx: DecoderContext, opts: CompressedGraphO
     g.output(toIo(out.presentValue), `present_value.${l}`, ioDtype, [1, H, `total_${l}`, spec.headDim]);
     if (snapWindow && spec.scoredLayers.includes(l)) g.output(compressedSnap(g, spec, out.query, out.presentKey, lens, snapWindow), `snap.${l}`, 'float32', [H, 'seq']);
     if (opts.logits === 'last' && spec.scoredLayers.includes(l)) {
-      const hd = hiddenIoDtype(dtype);
+      const hd = attnInputIoDtype(dtype);
       g.output(hd === dtype ? out.attnInput : g.cast(out.attnInput, hd), `attn_input.${l}`, hd, ['batch', 'seq', spec.hiddenSize]);
     }
   }

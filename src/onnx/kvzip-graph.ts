@@ -17,7 +17,7 @@
 //   scores        [n_r, L_s, H, C_max]  fp32, chunk i's scores in [:, :, :chunk_lens[i]]
 import { Graph, ONNX_DTYPE, type DType } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
-import { hiddenIoDtype } from './step-graph.js';
+import { attnInputIoDtype } from './step-graph.js';
 import type { ComputeDType } from './weights.js';
 import type { ModelSpec } from '../model/config.js';
 import { bf16Bits } from './bf16-bits.js';
@@ -60,8 +60,8 @@ export const KVZIP_SCORINGS: readonly KvzipScoring[] = ['fused', 'classic'];
 export const DEFAULT_KVZIP_SCORING: KvzipScoring = 'classic';
 
 /** Type of the graph's attention-input outputs hidden.<s>: bf16 bit patterns, or fp16 (fp32 for fp32 graphs). */
-export function kvzipHiddenType(dtype: DType, bf16Hidden: boolean): 'uint16' | 'float16' | 'float32' {
-  return bf16Hidden ? 'uint16' : (hiddenIoDtype(dtype) as 'float16' | 'float32');
+export function kvzipAttnInputType(dtype: DType, bf16Hidden: boolean): 'uint16' | 'float16' | 'float32' {
+  return bf16Hidden ? 'uint16' : (attnInputIoDtype(dtype) as 'float16' | 'float32');
 }
 
 export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = { reconstruct: true }): Graph {
@@ -72,7 +72,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const layers = Array.from({ length: lastLayer + 1 }, (_, l) => l);
   const H = spec.numKvHeads;
   const d = spec.headDim;
-  const hiddenDtype = kvzipHiddenType(dtype, !!opts.bf16Hidden);
+  const hiddenDtype = kvzipAttnInputType(dtype, !!opts.bf16Hidden);
   const scoring = opts.scoring ?? DEFAULT_KVZIP_SCORING;
   const bitcast = !!opts.bf16Hidden && opts.bf16Bits === 'bitcast';
   // the prefill loop's per-chunk attention inputs: bf16 values for the bitcast route (bit-cast at the end, on the CPU)

@@ -28,7 +28,7 @@ export function cacheIoDtype(compute: DType): DType {
 }
 
 /** dtype of captured attention inputs at the graph boundary. */
-export function hiddenIoDtype(compute: DType): DType {
+export function attnInputIoDtype(compute: DType): DType {
   return compute === 'float32' ? 'float32' : 'float16';
 }
 
@@ -66,7 +66,7 @@ export function buildStepGraph(ctx: DecoderContext, opts: StepGraphOptions): Gra
     g.output(toIo(out.presentKey), `present_key.${l}`, ioDtype, ['batch', spec.numKvHeads, 'total', spec.headDim]);
     g.output(toIo(out.presentValue), `present_value.${l}`, ioDtype, ['batch', spec.numKvHeads, 'total', spec.headDim]);
     if (opts.captureLayers.includes(l)) {
-      const hd = hiddenIoDtype(dtype);
+      const hd = attnInputIoDtype(dtype);
       g.output(hd === dtype ? out.attnInput : g.cast(out.attnInput, hd), `attn_input.${l}`, hd, ['batch', 'seq', spec.hiddenSize]);
       if (opts.captureQueries) g.output(toIo(out.query), `query.${l}`, ioDtype, ['batch', 'seq', spec.numHeads, spec.headDim]);
     }
