@@ -10,7 +10,8 @@
 # under STORE_ROOT), SKIP_TORCH (fastkvzip side only), TORCH_TRAIN_STEPS, TORCH_SCORE_DTYPES (the
 # reference's score precisions to time, default "tf32,bf16": see bench/torch_extract.py),
 # COMPACT_FORMS (compact8b: store forms to compare, default "bf16 int8 int8-k45"), RECIPE_FLAGS
-# (recipe8b: the store form, default "--hidden-dtype int8 --keep-fraction 0.45"), SCORING_FORMS (scoring*/abextract*:
+# (recipe8b: the store form, default "--hidden-dtype int8 --keep-fraction 0.45"), RECIPE_PHASES (recipe8b: "extract", "train"
+# or both, the default, so each half fits one device call), SCORING_FORMS (scoring*/abextract*:
 # the KVzip graph variants to compare, default "classic fused"; abextract* also takes "<form>+bitcast", the bf16
 # attention inputs bit-cast on the CPU: FASTKVZIP_KVZIP_SCORING and FASTKVZIP_BF16_BITS in src/onnx/index.ts).
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
@@ -159,11 +160,15 @@ PY
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -2
       [ -f $work/docs20k-30.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 30 --out $work/docs20k-30.jsonl
       store=$work/store-recipe8b
+      # RECIPE_PHASES (default "extract train") runs either half alone, so each fits one device call
+      if [[ " ${RECIPE_PHASES:-extract train} " == *" extract "* ]]; then
       rm -rf $store; sync; df -B1 $work | tee "$out/recipe8b-df.txt"
       gpu_peak recipe8b-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k-30.jsonl --out $store --device cuda \
         --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count 0 --cat-count 5 --cat-min-tokens 100000 --max-tokens 1000000 \
         ${RECIPE_FLAGS:---hidden-dtype int8 --keep-fraction 0.45} --writers 1 ${EXTRACT_FLAGS:-} --json > "$out/recipe8b-extract.json" 2> "$out/recipe8b-extract.log"
       tail -2 "$out/recipe8b-extract.log"; df -B1 $work | tee -a "$out/recipe8b-df.txt"; du -sb $store | tee -a "$out/recipe8b-df.txt"
+      fi
+      [[ " ${RECIPE_PHASES:-extract train} " == *" train "* ]] || continue
       gpu_peak recipe8b-train $FKZ train --features $store --out $work/gates-recipe8b --device cuda --steps 5000 --json > "$out/recipe8b-train.json" 2> "$out/recipe8b-train.log"
       tail -3 "$out/recipe8b-train.log"
       [ -n "${KEEP_STORE:-}" ] || rm -rf $store
