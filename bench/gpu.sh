@@ -48,7 +48,7 @@ gpu_peak() {
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null
   local peak
   peak=$(sort -n "$out/$label.samples" | tail -1)
-  echo "{\"label\":\"$label\",\"rc\":$rc,\"wall_s\":$(( (t1 - t0) / 1000000 ))e-3,\"gpu_idle_mib\":$base,\"gpu_peak_mib\":${peak:-0},\"gpu_peak_above_idle_mib\":$(( ${peak:-0} - base ))}" | tee "$out/$label.gpu"
+  echo "{\"label\":\"$label\",\"rc\":$rc,\"wall_s\":$(( (t1 - t0) / 1000000 ))e-3,\"gpu_idle_mib\":$base,\"gpu_peak_mib\":${peak:-0},\"gpu_peak_above_idle_mib\":$(( ${peak:-0} - base ))}" | tee "$out/$label.gpu" >&2 # stderr: stdout is often the command's --json file
   rm -f "$out/$label.samples"
   return $rc
 }

@@ -72,10 +72,23 @@ export function renderPanels(title: string, spec: PlotSpec): string {
   // wide enough for the title (≈ 8 px per character at 15 px)
   const W = Math.max(left + spec.panels.length * (panelW + gap) - gap + 30, Math.ceil(title.length * 8 + 40));
   const finite = (v: number) => Number.isFinite(v) && (!spec.log || v > 0);
-  const all: number[] = [];
-  for (const p of spec.panels) for (let i = 0; i < p.curve.values.length; i++) for (const v of Array.from(p.curve.values[i]!)) if (finite(v)) all.push(v);
-  let lo = spec.min ?? (all.length ? Math.min(...all) : 0);
-  let hi = spec.max ?? (all.length ? Math.max(...all) : 1);
+  // a loop, not Math.min(...values): 36 layers x 10,000 steps overflowed the call stack (Qwen3-8B gates)
+  let vmin = Infinity;
+  let vmax = -Infinity;
+  for (const p of spec.panels) {
+    for (let i = 0; i < p.curve.values.length; i++) {
+      const row = p.curve.values[i]!;
+      for (let l = 0; l < row.length; l++) {
+        const v = row[l]!;
+        if (!finite(v)) continue;
+        if (v < vmin) vmin = v;
+        if (v > vmax) vmax = v;
+      }
+    }
+  }
+  const any = vmin <= vmax;
+  let lo = spec.min ?? (any ? vmin : 0);
+  let hi = spec.max ?? (any ? vmax : 1);
   if (!(hi > lo)) hi = lo + (spec.log ? lo : 1) || 1;
   // widen to round values
   if (spec.log) {

@@ -44,6 +44,20 @@ describe('training curves', () => {
   });
 });
 
+describe('a Qwen3-8B-sized curve', () => {
+  // 36 layers x 10,000 metric steps (two groups of 5,000): spreading 360,000 values into
+  // Math.min overflowed the call stack on the GPU machine after a finished training run
+  it('renders with the data range on the y axis', () => {
+    const steps = Array.from({ length: 10000 }, (_, i) => i + 1);
+    const layers = Array.from({ length: 36 }, (_, l) => l);
+    const values = steps.map((s) => layers.map((l) => 0.3 + 0.5 / Math.sqrt(s) + l * 1e-3));
+    const svg = renderPanels('loss', { yLabel: 'BCE loss', log: true, layers, steps: 10000, panels: [{ title: 'train', curve: { steps, values } }] });
+    const yTicks = texts(svg).filter((x) => /^0\.\d+$/.test(x)).map(Number);
+    expect(Math.min(...yTicks)).toBeLessThanOrEqual(0.4);
+    expect(Math.max(...yTicks)).toBeGreaterThanOrEqual(0.8);
+  });
+});
+
 describe('recall curve', () => {
   it('topKMask + recallAgainst equal topKRecall, ties included', () => {
     const rng = new Rng(4);
