@@ -191,3 +191,50 @@ describe('train --workers 2 (layers split over processes)', () => {
     expect(fkz(['export', '--gates', two, '--format', 'pt', '--out', path.join(tmp, 'x')]).code).toBe(0);
   });
 });
+
+describe('run --workers 2 (the one-command pipeline, both stages split over processes)', () => {
+  // configs/ci.json narrowed to the contexts of EXTRACT (3 + 1) and a short training
+  const RUN = ['run', '--config', 'ci', '--set', 'recipe.tenKCount=3', '--set', 'recipe.maxTokens=10000', '--set', 'train.steps=200', '--set', 'train.batch=500', '--quiet'];
+  const out = path.join(tmp, 'run-w2');
+  it('extracts in parts and trains in layer slices: the store of one process, the gates of one process with the same layer groups', async () => {
+    const r = fkz([...RUN, '--workers', '2', '--out', out, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s.extract.workers.map((w: { part: string }) => w.part)).toEqual(['0/2', '1/2']);
+    expect(s.extract.contexts).toEqual({ done: 4, thisRun: 4 });
+    expect(s.train.workers.map((w: { layers: number[] }) => w.layers)).toEqual([[0, 1], [2, 3]]);
+    expect(existsSync(path.join(out, 'features.parts', 'part-1-of-2', 'manifest.json'))).toBe(true);
+    expect((await readManifest(path.join(out, 'features.parts', 'part-1-of-2'))).part!.source).toEqual({ scheduler: 'flag', vars: { '--extract-part': '1/2' } });
+    expect(await shardList(path.join(out, 'features'))).toEqual(await shardList(single));
+    // the run's training settings (configs/default.json + the overrides above), one process, groups of 2
+    const one = path.join(tmp, 'run-w2-one-train');
+    const t = fkz(['train', '--features', single, '--steps', '200', '--batch', '500', '--lr', '0.2', '--momentum', '0.9', '--seed', '0', '--rank', '16', '--sinks', '16', '--eval-every', '50', '--threads', '1', '--layers-per-group', '2', '--quiet', '--out', one]);
+    expect(t.code, t.stderr).toBe(0);
+    expect(sha(path.join(out, 'train', 'gates.safetensors'))).toBe(sha(path.join(one, 'gates.safetensors')));
+    expect(existsSync(path.join(out, 'export', 'README.md'))).toBe(true);
+  });
+
+  it('a rerun redoes nothing (every part resumed, the merge kept) and reports the finished run', () => {
+    const before = readFileSync(path.join(out, 'features', 'manifest.json'), 'utf8');
+    const gates = sha(path.join(out, 'train', 'gates.safetensors'));
+    const r = fkz([...RUN, '--workers', '2', '--out', out, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).unchanged).toBe(true);
+    expect(readFileSync(path.join(out, 'features', 'manifest.json'), 'utf8')).toBe(before);
+    expect(sha(path.join(out, 'train', 'gates.safetensors'))).toBe(gates);
+  });
+
+  it('bad combinations are usage errors (exit 2), before anything is written', () => {
+    for (const [args, msg] of [
+      [['--workers', '2', '--gpus', '0'], /--gpus and --workers: give one/],
+      [['--gpus', '0,1', '--device', 'cpu'], /--gpus runs on CUDA/],
+      [['--workers', '0'], /--workers must be positive/],
+      [['--workers', '2', '--device', 'webgpu'], /--workers runs processes on cpu or cuda/],
+    ] as [string[], RegExp][]) {
+      const r = fkz([...RUN, ...args, '--out', path.join(tmp, 'never-run')]);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(msg);
+    }
+    expect(existsSync(path.join(tmp, 'never-run'))).toBe(false);
+  });
+});
