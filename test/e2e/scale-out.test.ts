@@ -55,7 +55,7 @@ describe('extract --workers 2 (one host, CPU)', () => {
     expect([b.identityHash, b.totals, b.part, b.complete]).toEqual([a.identityHash, a.totals, null, true]);
     expect((await verifyStore(out)).ok).toBe(true);
     const p1 = await readManifest(path.join(`${out}.parts`, 'part-1-of-2'));
-    expect(p1.part).toEqual({ index: 1, count: 2, source: { scheduler: 'flag', vars: { '--shard': '1/2' } } });
+    expect(p1.part).toEqual({ index: 1, count: 2, source: { scheduler: 'flag', vars: { '--shard': '1/2' } }, split: 'balanced' });
   });
 
   it('a rerun resumes every part (nothing extracted again) and keeps the merge', async () => {
@@ -80,7 +80,9 @@ describe('extract --workers 2 (one host, CPU)', () => {
     expect(r.stderr).not.toMatch(/internal error/);
     expect(existsSync(path.join(out2, 'manifest.json'))).toBe(false); // nothing merged
     const p0 = path.join(`${out2}.parts`, 'part-0-of-2');
-    const m0 = await readManifest(p0); // stopped or finished, its manifest is there to resume from
+    // stopped or finished, its manifest is there to resume from; stopped during its setup (a
+    // loaded machine), it has none yet and nothing to keep
+    const m0 = existsSync(path.join(p0, 'manifest.json')) ? await readManifest(p0) : { shards: [] };
     rmSync(path.join(bad, 'notes.txt'));
     const again = fkz([...EXTRACT, '--workers', '2', '--threads', '1', '--out', out2, '--json']);
     expect(again.code, again.stderr).toBe(0);
