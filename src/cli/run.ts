@@ -286,10 +286,11 @@ export function runCommand(): Command {
           batch: config.train.batch,
           memoryBudget: trainMemoryBudget(o.device ?? config.train.device),
           out,
+          parts: workers?.extract.length,
         });
         if (o.json) return printJson({ config: config.source, out, ...plan });
         process.stdout.write(formatPlan(config, out, plan));
-        if (workers) process.stdout.write(`workers: ${workers.extract.length} for extraction, ${workers.train.length} for training; the times above are for one process\n`);
+        if (workers) process.stdout.write(`workers: ${workers.extract.length} for extraction${plan.partTokens ? ` (parts of ${plan.partTokens.map((t) => t.toLocaleString('en-US')).join(' / ')} tokens)` : ''}, ${workers.train.length} for training; the times above are for one process\n`);
         return;
       }
       // its extraction on CUDA returns GBs per context, as `extract --device cuda` does (workers see to their own)

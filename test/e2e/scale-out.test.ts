@@ -226,6 +226,17 @@ describe('run --workers 2 (the one-command pipeline, both stages split over proc
     expect(sha(path.join(out, 'train', 'gates.safetensors'))).toBe(gates);
   });
 
+  it('--dry-run --workers 2 shows the tokens of each part of the split (they add up to the plan\'s)', () => {
+    const r = fkz([...RUN, '--workers', '2', '--dry-run', '--json', '--out', path.join(tmp, 'never-run')]);
+    expect(r.code, r.stderr).toBe(0);
+    const plan = JSON.parse(r.stdout);
+    expect(plan.partTokens).toHaveLength(2);
+    expect(plan.partTokens[0] + plan.partTokens[1]).toBe(plan.tokens);
+    const text = fkz([...RUN, '--workers', '2', '--dry-run', '--out', path.join(tmp, 'never-run')]);
+    expect(text.stdout).toContain(`workers: 2 for extraction (parts of ${plan.partTokens.map((t: number) => t.toLocaleString('en-US')).join(' / ')} tokens), 2 for training`);
+    expect(existsSync(path.join(tmp, 'never-run'))).toBe(false);
+  });
+
   it('bad combinations are usage errors (exit 2), before anything is written', () => {
     for (const [args, msg] of [
       [['--workers', '2', '--gpus', '0'], /--gpus and --workers: give one/],
