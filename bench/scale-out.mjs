@@ -8,7 +8,8 @@
 // part would have had under the earlier split (index % N, from the one-process store's plan).
 // --baseline DIR also runs the workers' extraction with another build (DIR/bin/fastkvzip.js, e.g.
 // a checkout of the commit before a change) in the same alternation; --no-train skips training.
-// Usage: node bench/scale-out.mjs [--workers 2] [--repeat 2] [--train-steps 1000] [--baseline DIR] [--no-train] [--out bench/results/scale-out-cpu.json]
+// --recipe JSON changes keys of the preset's recipe (e.g. longer concatenated contexts: a mixed-length set).
+// Usage: node bench/scale-out.mjs [--workers 2] [--repeat 2] [--train-steps 1000] [--baseline DIR] [--recipe JSON] [--no-train] [--out bench/results/scale-out-cpu.json]
 // Needs dist/ (npm run build). The machine's load is recorded: on a shared machine it matters.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -20,7 +21,7 @@ import { parseArgs } from 'node:util';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
-const { values: a } = parseArgs({ options: { workers: { type: 'string', default: '2' }, repeat: { type: 'string', default: '2' }, 'train-steps': { type: 'string', default: '1000' }, baseline: { type: 'string' }, 'no-train': { type: 'boolean', default: false }, out: { type: 'string', default: path.join(ROOT, 'bench/results/scale-out-cpu.json') } } });
+const { values: a } = parseArgs({ options: { workers: { type: 'string', default: '2' }, repeat: { type: 'string', default: '2' }, 'train-steps': { type: 'string', default: '1000' }, baseline: { type: 'string' }, recipe: { type: 'string' }, 'no-train': { type: 'boolean', default: false }, out: { type: 'string', default: path.join(ROOT, 'bench/results/scale-out-cpu.json') } } });
 const N = Number(a.workers);
 const REPEAT = Number(a.repeat);
 const STEPS = Number(a['train-steps']);
@@ -29,7 +30,8 @@ const env = { ...process.env, HF_HUB_OFFLINE: '1', FASTKVZIP_CACHE: path.join(tm
 const cores = os.availableParallelism();
 
 const preset = JSON.parse(readFileSync(path.join(ROOT, 'configs/default.json'), 'utf8'));
-const r = preset.recipe;
+// --recipe '{"catMinTokens": 10000, ...}': the preset's recipe with these keys changed (e.g. a mixed-length set)
+const r = { ...preset.recipe, ...(a.recipe ? JSON.parse(a.recipe) : {}) };
 const EXTRACT = ['extract', '--model', path.join(ROOT, preset.model), '--template', preset.template, '--data', preset.data, '--exclude-docs', path.join(ROOT, preset.excludeDocs),
   '--min-doc-tokens', String(r.minDocTokens), '--max-doc-tokens', String(r.maxDocTokens), '--ten-k-count', String(r.tenKCount), '--cat-count', String(r.catCount),
   '--cat-min-tokens', String(r.catMinTokens), '--max-tokens', String(r.maxTokens), '--prefill-chunk', String(preset.extract.prefillChunk), '--score-chunk', String(preset.extract.scoreChunk),
@@ -107,7 +109,7 @@ const result = {
   tokens,
   trainSteps: STEPS,
   repeat: REPEAT,
-  command: `node bench/scale-out.mjs --workers ${N} --repeat ${REPEAT} --train-steps ${STEPS}${a.baseline ? ` --baseline ${a.baseline}` : ''}${a['no-train'] ? ' --no-train' : ''}`,
+  command: `node bench/scale-out.mjs --workers ${N} --repeat ${REPEAT} --train-steps ${STEPS}${a.baseline ? ` --baseline ${a.baseline}` : ''}${a.recipe ? ` --recipe '${a.recipe}'` : ''}${a['no-train'] ? ' --no-train' : ''}`,
   // on a shared machine the least disturbed run (the minimum) is the better estimate; the median is kept beside it
   extract: {
     oneSeconds: runs.extract.one,
