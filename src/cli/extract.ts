@@ -84,7 +84,7 @@ export function extractCommand(): Command {
     .option('--quant-block <n>', '8-bit dtypes: channels per scale (default: the hidden size, one scale per token)', (v) => positiveInt(v, '--quant-block'))
     .option('--keep-fraction <p>', "store this seeded uniform fraction of each context's token positions (the held-out 1 % always kept; default 1)", (v) => floatArg(v, '--keep-fraction'))
     .option('--keep-seed <n>', 'seed of --keep-fraction', (v) => intArg(v, '--keep-seed'))
-    .option('--shard <i/n|auto>', `process contexts with index % n == i (merge the stores afterwards); auto: i and n from the scheduler (Slurm job array, Kubernetes Indexed Job with --shard-count or ${SHARD_COUNT_ENV}, RANK/WORLD_SIZE)`, parseShard)
+    .option('--shard <i/n|auto>', `extract part i of n, the contexts split so that every part gets about the same tokens (merge the stores afterwards); auto: i and n from the scheduler (Slurm job array, Kubernetes Indexed Job with --shard-count or ${SHARD_COUNT_ENV}, RANK/WORLD_SIZE)`, parseShard)
     .option('--shard-count <n>', 'with --shard auto: the part count (the completions of a Kubernetes Indexed Job; elsewhere a check)', (v) => positiveInt(v, '--shard-count'))
     .option('--gpus <all|i,j,...>', 'one worker process per listed GPU (a GPU listed twice runs two), each extracting its part into <out>.parts/, merged into --out at the end; all: the GPUs of CUDA_VISIBLE_DEVICES or nvidia-smi -L')
     .option('--workers <n>', 'n worker processes on --device (the CPU: threads split among them), parts merged as with --gpus', (v) => positiveInt(v, '--workers'))

@@ -2,19 +2,24 @@
 import { Command, Option } from 'commander';
 import * as path from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
-import { printJson, intArg } from './common.js';
+import { printJson, intArg, positiveInt } from './common.js';
 import { loadConfig, listPresets, configKeys, parseOverride, type PipelineConfig } from '../config.js';
 import { planRun, type RunPlan } from '../kvzip/plan.js';
 import { fmtBytes } from '../features/index.js';
 import { reuseFreedHostMemory } from '../util/host-malloc.js';
-import { extract, type ExtractSummary } from '../kvzip/extract.js';
+import { extract, type ExtractOptions, type ExtractSummary } from '../kvzip/extract.js';
 import { parseRopeOverride } from '../model/rope-override.js';
 import { train, type TrainSummary } from '../gate/train.js';
+import { TRAIN_MARK } from '../gate/train-out.js';
 import { exportTrained, type ExportResult } from '../export/index.js';
 import { readDocList } from './extract.js';
 import { formatTrainTable } from './train.js';
 import { parseDevice, type Device } from '../runtime/session.js';
 import { writeJsonAtomic } from '../util/atomic.js';
+import { UsageError } from '../util/errors.js';
+import type { PartInfo } from '../features/index.js';
+import { extractWithWorkers, partDirs, plannedTokens, trainWithWorkers, workerSlots, type ExtractWorkersSummary, type WorkerSlot } from '../scale/index.js';
+import { dropOptions, typedArgs, workerSlotsFrom } from './worker-args.js';
 
 export interface RunOptions {
   config: PipelineConfig;
@@ -25,14 +30,35 @@ export interface RunOptions {
   plainProgress?: boolean;
   /** replace another run's or foreign files in the train and export folders */
   overwrite?: boolean;
+  /** CUDA device index (one-process stages on cuda) */
+  deviceId?: number;
+  /** worker processes for the extract and train stages (--gpus / --workers); absent: one process each */
+  workers?: RunWorkers;
 }
+
+/** The worker processes of `run --gpus … | --workers n`. */
+export interface RunWorkers {
+  /** the `fastkvzip run` command line each extract worker gets (less the flags set for each worker) */
+  extractArgs: string[];
+  extract: WorkerSlot[];
+  train: WorkerSlot[];
+}
+
+/** One process's extraction, or the merge of the workers' parts (its counts in the same fields). */
+export type RunExtractSummary =
+  | Omit<ExtractSummary, 'recipe'>
+  | (ExtractWorkersSummary & { contexts: { done: number; thisRun: number }; tokens: { total: number; thisRun: number } });
+
+/** Held-out metric interval and checkpoint period of the run's training (seconds). */
+const RUN_EVAL_EVERY = 50;
+const RUN_CHECKPOINT_EVERY_S = 60;
 
 export interface RunSummary {
   config: string;
   out: string;
   seconds: number;
   stages: { extract: number; train: number; export: number };
-  extract: Omit<ExtractSummary, 'recipe'>;
+  extract: RunExtractSummary;
   train: TrainSummary;
   exports: ExportResult[];
   /** set when this call found the pipeline finished and redid nothing */
@@ -48,18 +74,16 @@ function readPreviousRun(file: string): RunSummary | null {
   }
 }
 
-export async function runPipeline(o: RunOptions): Promise<RunSummary> {
-  const c = o.config;
-  const t0 = Date.now();
-  const dev = (d?: string) => ({ device: o.device ?? parseDevice(d ?? 'cpu'), threads: o.threads });
-  const ex = await extract({
+/** The extract options of a preset (the one-process stage, and each worker of `run --workers`). */
+function extractOptions(c: PipelineConfig, o: Pick<RunOptions, 'device' | 'deviceId' | 'threads' | 'quiet' | 'plainProgress'>, out: string): ExtractOptions {
+  return {
     model: c.model,
     revision: c.revision,
     data: c.data,
     textField: c.textField,
     excludeDocs: c.excludeDocs ? readDocList(c.excludeDocs) : undefined,
-    out: path.join(o.out, 'features'),
-    device: { ...dev(c.extract.device), threads: o.threads ?? c.extract.threads },
+    out,
+    device: { device: o.device ?? parseDevice(c.extract.device ?? 'cpu'), deviceId: o.deviceId, threads: o.threads ?? c.extract.threads },
     hiddenDtype: c.extract.hiddenDtype,
     quantBlock: c.extract.quantBlock,
     keepFraction: c.extract.keepFraction,
@@ -74,12 +98,72 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     quiet: o.quiet,
     plainProgress: o.plainProgress,
     label: '[1/3] extract',
+  };
+}
+
+/** The train command line of a preset, for the workers of `run --workers` (what the one-process stage passes train()). */
+function trainArgs(c: PipelineConfig, features: string, device: string | undefined): string[] {
+  const t = c.train;
+  return [
+    'train', '--features', features,
+    '--steps', String(t.steps), '--batch', String(t.batch), '--lr', String(t.lr), '--momentum', String(t.momentum),
+    '--seed', String(t.seed), '--rank', String(t.rank), '--sinks', String(t.sinks),
+    '--eval-every', String(RUN_EVAL_EVERY), '--checkpoint-every', String(RUN_CHECKPOINT_EVERY_S),
+    '--memory-gb', String(trainMemoryBudget(device) / 2 ** 30),
+  ];
+}
+
+async function extractStage(o: RunOptions, features: string): Promise<RunExtractSummary> {
+  const c = o.config;
+  const w = o.workers;
+  // a store one process started is continued by one process (its contexts are not split into parts)
+  const startedWhole = existsSync(path.join(features, 'manifest.json')) && !existsSync(path.dirname(partDirs(features, 1)[0]!));
+  if (!w || startedWhole) {
+    if (w && !o.quiet) process.stderr.write(`[1/3] extract: ${features} was started by one process; continuing it in one process (delete it to extract with ${w.extract.length} workers)\n`);
+    const { recipe: _recipe, ...ex } = await extract(extractOptions(c, o, features));
+    return ex;
+  }
+  const s = await extractWithWorkers({
+    args: w.extractArgs,
+    slots: w.extract,
+    out: features,
+    threads: o.threads ?? c.extract.threads ?? 0,
+    plannedTokens: plannedTokens(c.recipe),
+    partFlag: '--extract-part',
+    label: '[1/3] extract',
+    quiet: o.quiet,
+    plainProgress: o.plainProgress,
   });
-  const t1 = Date.now();
-  const tr = await train({
-    features: path.join(o.out, 'features'),
-    out: path.join(o.out, 'train'),
-    device: { ...dev(c.train.device), threads: o.threads ?? c.train.threads },
+  const thisRun = (pick: (p: ExtractWorkersSummary['workers'][number]) => number) => s.workers.reduce((a, p) => a + pick(p), 0);
+  return { ...s, contexts: { done: s.totals.contexts, thisRun: thisRun((p) => p.contexts.thisRun) }, tokens: { total: s.totals.tokens, thisRun: thisRun((p) => p.tokens.thisRun) } };
+}
+
+async function trainStage(o: RunOptions, features: string): Promise<TrainSummary> {
+  const c = o.config;
+  const out = path.join(o.out, 'train');
+  const device = o.device ?? c.train.device;
+  // a training one process started (or finished) is continued by one process, unless --overwrite replaces it
+  const startedWhole = !o.overwrite && existsSync(path.join(out, TRAIN_MARK)) && !existsSync(`${path.resolve(out)}.parts`);
+  if (o.workers && startedWhole && !o.quiet) process.stderr.write(`[2/3] train: ${out} holds a training one process started; continuing it in one process (--overwrite to train with ${o.workers.train.length} workers)\n`);
+  if (o.workers && !startedWhole) {
+    return trainWithWorkers({
+      args: trainArgs(c, features, device),
+      slots: o.workers.train,
+      features,
+      out,
+      threads: o.threads ?? c.train.threads ?? 0,
+      steps: c.train.steps,
+      evalEvery: RUN_EVAL_EVERY,
+      overwrite: o.overwrite,
+      quiet: o.quiet,
+      plainProgress: o.plainProgress,
+      label: '[2/3] train',
+    });
+  }
+  return train({
+    features,
+    out,
+    device: { device: o.device ?? parseDevice(c.train.device ?? 'cpu'), deviceId: o.deviceId, threads: o.threads ?? c.train.threads },
     steps: c.train.steps,
     batch: c.train.batch,
     lr: c.train.lr,
@@ -87,15 +171,24 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     seed: c.train.seed,
     rank: c.train.rank,
     sinks: c.train.sinks,
-    evalEvery: 50,
+    evalEvery: RUN_EVAL_EVERY,
     resume: true,
-    memoryBudget: trainMemoryBudget(o.device ?? c.train.device),
-    checkpointEvery: 60,
+    memoryBudget: trainMemoryBudget(device),
+    checkpointEvery: RUN_CHECKPOINT_EVERY_S,
     overwrite: o.overwrite,
     quiet: o.quiet,
     plainProgress: o.plainProgress,
     label: '[2/3] train',
   });
+}
+
+export async function runPipeline(o: RunOptions): Promise<RunSummary> {
+  const c = o.config;
+  const t0 = Date.now();
+  const features = path.join(o.out, 'features');
+  const ex = await extractStage(o, features);
+  const t1 = Date.now();
+  const tr = await trainStage(o, features);
   const t2 = Date.now();
   const exports: ExportResult[] = [];
   for (const format of c.export.formats) {
@@ -109,13 +202,12 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     await writeJsonAtomic(path.join(o.out, 'run.json'), { ...summary, unchanged: undefined });
     return summary;
   }
-  const { recipe: _recipe, ...extractSummary } = ex;
   const summary: RunSummary = {
     config: c.source,
     out: o.out,
     seconds: (t3 - t0) / 1000,
     stages: { extract: (t1 - t0) / 1000, train: (t2 - t1) / 1000, export: (t3 - t2) / 1000 },
-    extract: extractSummary,
+    extract: ex,
     train: tr,
     exports,
   };
@@ -157,14 +249,26 @@ export function runCommand(): Command {
     .option('--license <id>', 'license for the model card (= --set export.license=...)')
     .option('--set <key=value>', `override any config key, repeatable, e.g. --set train.steps=50 (keys: ${configKeys().join(', ')})`, collect)
     .addOption(new Option('--device <device>', 'execution provider for every stage (default: the preset\'s)').choices(['cpu', 'cuda', 'webgpu']))
-    .option('--threads <n>', 'CPU threads (0 = all cores)', (v) => intArg(v, '--threads'))
+    .option('--device-id <n>', 'GPU index for cuda (default 0)', (v) => intArg(v, '--device-id'))
+    .option('--threads <n>', 'CPU threads (0 = all cores; with workers: per worker, default the cores divided among them)', (v) => intArg(v, '--threads'))
+    .option('--gpus <all|i,j,...>', 'extract and train with one worker process per listed GPU (as `extract --gpus` / `train --gpus`): parts in <out>/features.parts, layer slices in <out>/train.parts; all: the GPUs of CUDA_VISIBLE_DEVICES or nvidia-smi -L')
+    .option('--workers <n>', 'extract and train with n worker processes on each stage\'s device (the CPU: threads split among them), as with --gpus', (v) => positiveInt(v, '--workers'))
+    .addOption(new Option('--extract-part <k/n>', 'internal: a worker of --gpus/--workers extracting part k/n into --out').argParser(parseExtractPart).hideHelp())
     .option('--dry-run', 'print the plan (contexts, tokens, disk, memory, time estimate) and stop; runs no model')
     .option('--quiet', 'no progress display')
     .option('--overwrite', 'replace another run\'s or foreign files in <out>/train and <out>/export')
     .option('--json', 'print the JSON summary on stdout')
-    .action(async (o) => {
+    .action(async (o, self: Command) => {
       const config = loadConfig(o.config, stageOverrides(o));
       const out = path.resolve(o.out ?? path.join('runs', config.name));
+      const workers = runWorkersFrom(o, self, config);
+      if (o.extractPart) {
+        // a worker of `run --gpus/--workers`: this preset's extraction, part k/n only, into --out
+        await reuseFreedHostMemory((o.device ?? config.extract.device) === 'cuda');
+        const s = await extract({ ...extractOptions(config, o, out), shard: o.extractPart as PartInfo });
+        if (o.json) printJson({ ...s, recipe: { ...s.recipe, contexts: undefined } });
+        return;
+      }
       if (o.dryRun) {
         const device = (d?: string) => (o.device ?? d ?? 'cpu') as 'cpu' | 'cuda' | 'webgpu';
         const plan = await planRun({
@@ -182,14 +286,16 @@ export function runCommand(): Command {
           batch: config.train.batch,
           memoryBudget: trainMemoryBudget(o.device ?? config.train.device),
           out,
+          parts: workers?.extract.length,
         });
         if (o.json) return printJson({ config: config.source, out, ...plan });
         process.stdout.write(formatPlan(config, out, plan));
+        if (workers) process.stdout.write(`workers: ${workers.extract.length} for extraction${plan.partTokens ? ` (parts of ${plan.partTokens.map((t) => t.toLocaleString('en-US')).join(' / ')} tokens)` : ''}, ${workers.train.length} for training; the times above are for one process\n`);
         return;
       }
-      // its extraction on CUDA returns GBs per context, as `extract --device cuda` does
-      await reuseFreedHostMemory((o.device ?? config.extract.device) === 'cuda');
-      const s = await runPipeline({ config, out, device: o.device, threads: o.threads, quiet: o.quiet, overwrite: o.overwrite });
+      // its extraction on CUDA returns GBs per context, as `extract --device cuda` does (workers see to their own)
+      if (!workers) await reuseFreedHostMemory((o.device ?? config.extract.device) === 'cuda');
+      const s = await runPipeline({ config, out, device: o.device, deviceId: o.deviceId, threads: o.threads, quiet: o.quiet, overwrite: o.overwrite, workers: workers ?? undefined });
       if (o.json) return printJson(s);
       const rel = (p: string) => path.relative(process.cwd(), p) || '.';
       const files = s.exports.flatMap((e) => e.files).filter((f) => !f.endsWith('README.md'));
@@ -207,6 +313,25 @@ export function runCommand(): Command {
           .join('\n'),
       );
     });
+}
+
+/** Flags each extract worker of `run` gets set for it (everything else is passed on as typed). */
+const RUN_WORKER_SET_FLAGS = ['--gpus', '--workers', '--out', '--json', '--quiet', '--device', '--device-id', '--threads', '--extract-part', '--overwrite', '--dry-run'];
+
+function parseExtractPart(v: string): PartInfo {
+  const m = /^(\d+)\/(\d+)$/.exec(v);
+  if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) throw new UsageError(`--extract-part must look like k/n with 0 <= k < n (got "${v}")`);
+  return { index: Number(m[1]), count: Number(m[2]), source: { scheduler: 'flag', vars: { '--extract-part': v } } };
+}
+
+/** The workers of `run --gpus … | --workers n`: GPUs for both stages, or n processes on each stage's device. */
+function runWorkersFrom(o: Record<string, any>, cmd: Command, c: PipelineConfig): RunWorkers | null {
+  const probe = workerSlotsFrom({ gpus: o.gpus, workers: o.workers, shard: o.extractPart, device: o.device ?? 'cuda', deviceId: o.deviceId ?? 0 }, cmd, '--extract-part');
+  if (!probe) return null;
+  const extractArgs = ['run', ...dropOptions(typedArgs(cmd), cmd, RUN_WORKER_SET_FLAGS)];
+  if (o.gpus !== undefined) return { extractArgs, extract: probe, train: probe };
+  const slots = (device: string | undefined) => workerSlots(o.workers, o.device ?? device ?? 'cpu', o.deviceId ?? 0);
+  return { extractArgs, extract: slots(c.extract.device), train: slots(c.train.device) };
 }
 
 /** Bytes of features one training group may hold: 8 GiB on CPU, 40 GiB on GPUs. */

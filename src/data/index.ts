@@ -28,6 +28,7 @@ export {
   resolveRecipeOptions,
   runRecipe,
 } from './recipe.js';
+export { balancedParts } from './balance-parts.js';
 export type {
   ContextPlanEntry,
   ContextRef,

@@ -9,12 +9,16 @@
 //              document (re-using the 10k documents) unless catAfterTenK is set
 //   order: all 10k contexts, then all cat contexts; stop adding contexts once the counted
 //          tokens reach maxTokens
+//   shard i/n: the contexts that balancedParts (balance-parts.ts) gives part i, from the
+//          counted tokens of every context of the plan
 //
 // One pass over the corpus: 10k contexts stream out as they are found; cat contexts are held
-// (text only, bounded by catCount and the budget) until the 10k set is complete.
+// (text only, bounded by catCount and the budget) until the 10k set is complete. A shard needs
+// the whole plan to balance the parts, so it holds every context until the pass is over.
 import { UserError } from '../util/errors.js';
 import { pythonStrip } from './text.js';
 import { emptySkipCounts } from './types.js';
+import { balancedParts } from './balance-parts.js';
 import type { Corpus, CorpusDescription, Document, SkipCounts, TextTokenizer } from './types.js';
 
 export interface RecipeOptions {
@@ -69,7 +73,7 @@ export interface Shard {
 export interface ContextRef {
   /** stable: `${set}-${NNNN}` with the index inside its set, e.g. "10k-0003", "cat-0001" */
   id: string;
-  /** position in the recipe's order over both sets (shards split on it) */
+  /** position in the recipe's order over both sets */
   index: number;
   set: ContextSet;
 }
@@ -83,7 +87,7 @@ export interface ScoringContext extends ContextRef {
 }
 
 export interface RecipeRunOptions {
-  /** keep only contexts with index % count === index */
+  /** keep only the contexts of part shard.index of shard.count, balanced by counted tokens (balance-parts.ts) */
   shard?: Shard;
   /** further selection (e.g. skip contexts already done when resuming); unselected ones are not tokenized */
   select?: (context: ContextRef) => boolean;
@@ -232,8 +236,13 @@ export function runRecipe(
   };
   const docs = summary.documents;
 
+  // a split over parts balances the contexts' tokens, so it needs every context's count first
+  // (one part of one is the whole recipe, streamed)
+  const held: { ref: ContextRef; members: KeptDocument[]; count: number }[] | null = shard && shard.count > 1 ? [] : null;
+  // part of each held context (by id), once the plan is complete
+  let partOf: Map<string, number> | null = null;
   const isSelected = (ref: ContextRef): boolean =>
-    (!shard || ref.index % shard.count === shard.index) && (run.select ? run.select(ref) : true);
+    (!held || partOf!.get(ref.id) === shard!.index) && (run.select ? run.select(ref) : true);
 
   /** Record a context in the plan; build and return it when selected. */
   const makeContext = (ref: ContextRef, members: KeptDocument[], count: number): ScoringContext | undefined => {
@@ -323,7 +332,9 @@ export function runRecipe(
 
         let usedByTenK = false;
         if (!tenKDone) {
-          const context = makeContext({ id: contextId('10k', tenKMade), index: tenKMade, set: '10k' }, [kept], count);
+          const ref: ContextRef = { id: contextId('10k', tenKMade), index: tenKMade, set: '10k' };
+          // held: a copy that keeps the token ids (cleared below on `kept`)
+          const context = held ? void held.push({ ref, members: [{ ...kept }], count }) : makeContext(ref, [kept], count);
           tenKMade++;
           total += count;
           usedByTenK = true;
@@ -343,12 +354,21 @@ export function runRecipe(
     for (const group of catGroups) {
       if (catMade >= o.catCount || total >= o.maxTokens) break;
       const ref: ContextRef = { id: contextId('cat', catMade), index: tenKMade + catMade, set: 'cat' };
-      const context = makeContext(ref, group.docs, group.count);
+      const context = held ? void held.push({ ref, members: group.docs, count: group.count }) : makeContext(ref, group.docs, group.count);
       catMade++;
       total += group.count;
       if (context) yield context;
     }
     summary.sets.cat.stoppedBy = catMade >= o.catCount ? 'count' : total >= o.maxTokens ? 'budget' : 'corpus-end';
+    if (held) {
+      const parts = balancedParts(held.map((h) => h.count), shard!.count);
+      partOf = new Map(held.map((h, i) => [h.ref.id, parts[i]!]));
+      for (const h of held) {
+        const context = makeContext(h.ref, h.members, h.count);
+        h.members = []; // the text and ids now live in the context, or are not needed
+        if (context) yield context;
+      }
+    }
     summary.complete = true;
   }
 

@@ -14,7 +14,7 @@ import { tempPathFor } from '../util/atomic.js';
 import { fsyncDir, identityDiff, manifestPath, normalizeShards, readManifest, readManifestIfAny, shardAbsPath, writeManifest } from './manifest.js';
 import { isTempName, shardSizeProblem } from './store.js';
 import { verifyStore } from './verify.js';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, describeForm, storeFormOf, type FeatureManifest, type ShardEntry } from './types.js';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, SHARDS_DIR, describeForm, partSplitOf, storeFormOf, type FeatureManifest, type ShardEntry } from './types.js';
 
 export interface MergeOptions {
   /** 'link' (default): hard links, falling back to copies across filesystems; 'copy': always copy */
@@ -119,10 +119,13 @@ function checkParts(inputs: { dir: string; m: FeatureManifest }[]): { allPresent
   const withPart = inputs.filter((i) => i.m.part !== null);
   if (withPart.length === 0) return { allPresent: true };
   const count = withPart[0]!.m.part!.count;
+  const split = partSplitOf(withPart[0]!.m.part!);
   const seen = new Map<number, string>();
   for (const { dir, m } of inputs) {
     if (!m.part) throw fileError(manifestPath(dir), 'is a whole run while other inputs are --shard parts; cannot merge them');
     if (m.part.count !== count) throw fileError(manifestPath(dir), `is part ${m.part.index + 1}/${m.part.count}, other inputs are parts of ${count}`);
+    // parts of two different splits may miss contexts while each looks complete
+    if (partSplitOf(m.part) !== split) throw fileError(manifestPath(dir), `is a part split by ${partSplitOf(m.part)}, ${manifestPath(withPart[0]!.dir)} one split by ${split} (an earlier fastkvzip); extract the parts again with one version`);
     const other = seen.get(m.part.index);
     if (other) throw fileError(manifestPath(dir), `is part ${m.part.index + 1}/${count}, and so is ${other}`);
     seen.set(m.part.index, dir);

@@ -28,6 +28,7 @@ import {
   MANIFEST_NAME,
   MANIFEST_VERSION,
   SHARDS_DIR,
+  partSplitOf,
   type FeatureManifest,
   type PartInfo,
   type ShardEntry,
@@ -142,6 +143,9 @@ async function openLocked(dir: string, init: StoreInit, options: OpenStoreOption
     const samePart = partKey(manifest.part) === partKey(init.part);
     if (!samePart) {
       throw fileError(manifestPath(dir), `this store is part ${fmtPart(manifest.part)}, not ${fmtPart(init.part ?? null)}; use one output directory per --shard`);
+    }
+    if (manifest.part && init.part && partSplitOf(manifest.part) !== partSplitOf(init.part)) {
+      throw fileError(manifestPath(dir), `this part ${fmtPart(manifest.part)} took its contexts by ${partSplitOf(manifest.part)} (an earlier fastkvzip); parts are now ${partSplitOf(init.part)} by tokens, and the other parts of this split would not fit it: extract every part again into new folders (or delete this one)`);
     }
     // Listed shards must still be there, whole.
     const kept: ShardEntry[] = [];

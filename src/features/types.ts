@@ -105,6 +105,18 @@ export interface PartInfo {
   count: number;
   /** where index and count came from (the latest run into this store): the flag, or the scheduler's environment under `--shard auto` */
   source?: PartSource;
+  /**
+   * how the contexts were split over the parts: 'balanced' by counted tokens (src/data/balance-parts.ts);
+   * absent in parts written before it, which took the contexts with index % count === index
+   */
+  split?: PartSplit;
+}
+
+export type PartSplit = 'balanced';
+
+/** The split of a part ('index-modulo': a part written before the balanced split). */
+export function partSplitOf(part: PartInfo): PartSplit | 'index-modulo' {
+  return part.split ?? 'index-modulo';
 }
 
 /** e.g. { scheduler: 'slurm-array', vars: { SLURM_ARRAY_TASK_ID: '3', SLURM_ARRAY_TASK_COUNT: '8' } } */

@@ -9,6 +9,7 @@ import type { HubEnv } from './env.js';
 import { credentials, hubError, isNetworkError, networkReason } from './hub-errors.js';
 import { formatBytes, note } from './progress.js';
 import { withQuietConsole } from './quiet-console.js';
+import { withHubLock } from './cache-lock.js';
 import { cachedCommit, repoCacheFolder, snapshotDir, writeRef, type HubRepo } from './repo-cache.js';
 
 const SINGLE = 'model.safetensors';
@@ -142,7 +143,10 @@ export async function fetchSnapshot(req: SnapshotRequest): Promise<Snapshot> {
   const dir = snapshotDir(req.env.cacheDir, req.repo, commit);
   if (missingFromSnapshot(dir, req).length === 0) return { dir, commit };
   try {
-    await downloadAll(req, commit);
+    await withHubLock(req.env.cacheDir, req.repo, label, async () => {
+      // a process that held the lock before this one may have fetched it all
+      if (missingFromSnapshot(dir, req).length > 0) await downloadAll(req, commit);
+    });
   } catch (e) {
     if (isNetworkError(e)) return fromCache(req, networkReason(e, req.env), true);
     throw hubError(e, label, req.env);

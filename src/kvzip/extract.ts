@@ -207,7 +207,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   log(`feature store: about ${fmtBytes(estimate)} for up to ${Math.round(plannedTokens).toLocaleString('en-US')} tokens (${spec.scoredLayers.length} layers x D ${spec.hiddenSize}, ${hiddenDtype}) -> ${o.out}`);
 
   if (compact.keep && o.shard) throw new UserError('--keep-fraction with --shard: the kept positions depend on the lengths of every earlier context, which one shard does not see; extract whole, or keep all positions');
-  const store = await openStore(o.out, { ...identity, tool: { name: TOOL_NAME, version: TOOL_VERSION }, part: o.shard ?? null }, { dropBadShards: o.resume });
+  const store = await openStore(o.out, { ...identity, tool: { name: TOOL_NAME, version: TOOL_VERSION }, part: o.shard ? { ...o.shard, split: 'balanced' } : null }, { dropBadShards: o.resume });
   if (!o.resume && store.completed.size > 0) {
     await store.release();
     throw new UserError(`${o.out}: already holds ${store.completed.size} extracted contexts; rerun with --resume to continue, or choose another --out`);

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { resolveModel } from '../hub/index.js';
 import { openModel } from '../model/load.js';
-import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions } from '../data/index.js';
+import { balancedParts, openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions } from '../data/index.js';
 import { resolveDatasetFile } from '../hub/index.js';
 import { estimateStoreBytes, type AttnInputDtype } from '../features/index.js';
 import { modelPrompts } from './prompts.js';
@@ -39,6 +39,8 @@ export interface PlanInput {
   memoryBudget: number;
   /** the run's output folder: an earlier run.json there gives measured rates */
   out: string;
+  /** extract workers (run --gpus/--workers): report the tokens of each part of the split */
+  parts?: number;
 }
 
 export interface RunPlan {
@@ -48,6 +50,8 @@ export interface RunPlan {
   largestContext: number;
   /** contexts already in <out>/features */
   alreadyExtracted: number;
+  /** with parts: the tokens each part extracts (the split of extract --shard, balanced by tokens) */
+  partTokens?: number[];
   disk: { storeBytes: number };
   memory: { extractHostBytes: number; trainBytes: number; trainGroups: number };
   time: { extractSeconds: number; trainSeconds: number; source: string };
@@ -70,10 +74,17 @@ export async function planRun(o: PlanInput): Promise<RunPlan> {
   let contexts = 0;
   let tokens = 0;
   let largest = 0;
+  const sizes: { counted: number; tokens: number }[] = [];
   for await (const ctx of runRecipe(corpus, { encode }, recipe, {}).contexts) {
     contexts++;
     tokens += ctx.tokenIds.length;
     largest = Math.max(largest, ctx.tokenIds.length);
+    sizes.push({ counted: ctx.countedTokens, tokens: ctx.tokenIds.length });
+  }
+  let partTokens: number[] | undefined;
+  if (o.parts && o.parts > 1) {
+    const part = balancedParts(sizes.map((c) => c.counted), o.parts);
+    partTokens = Array.from({ length: o.parts }, (_, k) => sizes.reduce((a, c, i) => a + (part[i] === k ? c.tokens : 0), 0));
   }
   const hiddenDtype: AttnInputDtype = o.hiddenDtype ?? (spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16');
   const L = spec.scoredLayers.length;
@@ -105,6 +116,7 @@ export async function planRun(o: PlanInput): Promise<RunPlan> {
     tokens,
     largestContext: largest,
     alreadyExtracted,
+    ...(partTokens ? { partTokens } : {}),
     disk: { storeBytes: estimateStoreBytes({ tokens, layers: L, D, H, hiddenDtype, contexts }) },
     memory: { extractHostBytes: largest * perToken, trainBytes: Math.min(o.memoryBudget, perLayerTrain * groupSize), trainGroups },
     time,

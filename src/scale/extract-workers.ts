@@ -23,6 +23,10 @@ export interface ExtractWorkersOptions {
   quiet?: boolean;
   plainProgress?: boolean;
   log?: (line: string) => void;
+  /** the flag that hands a worker its part (default --shard; `run`'s workers take --extract-part) */
+  partFlag?: string;
+  /** progress-bar label (default "extract") */
+  label?: string;
 }
 
 export interface WorkerPartSummary {
@@ -72,7 +76,7 @@ export async function extractWithWorkers(o: ExtractWorkersOptions): Promise<Extr
     label: `part ${k}/${n} ${describeSlot(slot)}`,
     args: [
       ...o.args,
-      '--shard', `${k}/${n}`,
+      o.partFlag ?? '--shard', `${k}/${n}`,
       '--out', dirs[k]!,
       '--device', slot.device,
       ...(slot.deviceId !== null ? ['--device-id', String(slot.deviceId)] : []),
@@ -82,7 +86,7 @@ export async function extractWithWorkers(o: ExtractWorkersOptions): Promise<Extr
     ],
   }));
   log(`extract: ${n} worker(s) (${o.slots.map(describeSlot).join(', ')}${cpuWorkers ? `, ${threads} CPU thread(s) each` : ''}), parts in ${path.dirname(dirs[0]!)}`);
-  const progress = createProgress({ label: 'extract', total: o.plannedTokens, unit: 'tok', quiet: o.quiet, plain: o.plainProgress });
+  const progress = createProgress({ label: o.label ?? 'extract', total: o.plannedTokens, unit: 'tok', quiet: o.quiet, plain: o.plainProgress });
   // synchronous reads: the once-a-second poll never overlaps itself
   const poll = () => {
     let tokens = 0;

@@ -36,6 +36,8 @@ export interface TrainWorkersOptions {
   quiet?: boolean;
   plainProgress?: boolean;
   log?: (line: string) => void;
+  /** progress-bar label (default "train") */
+  label?: string;
 }
 
 export interface TrainWorkersSummary extends TrainSummary {
@@ -78,7 +80,7 @@ export async function trainWithWorkers(o: TrainWorkersOptions): Promise<TrainWor
 
   // progress: the held-out evaluations logged so far, over all workers
   const evals = stepBlocks(o.steps, o.evalEvery).filter((b) => b.metric).length;
-  const progress = createProgress({ label: 'train', total: evals * L, unit: 'layer-evals', quiet: o.quiet, plain: o.plainProgress });
+  const progress = createProgress({ label: o.label ?? 'train', total: evals * L, unit: 'layer-evals', quiet: o.quiet, plain: o.plainProgress });
   const poll = () => {
     let rows = 0;
     for (const d of dirs) {

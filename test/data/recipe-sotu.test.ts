@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { openCorpus } from '../../src/data/corpus.js';
 import { collectContexts } from '../../src/data/recipe.js';
+import { balancedParts } from '../../src/data/balance-parts.js';
 import type { RecipeOptions } from '../../src/data/recipe.js';
 import { sotuDocumentIds } from '../../src/data/sotu.js';
 import { lenmlTokenizer } from './helpers.js';
@@ -46,9 +47,10 @@ describe('recipe over SOTU with the Qwen3 tokenizer', () => {
     expect(first.summary.documents).toMatchObject({ scanned: 19, kept: 6, belowWindow: 13, countedByTokenizer: 19 });
 
     const again = await collectContexts(openCorpus('sotu'), tok, options, { shard: { index: 1, count: 2 } });
-    expect(again.contexts.map((c) => c.id)).toEqual(['10k-0001', 'cat-0000']);
-    expect(again.contexts[0]).toEqual(first.contexts[1]);
-    expect(again.contexts[1]).toEqual(first.contexts[3]);
+    const part = balancedParts(first.contexts.map((c) => c.countedTokens), 2);
+    const mine = first.contexts.filter((_, i) => part[i] === 1);
+    expect(mine.length).toBeGreaterThan(0);
+    expect(again.contexts).toEqual(mine);
     expect(again.summary.contexts.map(({ selected: _s, tokens: _t, ...rest }) => rest)).toEqual(
       first.summary.contexts.map(({ selected: _s, tokens: _t, ...rest }) => rest),
     );

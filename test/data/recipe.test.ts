@@ -165,24 +165,37 @@ describe('recipe determinism and sharding', () => {
     expect(b.summary).toEqual(a.summary);
   });
 
-  it('splits contexts by index across shards without tokenizing the other shards', async () => {
+  it('splits contexts over shards balanced by counted tokens, without tokenizing the other shards', async () => {
     const full = await collectContexts(corpus, whitespaceTokenizer(), small);
     const tok0 = whitespaceTokenizer();
     const tok1 = whitespaceTokenizer();
     const s0 = await collectContexts(corpus, tok0, small, { shard: { index: 0, count: 2 } });
     const s1 = await collectContexts(corpus, tok1, small, { shard: { index: 1, count: 2 } });
-    expect(s0.contexts.map((c) => c.id)).toEqual(['10k-0000', '10k-0002', 'cat-0001']);
-    expect(s1.contexts.map((c) => c.id)).toEqual(['10k-0001', 'cat-0000']);
+    // counted tokens 5, 12, 10, 42, 33: longest first to the lighter part gives 52 / 50
+    // (index % 2 gave 48 / 54)
+    expect(full.summary.contexts.map((c) => c.countedTokens)).toEqual([5, 12, 10, 42, 33]);
+    expect(s0.contexts.map((c) => c.id)).toEqual(['10k-0002', 'cat-0000']);
+    expect(s1.contexts.map((c) => c.id)).toEqual(['10k-0000', '10k-0001', 'cat-0001']);
+    expect([s0, s1].map((s) => s.contexts.reduce((a, c) => a + c.countedTokens, 0))).toEqual([52, 50]);
     const merged = [...s0.contexts, ...s1.contexts].sort((x, y) => x.index - y.index);
     expect(merged).toEqual(full.contexts);
     // the plan is the same everywhere; only the selection differs
     const plan = (s: typeof s0) => s.summary.contexts.map(({ id, docIds, countedTokens }) => ({ id, docIds, countedTokens }));
     expect(plan(s0)).toEqual(plan(s1));
-    expect(s0.summary.contexts.map((c) => c.selected)).toEqual([true, false, true, false, true]);
+    expect(plan(s0)).toEqual(plan(full));
+    expect(s0.summary.contexts.map((c) => c.selected)).toEqual([false, false, true, true, false]);
+    expect(s0.summary.sets).toEqual(full.summary.sets);
     // cat texts (the only multi-document encodes) are tokenized only by their own shard
     expect(tok0.calls.filter((t) => t.includes('\n\n'))).toHaveLength(1);
     expect(tok1.calls.filter((t) => t.includes('\n\n'))).toHaveLength(1);
+    // a part of one is the whole recipe
+    expect((await collectContexts(corpus, whitespaceTokenizer(), small, { shard: { index: 0, count: 1 } })).contexts).toEqual(full.contexts);
     expect(() => runRecipe(corpus, tok0, small, { shard: { index: 2, count: 2 } })).toThrow(UserError);
+  });
+
+  it('a shard that resumes skips its done contexts and keeps its part', async () => {
+    const s1 = await collectContexts(corpus, whitespaceTokenizer(), small, { shard: { index: 1, count: 2 }, select: (c) => c.id !== '10k-0001' });
+    expect(s1.contexts.map((c) => c.id)).toEqual(['10k-0000', 'cat-0001']);
   });
 
   it('lets a resume skip contexts already done', async () => {

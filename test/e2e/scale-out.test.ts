@@ -55,7 +55,7 @@ describe('extract --workers 2 (one host, CPU)', () => {
     expect([b.identityHash, b.totals, b.part, b.complete]).toEqual([a.identityHash, a.totals, null, true]);
     expect((await verifyStore(out)).ok).toBe(true);
     const p1 = await readManifest(path.join(`${out}.parts`, 'part-1-of-2'));
-    expect(p1.part).toEqual({ index: 1, count: 2, source: { scheduler: 'flag', vars: { '--shard': '1/2' } } });
+    expect(p1.part).toEqual({ index: 1, count: 2, source: { scheduler: 'flag', vars: { '--shard': '1/2' } }, split: 'balanced' });
   });
 
   it('a rerun resumes every part (nothing extracted again) and keeps the merge', async () => {
@@ -80,7 +80,9 @@ describe('extract --workers 2 (one host, CPU)', () => {
     expect(r.stderr).not.toMatch(/internal error/);
     expect(existsSync(path.join(out2, 'manifest.json'))).toBe(false); // nothing merged
     const p0 = path.join(`${out2}.parts`, 'part-0-of-2');
-    const m0 = await readManifest(p0); // stopped or finished, its manifest is there to resume from
+    // stopped or finished, its manifest is there to resume from; stopped during its setup (a
+    // loaded machine), it has none yet and nothing to keep
+    const m0 = existsSync(path.join(p0, 'manifest.json')) ? await readManifest(p0) : { shards: [] };
     rmSync(path.join(bad, 'notes.txt'));
     const again = fkz([...EXTRACT, '--workers', '2', '--threads', '1', '--out', out2, '--json']);
     expect(again.code, again.stderr).toBe(0);
@@ -189,5 +191,63 @@ describe('train --workers 2 (layers split over processes)', () => {
     expect(again.stderr).toMatch(/already finished/);
     // and the joined gates export like any others
     expect(fkz(['export', '--gates', two, '--format', 'pt', '--out', path.join(tmp, 'x')]).code).toBe(0);
+  });
+});
+
+describe('run --workers 2 (the one-command pipeline, both stages split over processes)', () => {
+  // configs/ci.json narrowed to the contexts of EXTRACT (3 + 1) and a short training
+  const RUN = ['run', '--config', 'ci', '--set', 'recipe.tenKCount=3', '--set', 'recipe.maxTokens=10000', '--set', 'train.steps=200', '--set', 'train.batch=500', '--quiet'];
+  const out = path.join(tmp, 'run-w2');
+  it('extracts in parts and trains in layer slices: the store of one process, the gates of one process with the same layer groups', async () => {
+    const r = fkz([...RUN, '--workers', '2', '--out', out, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s.extract.workers.map((w: { part: string }) => w.part)).toEqual(['0/2', '1/2']);
+    expect(s.extract.contexts).toEqual({ done: 4, thisRun: 4 });
+    expect(s.train.workers.map((w: { layers: number[] }) => w.layers)).toEqual([[0, 1], [2, 3]]);
+    expect(existsSync(path.join(out, 'features.parts', 'part-1-of-2', 'manifest.json'))).toBe(true);
+    expect((await readManifest(path.join(out, 'features.parts', 'part-1-of-2'))).part!.source).toEqual({ scheduler: 'flag', vars: { '--extract-part': '1/2' } });
+    expect(await shardList(path.join(out, 'features'))).toEqual(await shardList(single));
+    // the run's training settings (configs/default.json + the overrides above), one process, groups of 2
+    const one = path.join(tmp, 'run-w2-one-train');
+    const t = fkz(['train', '--features', single, '--steps', '200', '--batch', '500', '--lr', '0.2', '--momentum', '0.9', '--seed', '0', '--rank', '16', '--sinks', '16', '--eval-every', '50', '--threads', '1', '--layers-per-group', '2', '--quiet', '--out', one]);
+    expect(t.code, t.stderr).toBe(0);
+    expect(sha(path.join(out, 'train', 'gates.safetensors'))).toBe(sha(path.join(one, 'gates.safetensors')));
+    expect(existsSync(path.join(out, 'export', 'README.md'))).toBe(true);
+  });
+
+  it('a rerun redoes nothing (every part resumed, the merge kept) and reports the finished run', () => {
+    const before = readFileSync(path.join(out, 'features', 'manifest.json'), 'utf8');
+    const gates = sha(path.join(out, 'train', 'gates.safetensors'));
+    const r = fkz([...RUN, '--workers', '2', '--out', out, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).unchanged).toBe(true);
+    expect(readFileSync(path.join(out, 'features', 'manifest.json'), 'utf8')).toBe(before);
+    expect(sha(path.join(out, 'train', 'gates.safetensors'))).toBe(gates);
+  });
+
+  it('--dry-run --workers 2 shows the tokens of each part of the split (they add up to the plan\'s)', () => {
+    const r = fkz([...RUN, '--workers', '2', '--dry-run', '--json', '--out', path.join(tmp, 'never-run')]);
+    expect(r.code, r.stderr).toBe(0);
+    const plan = JSON.parse(r.stdout);
+    expect(plan.partTokens).toHaveLength(2);
+    expect(plan.partTokens[0] + plan.partTokens[1]).toBe(plan.tokens);
+    const text = fkz([...RUN, '--workers', '2', '--dry-run', '--out', path.join(tmp, 'never-run')]);
+    expect(text.stdout).toContain(`workers: 2 for extraction (parts of ${plan.partTokens.map((t: number) => t.toLocaleString('en-US')).join(' / ')} tokens), 2 for training`);
+    expect(existsSync(path.join(tmp, 'never-run'))).toBe(false);
+  });
+
+  it('bad combinations are usage errors (exit 2), before anything is written', () => {
+    for (const [args, msg] of [
+      [['--workers', '2', '--gpus', '0'], /--gpus and --workers: give one/],
+      [['--gpus', '0,1', '--device', 'cpu'], /--gpus runs on CUDA/],
+      [['--workers', '0'], /--workers must be positive/],
+      [['--workers', '2', '--device', 'webgpu'], /--workers runs processes on cpu or cuda/],
+    ] as [string[], RegExp][]) {
+      const r = fkz([...RUN, ...args, '--out', path.join(tmp, 'never-run')]);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(msg);
+    }
+    expect(existsSync(path.join(tmp, 'never-run'))).toBe(false);
   });
 });

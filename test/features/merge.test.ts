@@ -67,6 +67,22 @@ describe('mergeStores', () => {
     }
   });
 
+  it('refuses parts of two different splits (balanced by tokens vs an earlier version\'s index % n): each looks complete, together they may miss contexts', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const [a, b] = ['part0', 'part1'].map((n) => path.join(dir, n));
+      await writePart(a!, 0); // no split recorded: an earlier version's index % 2
+      const store = await openStore(b!, { ...identity(), part: { index: 1, count: 2, split: 'balanced' } });
+      await writeContext(store, CONTEXTS[1]!);
+      await store.finish();
+      await expect(mergeStores(path.join(dir, 'm'), [a!, b!])).rejects.toThrow(/part1[/\\]manifest\.json: is a part split by balanced, .*part0[/\\]manifest\.json one split by index-modulo/);
+      // and such an old part is not resumed as a balanced one
+      await expect(openStore(a!, { ...identity(), part: { index: 0, count: 2, split: 'balanced' } })).rejects.toThrow(/took its contexts by index-modulo .*extract every part again/);
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('refuses stores of different runs, and conflicting contexts', async () => {
     const { dir, cleanup } = await tempDir();
     try {

@@ -50,6 +50,8 @@ export interface FakeHub {
   files(name: string, opts?: { type?: FakeRepoType; revision?: string }): Map<string, Buffer> | undefined;
   /** the commit a branch points to */
   head(name: string, opts?: { type?: FakeRepoType; branch?: string }): string | undefined;
+  /** from now on, whole-file CDN downloads send half the bytes, pause this long, then the rest (0: at once) */
+  setCdnPause(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -117,6 +119,7 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
   const key = (type: FakeRepoType, name: string) => `${type}/${name}`;
   let url = '';
   let cdnUrl = '';
+  let cdnPauseMs = 0;
 
   const record = (server: 'hub' | 'cdn', req: http.IncomingMessage) => {
     const headers: Record<string, string> = {};
@@ -321,6 +324,15 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
       res.end();
       return;
     }
+    if (cdnPauseMs > 0 && req.method === 'GET' && !req.headers.range) {
+      // a slow transfer: a downloader is mid-file (its .incomplete half written) for cdnPauseMs
+      const half = content.length >> 1;
+      res.writeHead(200, { 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream', ETag: `"${m![1]}"`, 'Content-Length': content.length });
+      res.write(content.subarray(0, half));
+      const t = setTimeout(() => res.end(content.subarray(half)), cdnPauseMs);
+      res.on('close', () => clearTimeout(t));
+      return;
+    }
     sendContent(req, res, content, { ETag: `"${m![1]}"` });
   };
 
@@ -356,6 +368,9 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
     },
     head(name, o = {}) {
       return repos.get(key(o.type ?? 'model', name))?.branches.get(o.branch ?? 'main');
+    },
+    setCdnPause: (ms: number) => {
+      cdnPauseMs = ms;
     },
     close: async () => {
       hub.closeAllConnections();

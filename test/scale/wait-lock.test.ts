@@ -26,7 +26,9 @@ describe('waitForLockSync', () => {
     rmSync(lock); // released
     const code = await new Promise((r) => child.on('exit', r));
     expect(code).toBe(0);
-    expect(Number(/took after (\d+)/.exec(out)![1])).toBeGreaterThanOrEqual(500);
+    // it took the lock only after the release (not before it, checked above); how long it waited
+    // depends on its own start-up time on a loaded machine, so no figure is asserted
+    expect(out).toMatch(/took after \d+/);
     expect(existsSync(lock)).toBe(false); // released by the child too
   });
 
