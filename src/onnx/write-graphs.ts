@@ -14,9 +14,9 @@ import { writeFileAtomicSync } from '../util/atomic.js';
  * kvzip: context scoring in one run; prefill: its chunked prefill with capture only (benchmarks);
  * step_masked: eviction evaluation (per-head keep masks, last-token logits, scored layers' attention
  * inputs and SnapKV window attention); step_masked_full: the same masks with logits at every position;
- * step_compressed / step_compressed_full: a compacted cache with per-layer, per-head lengths (compressed
- * generation and `eval --cache compressed`), last-token logits + scored layers' attention inputs / all logits;
- * step_compressed_decode: step_compressed for one token at a time (decoding), all heads in one attention node
+ * step_compressed / step_compressed_full: a compacted cache, one buffer per (layer, KV head) with its own
+ * length (compressed generation and `eval --cache compressed`), last-token logits + scored layers' attention
+ * inputs / all logits; step_compressed_decode: step_compressed without the SnapKV outputs (decoding)
  */
 export type GraphKind =
   | 'step'
@@ -86,7 +86,7 @@ export function writeModelGraphs(
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
     ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last', snapScores: true })],
     ['step_compressed_full', () => buildCompressedGraph(ctx, { logits: 'all' })],
-    ['step_compressed_decode', () => buildCompressedGraph(ctx, { logits: 'last', singleToken: true })],
+    ['step_compressed_decode', () => buildCompressedGraph(ctx, { logits: 'last' })],
   ];
   const encoded: [GraphKind, Uint8Array][] = [];
   for (const [kind, build] of graphs) {

@@ -1,10 +1,10 @@
 // A KV cache that really shrinks, over the step_compressed graphs (src/onnx/compressed-graph.ts).
-// Evicted entries leave the buffers fed to ONNX Runtime: after an eviction round the cache is
-// compacted, each layer to the largest head count it keeps, the shorter heads right-padded
-// (GQA masks the padding through per-head lengths, so padding costs memory, not attention).
+// Every (layer, KV head) has a buffer of its own, holding exactly the entries it keeps: evicted
+// entries leave the buffers at the next compaction and no head is padded to another's length.
 // Kept entries keep the RoPE of their original positions and new tokens continue at the
 // original token count. onnxruntime-node returns outputs in host memory, so the cache lives
-// there between runs (the same as StepRunner's).
+// there between runs (the same as StepRunner's); the decode-block graph
+// (src/onnx/decode-block-graph.ts) takes it to the device once per block of decode steps.
 import { ort } from './session.js';
 import type { ModelSpec } from '../model/config.js';
 import type { DType } from '../onnx/builder.js';
@@ -14,7 +14,7 @@ export interface CompressedSessions {
   step: ort.InferenceSession;
   /** step_compressed_full: logits at every position (teacher forcing); optional */
   full?: ort.InferenceSession;
-  /** step_compressed_decode: single-token steps (decoding); optional, faster than `step` there */
+  /** step_compressed_decode: single-token steps (decoding) without SnapKV outputs; optional */
   decode?: ort.InferenceSession;
 }
 
@@ -38,28 +38,24 @@ export interface CompressedForwardOptions {
 
 /** What the cache holds right now. */
 export interface CacheFootprint {
-  /** bytes of the key and value buffers fed to ONNX Runtime (padding included) */
+  /** bytes of the key and value buffers fed to ONNX Runtime */
   bytes: number;
-  /** of which padding (heads shorter than their layer's longest) */
+  /** of which padding: 0 (one buffer per KV head, each exactly its kept entries); kept in reports for comparison */
   paddingBytes: number;
   /** bytes the full, uncompressed cache of the same tokens would hold */
   fullBytes: number;
-  /** entries (layer, head, position) held / padded */
+  /** entries (layer, head, position) held / padded (0) */
   entries: number;
   paddingEntries: number;
-  /** padded length of every layer's buffer */
-  layerLengths: number[];
 }
 
 type Data = Float32Array | Uint16Array;
 
-interface LayerCache {
+/** One KV head's buffers [1, 1, n, d] (n = len). */
+export interface HeadBuffers {
   key: Data;
   value: Data;
-  /** padded length P of the buffer [1, H, P, d] */
-  length: number;
-  /** valid entries per head */
-  lens: Int32Array;
+  len: number;
 }
 
 /** Original positions of head h's slots, ascending (scored layers only). */
@@ -102,7 +98,8 @@ class Positions {
 }
 
 export class CompressedCache {
-  private readonly layers: LayerCache[];
+  /** layer l -> KV head h -> its buffers */
+  private readonly layers: HeadBuffers[][];
   /** scored layer s -> head h -> slot positions */
   private readonly positions: Positions[][];
   /** scored layer s -> head h -> slots marked for eviction (applied at the next compaction) */
@@ -123,7 +120,7 @@ export class CompressedCache {
     if (cacheDtype !== 'float32' && cacheDtype !== 'float16') throw new Error(`compressed cache: unsupported cache dtype ${cacheDtype}`);
     this.elemBytes = cacheDtype === 'float32' ? 4 : 2;
     const H = spec.numKvHeads;
-    this.layers = Array.from({ length: spec.numLayers }, () => ({ key: this.alloc(0), value: this.alloc(0), length: 0, lens: new Int32Array(H) }));
+    this.layers = Array.from({ length: spec.numLayers }, () => Array.from({ length: H }, () => ({ key: this.alloc(0), value: this.alloc(0), len: 0 })));
     this.positions = spec.scoredLayers.map(() => Array.from({ length: H }, () => new Positions()));
     this.doomed = spec.scoredLayers.map(() => Array.from({ length: H }, () => new Set<number>()));
     this.scoredOf = new Map(spec.scoredLayers.map((l, s) => [l, s]));
@@ -170,43 +167,40 @@ export class CompressedCache {
     return p.data.slice(0, p.size);
   }
 
-  /** Drop the entries marked for eviction from the buffers; each scored layer shrinks to its longest head. */
+  /** Drop the entries marked for eviction from the buffers (only the heads that lost entries are copied). */
   compact(): void {
     if (!this.dirty) return;
     const H = this.spec.numKvHeads;
     const d = this.spec.headDim;
     this.spec.scoredLayers.forEach((l, s) => {
-      if (this.doomed[s]!.every((set) => set.size === 0)) return;
-      const layer = this.layers[l]!;
-      const lens = Int32Array.from({ length: H }, (_, h) => layer.lens[h]! - this.doomed[s]![h]!.size);
-      const P = Math.max(0, ...lens);
-      const key = this.alloc(H * P * d);
-      const value = this.alloc(H * P * d);
       for (let h = 0; h < H; h++) {
         const doomed = this.doomed[s]![h]!;
+        if (doomed.size === 0) continue;
+        const old = this.layers[l]![h]!;
         const pos = this.positions[s]![h]!;
+        const n = old.len - doomed.size;
+        const key = this.alloc(n * d);
+        const value = this.alloc(n * d);
         // copy the kept runs between evicted slots in one call each (decode rounds evict few)
         const cuts = Int32Array.from(doomed).sort();
         let w = 0;
         let from = 0;
         for (let c = 0; c <= cuts.length; c++) {
-          const to = c < cuts.length ? cuts[c]! : layer.lens[h]!;
-          const n = to - from;
-          if (n > 0) {
-            const src = (h * layer.length + from) * d;
-            const dst = (h * P + w) * d;
-            key.set(layer.key.subarray(src, src + n * d), dst);
-            value.set(layer.value.subarray(src, src + n * d), dst);
+          const to = c < cuts.length ? cuts[c]! : old.len;
+          const run = to - from;
+          if (run > 0) {
+            key.set(old.key.subarray(from * d, to * d), w * d);
+            value.set(old.value.subarray(from * d, to * d), w * d);
             pos.data.copyWithin(w, from, to);
-            w += n;
+            w += run;
           }
           from = to + 1;
         }
         pos.size = w;
         this.removed += doomed.size;
         doomed.clear();
+        this.layers[l]![h] = { key, value, len: n };
       }
-      this.layers[l] = { key, value, length: P, lens };
     });
     this.dirty = false;
     this.compactions++;
@@ -214,24 +208,36 @@ export class CompressedCache {
 
   footprint(): CacheFootprint {
     const H = this.spec.numKvHeads;
-    const d = this.spec.headDim;
     let entries = 0;
-    let padding = 0;
-    for (const layer of this.layers) {
+    for (const layer of this.layers) for (let h = 0; h < H; h++) entries += layer[h]!.len;
+    const perEntry = 2 * this.spec.headDim * this.elemBytes;
+    return { bytes: entries * perEntry, paddingBytes: 0, fullBytes: this.spec.numLayers * H * this.position * perEntry, entries, paddingEntries: 0 };
+  }
+
+  /** The buffers of layer l, KV head h (compacted; read-only views: the decode-block runner feeds them). */
+  buffers(l: number, h: number): HeadBuffers {
+    this.compact();
+    return this.layers[l]![h]!;
+  }
+
+  /**
+   * Take `count` new tokens' entries computed outside `forward` (the decode-block graph): every
+   * head's buffers are replaced by `next(l, h)`, which must hold the old entries followed by the
+   * new ones at positions length .. length + count - 1.
+   */
+  append(count: number, next: (l: number, h: number) => HeadBuffers): void {
+    if (this.dirty) throw new Error('append: compact the cache first');
+    const H = this.spec.numKvHeads;
+    this.layers.forEach((heads, l) => {
       for (let h = 0; h < H; h++) {
-        entries += layer.lens[h]!;
-        padding += layer.length - layer.lens[h]!;
+        const b = next(l, h);
+        if (b.len !== heads[h]!.len + count) throw new Error(`append: layer ${l} head ${h} holds ${b.len} entries, expected ${heads[h]!.len + count}`);
+        heads[h] = b;
       }
-    }
-    const perEntry = 2 * d * this.elemBytes;
-    return {
-      bytes: (entries + padding) * perEntry,
-      paddingBytes: padding * perEntry,
-      fullBytes: this.spec.numLayers * H * this.position * perEntry,
-      entries,
-      paddingEntries: padding,
-      layerLengths: this.layers.map((l) => l.length),
-    };
+      const s = this.scoredOf.get(l);
+      if (s !== undefined) for (let h = 0; h < H; h++) this.positions[s]![h]!.push(this.position, count);
+    });
+    this.position += count;
   }
 
   /** Run `ids` after the cached tokens (at positions length, length + 1, ...). */
@@ -242,7 +248,6 @@ export class CompressedCache {
     const session = all ? this.sessions.full : T === 1 && this.sessions.decode && !o.snapWindow ? this.sessions.decode : this.sessions.step;
     if (!session) throw new Error('forward: the step_compressed_full session is needed for logits at every position');
     this.compact();
-    const H = this.spec.numKvHeads;
     const d = this.spec.headDim;
     const type = this.cacheDtype as 'float32' | 'float16';
     const feeds: Record<string, ort.Tensor> = {
@@ -250,11 +255,12 @@ export class CompressedCache {
       position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(this.position + i)), [1, T]),
     };
     if (session.inputNames.includes('snap_window')) feeds.snap_window = new ort.Tensor('int64', BigInt64Array.of(BigInt(o.snapWindow || 1)), []);
-    this.layers.forEach((layer, l) => {
-      feeds[`past_key.${l}`] = new ort.Tensor(type, layer.key, [1, H, layer.length, d]);
-      feeds[`past_value.${l}`] = new ort.Tensor(type, layer.value, [1, H, layer.length, d]);
-      feeds[`past_lens.${l}`] = new ort.Tensor('int32', layer.lens, [H]);
-    });
+    this.layers.forEach((heads, l) =>
+      heads.forEach((b, h) => {
+        feeds[`past_key.${l}.${h}`] = new ort.Tensor(type, b.key, [1, 1, b.len, d]);
+        feeds[`past_value.${l}.${h}`] = new ort.Tensor(type, b.value, [1, 1, b.len, d]);
+      }),
+    );
     const out = await session.run(feeds);
     const step: CompressedStep = {
       logits: out.logits!.data as Float32Array,
@@ -262,18 +268,11 @@ export class CompressedCache {
       snap: !all && o.snapWindow ? this.spec.scoredLayers.map((l) => out[`snap.${l}`]!.data as Float32Array) : [],
     };
     if (o.keepCache !== false) {
-      this.layers.forEach((layer, l) => {
-        // head h's new entries sit at slots lens[h] .. lens[h] + T - 1 of the padded present
-        this.layers[l] = {
-          key: out[`present_key.${l}`]!.data as Data,
-          value: out[`present_value.${l}`]!.data as Data,
-          length: layer.length + T,
-          lens: layer.lens.map((n) => n + T),
-        };
-        const s = this.scoredOf.get(l);
-        if (s !== undefined) for (let h = 0; h < H; h++) this.positions[s]![h]!.push(this.position, T);
-      });
-      this.position += T;
+      this.append(T, (l, h) => ({
+        key: out[`present_key.${l}.${h}`]!.data as Data,
+        value: out[`present_value.${l}.${h}`]!.data as Data,
+        len: this.layers[l]![h]!.len + T,
+      }));
     }
     return step;
   }
