@@ -16,6 +16,16 @@ export interface CompressedSessions {
   full?: ort.InferenceSession;
   /** step_compressed_decode: single-token steps (decoding) without SnapKV outputs; optional */
   decode?: ort.InferenceSession;
+  /** step_compressed_block: greedy decode steps in one run (decodeBlock); optional */
+  block?: ort.InferenceSession;
+}
+
+/** What one decode block produced. */
+export interface DecodeBlock {
+  /** the greedy token after each fed one (the last may be a stop id) */
+  tokens: number[];
+  /** per scored layer: the fed tokens' attention inputs [k, D] */
+  attnInputs: Data[];
 }
 
 export interface CompressedStep {
@@ -238,6 +248,41 @@ export class CompressedCache {
       if (s !== undefined) for (let h = 0; h < H; h++) this.positions[s]![h]!.push(this.position, count);
     });
     this.position += count;
+  }
+
+  /**
+   * Greedy decoding in one run of the decode-block graph: feed `first`, then each argmax, at most
+   * `steps` tokens, stopping after a token in `stopIds`; the fed tokens' entries join the cache.
+   */
+  async decodeBlock(first: number, steps: number, stopIds: number[]): Promise<DecodeBlock> {
+    const session = this.sessions.block;
+    if (!session) throw new Error('decodeBlock: the step_compressed_block session is needed');
+    if (!(steps >= 1)) throw new Error(`decodeBlock: steps must be >= 1 (got ${steps})`);
+    this.compact();
+    const d = this.spec.headDim;
+    const type = this.cacheDtype as 'float32' | 'float16';
+    const stops = stopIds.length ? stopIds : [-1]; // an empty list would reduce to nothing
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(first)), [1, 1]),
+      position: new ort.Tensor('int64', BigInt64Array.of(BigInt(this.position)), []),
+      steps: new ort.Tensor('int64', BigInt64Array.of(BigInt(steps)), []),
+      stop_ids: new ort.Tensor('int64', BigInt64Array.from(stops.map(BigInt)), [stops.length]),
+    };
+    this.layers.forEach((heads, l) =>
+      heads.forEach((b, h) => {
+        feeds[`past_key.${l}.${h}`] = new ort.Tensor(type, b.key, [1, 1, b.len, d]);
+        feeds[`past_value.${l}.${h}`] = new ort.Tensor(type, b.value, [1, 1, b.len, d]);
+      }),
+    );
+    const out = await session.run(feeds);
+    const tokens = Array.from(out.tokens!.data as BigInt64Array, Number);
+    const k = tokens.length;
+    this.append(k, (l, h) => ({
+      key: out[`present_key.${l}.${h}`]!.data as Data,
+      value: out[`present_value.${l}.${h}`]!.data as Data,
+      len: this.layers[l]![h]!.len + k,
+    }));
+    return { tokens, attnInputs: this.spec.scoredLayers.map((l) => out[`attn_input.${l}`]!.data as Data) };
   }
 
   /** Run `ids` after the cached tokens (at positions length, length + 1, ...). */

@@ -13,6 +13,7 @@ import { StepRunner } from '../../src/runtime/step.js';
 import { CompressedCache } from '../../src/runtime/compressed-cache.js';
 import { MaskedCache } from '../../src/eval/masked-runner.js';
 import { maxAbsDiff } from '../helpers/golden.js';
+import { argmax } from '../../src/runtime/generate.js';
 
 for (const name of ['qwen3', 'gemma3'] as const) {
   describe(`compressed cache (${name})`, () => {
@@ -23,12 +24,13 @@ for (const name of ['qwen3', 'gemma3'] as const) {
     let comp: ort.InferenceSession;
     let compFull: ort.InferenceSession;
     let compDecode: ort.InferenceSession;
+    let compBlock: ort.InferenceSession;
     beforeAll(async () => {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'fkz-compressed-'));
-      const kinds = ['step_full', 'step_masked', 'step_masked_full', 'step_compressed', 'step_compressed_full', 'step_compressed_decode'] as const;
+      const kinds = ['step_full', 'step_masked', 'step_masked_full', 'step_compressed', 'step_compressed_full', 'step_compressed_decode', 'step_compressed_block'] as const;
       writeModelGraphs(dir, spec, source, 'float32', [...kinds]);
       const open = (k: string) => createSession(path.join(dir, `${k}.onnx`), { device: 'cpu' });
-      [step, masked, maskedFull, comp, compFull, compDecode] = await Promise.all(kinds.map(open));
+      [step, masked, maskedFull, comp, compFull, compDecode, compBlock] = await Promise.all(kinds.map(open));
     });
     const ids = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % spec.vocabSize);
     const V = () => spec.vocabSize;
@@ -114,6 +116,50 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       const a = await m.forward(ids.slice(10, 14), { logits: 'all' });
       const b = await c.forward(ids.slice(10, 14), { logits: 'all' });
       expect(maxAbsDiff(b.logits, a.logits)).toBeLessThan(1e-4);
+    });
+
+    it('a decode block (greedy steps in one ONNX Loop) gives the step-by-step tokens, attention inputs and cache', async () => {
+      const H = spec.numKvHeads;
+      const L = spec.scoredLayers.length;
+      const sessions = { step: comp, full: compFull, decode: compDecode, block: compBlock };
+      const a = new CompressedCache(sessions, spec, 'float32');
+      const b = new CompressedCache(sessions, spec, 'float32');
+      const pa = await a.forward(ids.slice(0, 20));
+      await b.forward(ids.slice(0, 20));
+      // heads of a layer keep different counts going into the block
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (let p = 1; p < 18; p++) if ((p + s + 2 * h) % (3 + h) === 0) (a.evict(s, h, p), b.evict(s, h, p));
+      const first = argmax(pa.logits, pa.logits.length - V(), V());
+      const steps = 7;
+      const ref: number[] = [];
+      const refInputs: Float32Array[][] = [];
+      let tok = first;
+      for (let t = 0; t < steps; t++) {
+        const r = await a.forward([tok]);
+        refInputs.push(r.attnInputs as Float32Array[]);
+        tok = argmax(r.logits, 0, V());
+        ref.push(tok);
+      }
+      const blk = await b.decodeBlock(first, steps, []);
+      expect(blk.tokens).toEqual(ref);
+      expect(b.length).toBe(a.length);
+      spec.scoredLayers.forEach((_, s) => {
+        for (let t = 0; t < steps; t++) expect(maxAbsDiff(blk.attnInputs[s]!.subarray(t * spec.hiddenSize, (t + 1) * spec.hiddenSize), refInputs[t]![s]!)).toBeLessThan(1e-5);
+      });
+      expect(b.footprint()).toEqual(a.footprint());
+      for (let l = 0; l < spec.numLayers; l++) for (let h = 0; h < H; h++) expect(maxAbsDiff(b.buffers(l, h).key, a.buffers(l, h).key)).toBeLessThan(1e-5);
+      // the caches continue alike, and a stop id ends the block right after it is emitted
+      const c1 = await a.forward([3]);
+      const c2 = await b.forward([3]);
+      expect(maxAbsDiff(c2.logits, c1.logits)).toBeLessThan(1e-5);
+      const first2 = argmax(c1.logits, 0, V());
+      const ref2: number[] = [];
+      tok = first2;
+      for (let t = 0; t < 5; t++) ref2.push((tok = argmax((await a.forward([tok])).logits, 0, V())));
+      const expected = ref2.slice(0, ref2.indexOf(ref2[2]!) + 1);
+      const before = b.length;
+      const stop = await b.decodeBlock(first2, 5, [ref2[2]!]);
+      expect(stop.tokens).toEqual(expected);
+      expect(b.length).toBe(before + expected.length);
     });
   });
 }
