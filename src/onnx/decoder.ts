@@ -207,8 +207,12 @@ function kvHeadAttention(
   const H = spec.numKvHeads;
   const G = spec.numHeads / H;
   const d = spec.headDim;
-  const q3 = g.reshape(query, [0, 0, -1]); // [1, T, Hq·d]
-  const k3 = g.reshape(key, [0, 0, -1]); // [1, T, H·d]
+  // each KV head's slice of the new queries, keys and values: one Split node each, not H Slices
+  // (decoding runs these nodes every token, and on CUDA every node is a launch)
+  const split = (x: string) => (H === 1 ? [x] : g.node('Split', [x], { axis: 2, num_outputs: H }, { outputs: H }));
+  const qs = split(g.reshape(query, [0, 0, -1])); // H × [1, T, G·d]
+  const ks = split(g.reshape(key, [0, 0, -1])); // H × [1, T, d]
+  const vs = split(v); // H × [1, T, d]
   const T = g.cast(g.shape(query, 1, 2), 'int32'); // [1]
   let empty: string | undefined;
   const outs: string[] = [];
@@ -233,7 +237,7 @@ function kvHeadAttention(
     }
     const [attn, pk, pv] = g.ms(
       'GroupQueryAttention',
-      [g.slice(q3, [h * G * d], [(h + 1) * G * d], [2]), g.slice(k3, [h * d], [(h + 1) * d], [2]), g.slice(v, [h * d], [(h + 1) * d], [2]), past.key, past.value, seqlensK, total],
+      [qs[h]!, ks[h]!, vs[h]!, past.key, past.value, seqlensK, total],
       {
         num_heads: G,
         kv_num_heads: 1,
