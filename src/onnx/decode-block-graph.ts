@@ -36,23 +36,28 @@ export function buildDecodeBlockGraph(ctx: DecoderContext): Graph {
   const stopIds = g.input('stop_ids', 'int64', ['stops']);
   const room = g.op('Expand', [g.cast(g.constant(0, 'float32'), dtype), g.concat([g.constant([1, 1], 'int64'), g.reshape(steps, [1]), g.constant([d], 'int64')], 0)]);
   const carried: LoopCarry[] = [{ name: 'token', dtype: 'int64', shape: [1, 1], init: first }];
-  // per (layer, head): valid entries before the block ([1] int32) and the buffer with room
-  const lens: string[][] = [];
+  // per (layer, head), flattened l·H + h: valid entries before the block, and the buffer with room
+  const lens: string[] = [];
+  const totals: string[] = [];
   for (let l = 0; l < spec.numLayers; l++) {
-    lens.push([]);
     for (let h = 0; h < H; h++) {
       const key = toCompute(g, g.input(`past_key.${l}.${h}`, ioDtype, [1, 1, `past_${l}_${h}`, d]));
       const value = toCompute(g, g.input(`past_value.${l}.${h}`, ioDtype, [1, 1, `past_${l}_${h}`, d]));
-      lens[l]!.push(g.cast(g.shape(key, 2, 3), 'int32'));
-      carried.push({ name: `k.${l}.${h}`, dtype, shape: [1, 1, `room_${l}_${h}`, d], init: g.concat([key, room], 2) });
-      carried.push({ name: `v.${l}.${h}`, dtype, shape: [1, 1, `room_${l}_${h}`, d], init: g.concat([value, room], 2) });
+      const withRoom = { key: g.concat([key, room], 2), value: g.concat([value, room], 2) };
+      lens.push(g.cast(g.shape(key, 2, 3), 'int32'));
+      totals.push(g.reshape(g.cast(g.shape(withRoom.key, 2, 3), 'int32'), []));
+      carried.push({ name: `k.${l}.${h}`, dtype, shape: [1, 1, `room_${l}_${h}`, d], init: withRoom.key });
+      carried.push({ name: `v.${l}.${h}`, dtype, shape: [1, 1, `room_${l}_${h}`, d], init: withRoom.value });
     }
   }
+  const allLens = g.concat(lens, 0); // [L·H] int32
 
   const loop = g.loop('decode', steps, carried, (b, i, carriedIn) => {
     const [token, ...buffers] = carriedIn as [string, ...string[]];
     const positions = b.reshape(b.add(position, i), [1, 1]);
-    const i32 = b.reshape(b.cast(i, 'int32'), [1]);
+    // token i goes to slot lens + i of every head: GQA's seqlens_k (one Add and one Split for all heads)
+    const seqlens = b.add(allLens, b.cast(i, 'int32'));
+    const seqlensK = spec.numLayers * H === 1 ? [seqlens] : b.node('Split', [seqlens], { axis: 0, num_outputs: spec.numLayers * H }, { outputs: spec.numLayers * H });
     // the shared lengths are unused (every head's attention has its own), but ForwardInputs carries them
     const zero = b.constant(0, 'int32');
     const fwd: ForwardInputs = { positions, seqlensK: zero, totalLength: zero, rope: new Map() };
@@ -63,7 +68,7 @@ export function buildDecodeBlockGraph(ctx: DecoderContext): Graph {
       const heads: HeadCache[] = Array.from({ length: H }, (_, k) => ({
         key: buffers[2 * (l * H + k)]!,
         value: buffers[2 * (l * H + k) + 1]!,
-        room: { len: b.add(lens[l]![k]!, i32) },
+        room: { seqlensK: seqlensK[l * H + k]!, total: totals[l * H + k]! },
       }));
       const out = makeLayer(b, ctx, l, h, fwd, { heads });
       h = out.hidden;
@@ -86,7 +91,7 @@ export function buildDecodeBlockGraph(ctx: DecoderContext): Graph {
   const k = g.cast(g.shape(tokens, 0, 1), 'int32');
   for (let l = 0; l < spec.numLayers; l++) {
     for (let h = 0; h < H; h++) {
-      const end = g.cast(g.add(lens[l]![h]!, k), 'int64');
+      const end = g.cast(g.add(lens[l * H + h]!, k), 'int64');
       const cut = (x: string) => toIo(g.slice(x, [0], [end], [2]));
       g.output(cut(loop.carried[1 + 2 * (l * H + h)]!), `present_key.${l}.${h}`, ioDtype, [1, 1, `total_${l}_${h}`, d]);
       g.output(cut(loop.carried[2 + 2 * (l * H + h)]!), `present_value.${l}.${h}`, ioDtype, [1, 1, `total_${l}_${h}`, d]);

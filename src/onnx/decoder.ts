@@ -36,11 +36,13 @@ export interface HeadCache {
   key: string;
   value: string;
   /**
-   * The buffer already has room for the new tokens after `len` ([1] int32) valid entries (the
-   * decode-block graph's carried buffers); the present then has the buffer's size. Without it the
-   * whole buffer is valid and the present is [1, 1, n + T, d].
+   * The buffer already has room for the new tokens (the decode-block graph's carried buffers):
+   * GQA's seqlens_k ([1] int32: valid entries before the new tokens + T - 1) and
+   * total_sequence_length (int32 scalar: the buffer's length), both computed by the caller
+   * (there once for all heads). The present then has the buffer's size. Without it the whole
+   * buffer is valid and the present is [1, 1, n + T, d].
    */
-  room?: { len: string };
+  room?: { seqlensK: string; total: string };
 }
 
 /** A layer's past: one buffer [B, H, past, d], or one per KV head (the compressed cache). */
@@ -192,7 +194,7 @@ export function makeAttention(
  * so heads of a layer may keep different numbers of entries with no padding anywhere. (One node
  * with the heads as GQA's batch would need one buffer per layer, i.e. padding to its longest head.)
  * Returns the attention output [1, T, Hq·d] and each head's present: [1, 1, n + T, d], or the
- * buffer's own size when it came with room (HeadCache.room), the new entries at len .. len + T - 1.
+ * buffer's own size when it came with room (HeadCache.room), the new entries after the valid ones.
  */
 function kvHeadAttention(
   g: Graph,
@@ -224,8 +226,7 @@ function kvHeadAttention(
     if (head.room) {
       // the new tokens go into the buffer's room; every slot after them is garbage nobody reads
       past = head;
-      seqlensK = g.sub(g.add(head.room.len, T), g.constant([1], 'int32'));
-      total = g.reshape(g.cast(g.shape(head.key, 2, 3), 'int32'), []);
+      ({ seqlensK, total } = head.room);
     } else {
       // The CUDA kernel writes the new keys/values in place into the past buffer (present aliases
       // past), so the buffer must have room for them: append T empty slots.
