@@ -144,6 +144,7 @@ export async function compressedGenerate(
   let fed = 0;
   let buffer: (Float32Array | Uint16Array)[][] = [];
   let bufferStart = P + C;
+  const block = o.decodePath === 'block';
   // every `interval` fed tokens: the gates score the buffered attention inputs, then one eviction round
   const maybeEvict = async (): Promise<void> => {
     if (buffer.length < o.interval) return;
@@ -154,7 +155,10 @@ export async function compressedGenerate(
     const n = buffer.length;
     for (let i = 0; i < n; i++) for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) ev.add(s, h, bufferStart + i, scores[(s * H + h) * n + i]!);
     for (const [s, h, pos] of ev.round(cache.length)) cache.evict(s, h, pos);
-    cache.compact();
+    // the step path copies the cache on the host now; the block path only settles the
+    // bookkeeping, and the next block gathers the held entries on the device
+    if (block) cache.settle();
+    else cache.compact();
     evictNs += process.hrtime.bigint() - e0;
     bufferStart += n;
     buffer = [];
@@ -163,7 +167,7 @@ export async function compressedGenerate(
   let next = argmax(pre.lastLogits, pre.lastLogits.length - V, V);
   out.push(next);
   o.onToken?.(next);
-  if ((o.decodePath ?? 'step') === 'step') {
+  if (!block) {
     for (let t = 1; t < o.maxNewTokens && !stop.has(next); t++) {
       const step = await cache.forward([next]);
       fed++;
@@ -191,6 +195,7 @@ export async function compressedGenerate(
     }
   }
   const decodeSeconds = seconds(td);
+  cache.compact(); // the last round's evicted entries leave the host buffers too
   const footprint = cache.footprint();
   const N = cache.length;
   const keptPerLayer = spec.scoredLayers.map((layer, s) => {

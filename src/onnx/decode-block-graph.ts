@@ -7,10 +7,13 @@
 //
 // Inputs:  input_ids [1, 1] int64 (the first token to feed), position int64 scalar (its position),
 //          steps int64 scalar (at most this many tokens are fed), stop_ids [S] int64 (S >= 1; the
-//          block stops after emitting one), past_key.<l>.<h> / past_value.<l>.<h> [1, 1, n, d].
+//          block stops after emitting one), past_key.<l>.<h> / past_value.<l>.<h> [1, 1, n, d] and
+//          keep.<l>.<h> [n'] int32: the slots still held (the last eviction round's drops are
+//          gathered out here, on the device, instead of copying the cache on the host).
 // Outputs: tokens [k] int64 (the greedy token after each fed one; k <= steps, the last may be a
 //          stop id), present_key.<l>.<h> / present_value.<l>.<h> [1, 1, n + k, d] (the k fed
 //          tokens' entries appended), attn_input.<l> [k, D] of the scored layers (the gates' input).
+//          n' + k entries: the held ones, then the fed tokens'.
 //
 // Every head's buffer gets `steps` empty slots once, before the Loop; the Loop carries the
 // buffers and writes token i's entries at slot n + i (GQA's seqlens_k), so nothing grows or is
@@ -41,8 +44,10 @@ export function buildDecodeBlockGraph(ctx: DecoderContext): Graph {
   const totals: string[] = [];
   for (let l = 0; l < spec.numLayers; l++) {
     for (let h = 0; h < H; h++) {
-      const key = toCompute(g, g.input(`past_key.${l}.${h}`, ioDtype, [1, 1, `past_${l}_${h}`, d]));
-      const value = toCompute(g, g.input(`past_value.${l}.${h}`, ioDtype, [1, 1, `past_${l}_${h}`, d]));
+      const keep = g.input(`keep.${l}.${h}`, 'int32', [`held_${l}_${h}`]);
+      const held = (x: string) => toCompute(g, g.gather(x, keep, 2));
+      const key = held(g.input(`past_key.${l}.${h}`, ioDtype, [1, 1, `past_${l}_${h}`, d]));
+      const value = held(g.input(`past_value.${l}.${h}`, ioDtype, [1, 1, `past_${l}_${h}`, d]));
       const withRoom = { key: g.concat([key, room], 2), value: g.concat([value, room], 2) };
       lens.push(g.cast(g.shape(key, 2, 3), 'int32'));
       totals.push(g.reshape(g.cast(g.shape(withRoom.key, 2, 3), 'int32'), []));

@@ -66,7 +66,14 @@ export interface HeadBuffers {
   key: Data;
   value: Data;
   len: number;
+  /**
+   * slots of the buffers still held, ascending, when an eviction round dropped some and the
+   * buffers were not copied yet (the decode-block graph gathers them on the device); absent: all
+   */
+  keep?: Int32Array;
 }
+
+const held = (b: HeadBuffers) => (b.keep ? b.keep.length : b.len);
 
 /** Original positions of head h's slots, ascending (scored layers only). */
 class Positions {
@@ -136,6 +143,13 @@ export class CompressedCache {
     this.scoredOf = new Map(spec.scoredLayers.map((l, s) => [l, s]));
   }
 
+  private ids = new Int32Array(0);
+  /** 0, 1, ..., n - 1 (a view of one shared array) */
+  private identity(n: number): Int32Array {
+    if (this.ids.length < n) this.ids = Int32Array.from({ length: Math.max(n, 2 * this.ids.length) }, (_, i) => i);
+    return this.ids.subarray(0, n);
+  }
+
   private alloc(n: number): Data {
     return this.cacheDtype === 'float32' ? new Float32Array(n) : new Uint16Array(n);
   }
@@ -177,71 +191,87 @@ export class CompressedCache {
     return p.data.slice(0, p.size);
   }
 
-  /** Drop the entries marked for eviction from the buffers (only the heads that lost entries are copied). */
-  compact(): void {
+  /**
+   * Apply the marked evictions to the bookkeeping: each head that lost entries gets the list of
+   * buffer slots it still holds (HeadBuffers.keep); no key or value is copied. compact() copies
+   * on the host; decodeBlock() lets the graph gather on the device.
+   */
+  settle(): void {
     if (!this.dirty) return;
     const H = this.spec.numKvHeads;
-    const d = this.spec.headDim;
     this.spec.scoredLayers.forEach((l, s) => {
       for (let h = 0; h < H; h++) {
         const doomed = this.doomed[s]![h]!;
         if (doomed.size === 0) continue;
-        const old = this.layers[l]![h]!;
+        const b = this.layers[l]![h]!;
         const pos = this.positions[s]![h]!;
-        const n = old.len - doomed.size;
-        const key = this.alloc(n * d);
-        const value = this.alloc(n * d);
-        // copy the kept runs between evicted slots in one call each (decode rounds evict few)
-        const cuts = Int32Array.from(doomed).sort();
+        const n = pos.size;
+        const keep = new Int32Array(n - doomed.size);
         let w = 0;
-        let from = 0;
-        for (let c = 0; c <= cuts.length; c++) {
-          const to = c < cuts.length ? cuts[c]! : old.len;
-          const run = to - from;
-          if (run > 0) {
-            key.set(old.key.subarray(from * d, to * d), w * d);
-            value.set(old.value.subarray(from * d, to * d), w * d);
-            pos.data.copyWithin(w, from, to);
-            w += run;
-          }
-          from = to + 1;
+        for (let j = 0; j < n; j++) {
+          if (doomed.has(j)) continue;
+          keep[w] = b.keep ? b.keep[j]! : j;
+          pos.data[w++] = pos.data[j]!;
         }
         pos.size = w;
         this.removed += doomed.size;
         doomed.clear();
-        this.layers[l]![h] = { key, value, len: n };
+        this.layers[l]![h] = { ...b, keep };
       }
     });
     this.dirty = false;
     this.compactions++;
   }
 
+  /** Drop the evicted entries from the host buffers (only the heads that lost entries are copied). */
+  compact(): void {
+    this.settle();
+    const d = this.spec.headDim;
+    for (const heads of this.layers) {
+      heads.forEach((b, h) => {
+        if (!b.keep) return;
+        const n = b.keep.length;
+        const key = this.alloc(n * d);
+        const value = this.alloc(n * d);
+        // copy the runs of consecutive held slots in one call each (decode rounds evict few)
+        for (let j = 0; j < n; ) {
+          let e = j + 1;
+          while (e < n && b.keep[e] === b.keep[e - 1]! + 1) e++;
+          const from = b.keep[j]!;
+          key.set(b.key.subarray(from * d, (from + e - j) * d), j * d);
+          value.set(b.value.subarray(from * d, (from + e - j) * d), j * d);
+          j = e;
+        }
+        heads[h] = { key, value, len: n };
+      });
+    }
+  }
+
   footprint(): CacheFootprint {
     const H = this.spec.numKvHeads;
     let entries = 0;
-    for (const layer of this.layers) for (let h = 0; h < H; h++) entries += layer[h]!.len;
+    for (const layer of this.layers) for (let h = 0; h < H; h++) entries += held(layer[h]!);
     const perEntry = 2 * this.spec.headDim * this.elemBytes;
     return { bytes: entries * perEntry, paddingBytes: 0, fullBytes: this.spec.numLayers * H * this.position * perEntry, entries, paddingEntries: 0 };
   }
 
-  /** The buffers of layer l, KV head h (compacted; read-only views: the decode-block runner feeds them). */
+  /** The buffers of layer l, KV head h (compacted; read-only). */
   buffers(l: number, h: number): HeadBuffers {
     this.compact();
     return this.layers[l]![h]!;
   }
 
   /**
-   * Take `count` new tokens' entries computed outside `forward` (the decode-block graph): every
-   * head's buffers are replaced by `next(l, h)`, which must hold the old entries followed by the
-   * new ones at positions length .. length + count - 1.
+   * Take `count` new tokens' entries: every head's buffers are replaced by `next(l, h)`, which
+   * must hold the held entries followed by the new ones at positions length .. length + count - 1.
    */
   append(count: number, next: (l: number, h: number) => HeadBuffers): void {
-    if (this.dirty) throw new Error('append: compact the cache first');
+    if (this.dirty) throw new Error('append: settle the evictions first');
     const H = this.spec.numKvHeads;
     this.layers.forEach((heads, l) => {
       for (let h = 0; h < H; h++) {
         const b = next(l, h);
-        if (b.len !== heads[h]!.len + count) throw new Error(`append: layer ${l} head ${h} holds ${b.len} entries, expected ${heads[h]!.len + count}`);
+        if (b.len !== held(heads[h]!) + count || b.keep) throw new Error(`append: layer ${l} head ${h} got ${b.len} entries, expected ${held(heads[h]!) + count}`);
         heads[h] = b;
       }
       const s = this.scoredOf.get(l);
@@ -258,7 +288,7 @@ export class CompressedCache {
     const session = this.sessions.block;
     if (!session) throw new Error('decodeBlock: the step_compressed_block session is needed');
     if (!(steps >= 1)) throw new Error(`decodeBlock: steps must be >= 1 (got ${steps})`);
-    this.compact();
+    this.settle(); // the graph drops the evicted entries on the device (keep.<l>.<h>)
     const d = this.spec.headDim;
     const type = this.cacheDtype as 'float32' | 'float16';
     const stops = stopIds.length ? stopIds : [-1]; // an empty list would reduce to nothing
@@ -272,6 +302,8 @@ export class CompressedCache {
       heads.forEach((b, h) => {
         feeds[`past_key.${l}.${h}`] = new ort.Tensor(type, b.key, [1, 1, b.len, d]);
         feeds[`past_value.${l}.${h}`] = new ort.Tensor(type, b.value, [1, 1, b.len, d]);
+        const keep = b.keep ?? this.identity(b.len);
+        feeds[`keep.${l}.${h}`] = new ort.Tensor('int32', keep, [keep.length]);
       }),
     );
     const out = await session.run(feeds);
@@ -280,7 +312,7 @@ export class CompressedCache {
     this.append(k, (l, h) => ({
       key: out[`present_key.${l}.${h}`]!.data as Data,
       value: out[`present_value.${l}.${h}`]!.data as Data,
-      len: this.layers[l]![h]!.len + k,
+      len: held(this.layers[l]![h]!) + k,
     }));
     return { tokens, attnInputs: this.spec.scoredLayers.map((l) => out[`attn_input.${l}`]!.data as Data) };
   }

@@ -128,6 +128,9 @@ for (const name of ['qwen3', 'gemma3'] as const) {
       await b.forward(ids.slice(0, 20));
       // heads of a layer keep different counts going into the block
       for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (let p = 1; p < 18; p++) if ((p + s + 2 * h) % (3 + h) === 0) (a.evict(s, h, p), b.evict(s, h, p));
+      // two rounds before the block: b settles the first (keep lists, no copy) and composes the second
+      b.settle();
+      for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (const p of [2, 9, 16]) (a.evict(s, h, p + h), b.evict(s, h, p + h));
       const first = argmax(pa.logits, pa.logits.length - V(), V());
       const steps = 7;
       const ref: number[] = [];
