@@ -1,6 +1,7 @@
 // A KV cache that really shrinks, over the step_compressed graphs (src/onnx/compressed-graph.ts).
 // Every (layer, KV head) has a buffer of its own, holding exactly the entries it keeps: evicted
-// entries leave the buffers at the next compaction and no head is padded to another's length.
+// entries leave the buffers at the next compaction (on the host), or, when decoding in blocks,
+// at the next block's start (gathered out on the device), and no head is padded to another's length.
 // Kept entries keep the RoPE of their original positions and new tokens continue at the
 // original token count. onnxruntime-node returns outputs in host memory, so the cache lives
 // there between runs (the same as StepRunner's); the decode-block graph
@@ -48,7 +49,11 @@ export interface CompressedForwardOptions {
 
 /** What the cache holds right now. */
 export interface CacheFootprint {
-  /** bytes of the key and value buffers fed to ONNX Runtime */
+  /**
+   * bytes of the held entries' keys and values (what the buffers hold after compact(); between an
+   * eviction round settled for the decode block and that block, the host buffers still hold the
+   * round's evicted entries too)
+   */
   bytes: number;
   /** of which padding: 0 (one buffer per KV head, each exactly its kept entries); kept in reports for comparison */
   paddingBytes: number;
