@@ -11,8 +11,12 @@
 //
 // Modes: "full" is the plain step graph with the whole cache (what `generate` does without gates);
 // a number is `generate --gates --kv-ratio` at that ratio (1 = the compressed path evicting nothing:
-// its graph and gate overhead without any saving).
+// its graph and gate overhead without any saving). --decode-paths step,block runs every ratio with
+// each decode path: "step" one run per token, "block" the decode-block graph (one run per
+// --interval tokens, the cache crossing to the device once per block); the tokens must agree
+// (each row carries a hash of its tokens).
 import { spawn, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -22,7 +26,7 @@ import { loadModel, sessionFor } from '../src/runtime/model-session.js';
 import { parseDevice } from '../src/runtime/session.js';
 import { StepRunner } from '../src/runtime/step.js';
 import { argmax } from '../src/runtime/generate.js';
-import { compressedGenerate } from '../src/eval/compressed-generate.js';
+import { compressedGenerate, DECODE_PATHS, type DecodePath } from '../src/eval/compressed-generate.js';
 import { loadGates, gateSession } from '../src/eval/gates.js';
 import { PUBLIC_WINDOW } from '../src/eval/eviction.js';
 import { initLayer } from '../src/gate/state.js';
@@ -46,9 +50,10 @@ const { values: a } = parseArgs({
     'prefill-chunk': { type: 'string', default: '16000' },
     interval: { type: 'string', default: '128' },
     level: { type: 'string', default: 'pair' },
+    'decode-paths': { type: 'string', default: 'step' }, // step,block: the compressed runs with each decode path
     repeat: { type: 'string', default: '1' }, // runs per (context, mode), interleaved; the row is the median decode speed's run
     out: { type: 'string' },
-    one: { type: 'string' }, // internal: run one "ctx:mode" and print its JSON row
+    one: { type: 'string' }, // internal: run one "ctx:mode:path" and print its JSON row
   },
 });
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -76,12 +81,14 @@ function randomGates(spec: { hiddenSize: number; numKvHeads: number; numHeads: n
 }
 
 async function one(spec: string): Promise<Record<string, unknown>> {
-  const [ctxStr, mode] = spec.split(':') as [string, string];
+  const [ctxStr, mode, path_ = 'step'] = spec.split(':') as [string, string, string?];
+  const decodePath = path_ as DecodePath;
+  if (!DECODE_PATHS.includes(decodePath)) throw new Error(`--decode-paths: unknown path ${path_}`);
   const ctx = Number(ctxStr);
   const newTokens = Number(a['new-tokens']);
   const device = { device: parseDevice(a.device!), threads: Number(a.threads) };
   const full = mode === 'full';
-  const m = await loadModel(a.model!, { device, dtype: a.dtype as ComputeDType | undefined, kinds: full ? ['step'] : ['step_compressed', 'step_compressed_decode'], log: () => {} });
+  const m = await loadModel(a.model!, { device, dtype: a.dtype as ComputeDType | undefined, kinds: full ? ['step'] : ['step_compressed', decodePath === 'block' ? 'step_compressed_block' : 'step_compressed_decode'], log: () => {} });
   const sp = m.model.spec;
   const tok = m.model.tokenizer;
   const ids = promptIds(ctx, (t) => tok!.encode(t, { addSpecialTokens: false }), sp.vocabSize);
@@ -105,7 +112,11 @@ async function one(spec: string): Promise<Record<string, unknown>> {
   const g = a['random-gates'] ? randomGates(sp) : (await loadGates(a.gates!, sp)).gates;
   const hiddenDtype = attnInputIoDtype(m.dtype) as 'float32' | 'float16';
   const gates = await gateSession(g, device, hiddenDtype);
-  const r = await compressedGenerate({ step: await sessionFor(m, 'step_compressed', device), decode: await sessionFor(m, 'step_compressed_decode', device) }, gates, sp, m.cacheDtype, ids, {
+  const sessions =
+    decodePath === 'block'
+      ? { step: await sessionFor(m, 'step_compressed', device), block: await sessionFor(m, 'step_compressed_block', device) }
+      : { step: await sessionFor(m, 'step_compressed', device), decode: await sessionFor(m, 'step_compressed_decode', device) };
+  const r = await compressedGenerate(sessions, gates, sp, m.cacheDtype, ids, {
     ratio,
     level: a.level as 'pair',
     prefillChunk: chunk,
@@ -116,18 +127,24 @@ async function one(spec: string): Promise<Record<string, unknown>> {
     hiddenDtype,
     maxNewTokens: newTokens,
     stopIds: [],
+    decodePath,
   });
   const t = r.timings;
   const fed = newTokens - 1;
   return {
     ...base,
     ratio,
+    decodePath,
+    tokensSha256: createHash('sha256').update(r.tokens.join(',')).digest('hex').slice(0, 16),
     prefillSeconds: t.prefillSeconds,
     decodeSeconds: t.decodeSeconds,
     decodeTokensPerSecond: t.decodeTokensPerSecond,
     // the gates and eviction per decoded token, as a share of the decode time
     gateMsPerToken: (1000 * (t.gateSeconds + t.evictSeconds)) / fed,
     gateOverheadPct: (100 * (t.gateSeconds + t.evictSeconds)) / t.decodeSeconds,
+    // the gate model alone, and the eviction bookkeeping with compaction, % of decode time
+    gateModelPct: (100 * t.gateSeconds) / t.decodeSeconds,
+    evictPct: (100 * t.evictSeconds) / t.decodeSeconds,
     cacheBytes: r.footprint.bytes,
     paddingBytes: r.footprint.paddingBytes,
     fullCacheBytes: r.footprint.fullBytes,
@@ -172,10 +189,11 @@ if (a.one) {
 const samples = new Map<string, Record<string, unknown>[]>();
 for (let rep = 0; rep < Number(a.repeat); rep++) {
   for (const ctx of a.ctx!.split(',')) {
-    for (const mode of a.ratios!.split(',')) {
+    const modes = a.ratios!.split(',').flatMap((m) => (m === 'full' ? [m] : a['decode-paths']!.split(',').map((p) => `${m}:${p}`)));
+    for (const mode of modes) {
       const row = await child(`${ctx}:${mode}`);
       const f = (k: string, d = 2) => (typeof row[k] === 'number' ? (row[k] as number).toFixed(d) : '-');
-      console.error(`ctx ${ctx} ${mode.padEnd(4)}: cache ${(Number(row.cacheBytes) / 2 ** 20).toFixed(1)} MiB (${(100 * Number(row.cacheBytes) / Number(row.fullCacheBytes)).toFixed(1)} % of full, padding ${(Number(row.paddingBytes) / 2 ** 20).toFixed(1)} MiB), peak RSS ${(Number(row.peakRssBytes) / 2 ** 30).toFixed(2)} GiB, prefill ${f('prefillSeconds')} s, decode ${f('decodeTokensPerSecond', 1)} tok/s, gates ${f('gateOverheadPct')} %`);
+      console.error(`ctx ${ctx} ${mode.padEnd(10)}: cache ${(Number(row.cacheBytes) / 2 ** 20).toFixed(1)} MiB (${(100 * Number(row.cacheBytes) / Number(row.fullCacheBytes)).toFixed(1)} % of full, padding ${(Number(row.paddingBytes) / 2 ** 20).toFixed(1)} MiB), peak RSS ${(Number(row.peakRssBytes) / 2 ** 30).toFixed(2)} GiB, prefill ${f('prefillSeconds')} s, decode ${f('decodeTokensPerSecond', 1)} tok/s, gates ${f('gateOverheadPct')} % (${f('gateMsPerToken', 3)} ms/token)${row.tokensSha256 ? `, tokens ${row.tokensSha256}` : ''}`);
       const key = `${ctx}:${mode}`;
       samples.set(key, [...(samples.get(key) ?? []), row]);
     }

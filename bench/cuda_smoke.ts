@@ -52,28 +52,34 @@ for (const name of ['qwen3', 'gemma3'] as const) {
   }
 }
 // the compressed cache (generate --gates): per-head evictions, a multi-token chunk over the
-// right-padded cache (one GQA per KV head), single-token steps (heads as GQA's batch), vs CPU fp32
+// per-head buffers (one GQA per KV head), single-token steps, then a decode block (greedy steps in
+// one ONNX Loop, the buffers carried with room), vs CPU fp32
 for (const name of ['qwen3', 'gemma3'] as const) {
   const { spec, source } = randomModel(name, 11);
   const ids = Array.from({ length: 40 }, (_, i) => (i * 31 + 7) % spec.vocabSize);
   let ref: Float32Array[] = [];
+  let refTokens: number[] = [];
   for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
     const key = `compressed/${name}/${dtype}`;
     try {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'fkz-smoke-'));
-      const files = writeModelGraphs(dir, spec, source, dtype, ['step_compressed', 'step_compressed_decode']);
+      const files = writeModelGraphs(dir, spec, source, dtype, ['step_compressed', 'step_compressed_decode', 'step_compressed_block']);
       const dev = dtype === 'float32' ? { device: 'cpu' as const } : device;
-      const cache = new CompressedCache({ step: await createSession(files.paths.step_compressed!, dev), decode: await createSession(files.paths.step_compressed_decode!, dev) }, spec, cacheIoDtype(dtype));
+      const open = (k: 'step_compressed' | 'step_compressed_decode' | 'step_compressed_block') => createSession(files.paths[k]!, dev);
+      const cache = new CompressedCache({ step: await open('step_compressed'), decode: await open('step_compressed_decode'), block: await open('step_compressed_block') }, spec, cacheIoDtype(dtype));
       const got: Float32Array[] = [];
       await cache.forward(ids.slice(0, 24));
       for (let s = 0; s < spec.scoredLayers.length; s++) for (let h = 0; h < spec.numKvHeads; h++) for (let p = 1; p < 20; p += 2 + h) cache.evict(s, h, p);
       got.push((await cache.forward(ids.slice(24, 32))).logits);
       for (const t of ids.slice(32, 36)) got.push((await cache.forward([t])).logits);
+      const block = await cache.decodeBlock(ids[36]!, 6, []);
+      got.push((await cache.forward([ids[37]!])).logits); // over the block's cache
       if (dtype === 'float32') {
         ref = got;
-        report[key] = { reference: 'cpu', paddingEntries: cache.footprint().paddingEntries };
+        refTokens = block.tokens;
+        report[key] = { reference: 'cpu', paddingEntries: cache.footprint().paddingEntries, blockTokens: block.tokens };
       } else {
-        report[key] = { logitsMaxAbs: Math.max(...got.map((g, i) => maxAbs(g, ref[i]!))) };
+        report[key] = { logitsMaxAbs: Math.max(...got.map((g, i) => maxAbs(g, ref[i]!))), blockTokens: block.tokens, blockTokensAsCpu: block.tokens.join() === refTokens.join() };
       }
     } catch (e) {
       report[key] = `FAILED: ${(e as Error).message.slice(0, 400)}`;

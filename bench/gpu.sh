@@ -184,12 +184,14 @@ PY
       # public init), random ids; speed and memory only. Per (context, ratio) a fresh process: KV bytes,
       # peak host RSS, peak GPU memory above idle (nvidia-smi), prefill s, decode tok/s, gate overhead.
       # COMPRESSED_CTX (default 32768), COMPRESSED_RATIOS (default full,1,0.5,0.3,0.1),
-      # COMPRESSED_NEW_TOKENS (default 256; eviction rounds every 128), COMPRESSED_DTYPE (default float16)
+      # COMPRESSED_NEW_TOKENS (default 256; eviction rounds every 128), COMPRESSED_DTYPE (default float16),
+      # COMPRESSED_DECODE_PATHS (default step,block: every ratio decodes one run per token, then with the
+      # decode-block graph, one run per 128 tokens; the rows' tokensSha256 must agree per ratio)
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -1
       ctxs=${COMPRESSED_CTX:-32768}
       gpu_peak compressed8b-${ctxs//,/-} $TSX bench/compressed-generate.ts --model $models/qwen3-8b --random-gates --prompt random \
         --device cuda --dtype ${COMPRESSED_DTYPE:-float16} --ctx $ctxs --ratios ${COMPRESSED_RATIOS:-full,1,0.5,0.3,0.1} \
-        --new-tokens ${COMPRESSED_NEW_TOKENS:-256} --out "$out/compressed8b-${ctxs//,/-}.json" 2>&1 | tail -8
+        --decode-paths ${COMPRESSED_DECODE_PATHS:-step,block} --new-tokens ${COMPRESSED_NEW_TOKENS:-256} --out "$out/compressed8b-${ctxs//,/-}.json" 2>&1 | tail -16
       ;;
     profile8b)
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -1

@@ -5,14 +5,14 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { addDeviceOptions, deviceFrom, fractionArg, intArg, positiveInt, printJson } from './common.js';
 import { loadModel, sessionFor } from '../runtime/model-session.js';
 import { generateGreedy } from '../runtime/generate.js';
-import { generateWithGates } from '../eval/compressed-generate.js';
+import { generateWithGates, DECODE_PATHS, type DecodePath } from '../eval/compressed-generate.js';
 import { DECODE_BUDGETS, type DecodeBudget } from '../eval/decode-eviction.js';
 import { EVICTION_LEVELS, PUBLIC_WINDOW, type EvictionLevel } from '../eval/eviction.js';
 import { UserError, UsageError } from '../util/errors.js';
 import type { ComputeDType } from '../onnx/weights.js';
 
 /** Compressed generation defaults (docs/method.md §6). */
-export const COMPRESSED_GENERATE_DEFAULTS = { prefillChunk: 16000, interval: 128, keepFirst: 4, level: 'pair' as EvictionLevel, budget: 'ratio' as DecodeBudget };
+export const COMPRESSED_GENERATE_DEFAULTS = { prefillChunk: 16000, interval: 128, keepFirst: 4, level: 'pair' as EvictionLevel, budget: 'ratio' as DecodeBudget, decode: 'block' as DecodePath };
 
 function readPromptFile(file: string): string {
   if (!existsSync(file) || statSync(file).isDirectory()) throw new UserError(`${file}: no such prompt file`);
@@ -38,6 +38,7 @@ export function generateCommand(): Command {
     .option('--prefill-chunk <n>', 'prefill chunk; the gates score and evict after each', (v) => positiveInt(v, '--prefill-chunk'), d.prefillChunk)
     .option('--evict-interval <n>', 'decoding: score the new tokens and evict every n tokens', (v) => positiveInt(v, '--evict-interval'), d.interval)
     .addOption(new Option('--decode-budget <kind>', 'decoding budget: ratio keeps --kv-ratio of all tokens seen; fixed keeps the size reached after prefill').choices(DECODE_BUDGETS).default(d.budget))
+    .addOption(new Option('--decode <path>', 'decoding with --gates: block runs up to --evict-interval greedy steps in one ONNX Runtime run (the cache crosses to the device once per block); step runs once per token. Same tokens').choices(DECODE_PATHS).default(d.decode))
     .option('--keep-first <n>', 'leading prompt tokens never evicted (attention sinks)', (v) => intArg(v, '--keep-first'), d.keepFirst)
     .option('--window <n>', 'always-kept recent tokens of long prompts', (v) => intArg(v, '--window'), PUBLIC_WINDOW.window)
     .option('--window-ratio <f>', 'always-kept fraction of prompts shorter than --short-context', (v) => fractionArg(v, '--window-ratio', { min: 0, max: 1 }), PUBLIC_WINDOW.windowRatio)
@@ -68,6 +69,7 @@ export function generateCommand(): Command {
         interval: o.evictInterval,
         budget: o.decodeBudget as DecodeBudget,
         maxNewTokens: o.maxNewTokens,
+        decodePath: o.decode as DecodePath,
         onText: o.json ? undefined : (t) => process.stdout.write(t),
       });
       if (!o.json) {
@@ -87,11 +89,13 @@ export function generateCommand(): Command {
         kvRatio: o.kvRatio,
         level: o.level,
         decodeBudget: o.decodeBudget,
+        decode: o.decode,
         window: r.window,
         kept: r.kept,
         keptPerLayer: r.keptPerLayer,
         // onnxruntime-node returns outputs to host memory: the cache lives there between runs
-        // (on CUDA each run copies it to the device and back)
+        // (on CUDA each run copies it to the device and back: every token with --decode step,
+        // every --evict-interval tokens with --decode block)
         cacheBytes: f.bytes,
         cacheLocation: 'host',
         cacheDtype: r.cacheDtype,

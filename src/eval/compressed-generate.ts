@@ -34,7 +34,16 @@ export interface CompressedGenerateOptions {
   maxNewTokens: number;
   stopIds: number[];
   onToken?: (id: number) => void;
+  /**
+   * 'step': one run per decoded token (the cache goes to the device and back every token on CUDA);
+   * 'block': one run of the decode-block graph per `interval` tokens (the sessions' `block`); the
+   * same tokens and kept sets
+   */
+  decodePath?: DecodePath;
 }
+
+export type DecodePath = 'step' | 'block';
+export const DECODE_PATHS: DecodePath[] = ['step', 'block'];
 
 export interface CompressedGenerateResult {
   tokens: number[];
@@ -84,6 +93,7 @@ export async function compressedGenerate(
   o: CompressedGenerateOptions,
 ): Promise<CompressedGenerateResult> {
   if (promptIds.length === 0) throw new Error('empty prompt');
+  if (!(o.maxNewTokens >= 1)) throw new Error(`maxNewTokens must be >= 1 (got ${o.maxNewTokens})`);
   const L = spec.scoredLayers.length;
   const H = spec.numKvHeads;
   const dims = { layers: L, heads: H, hidden: spec.hiddenSize };
@@ -127,7 +137,6 @@ export async function compressedGenerate(
 
   const stop = new Set(o.stopIds);
   const out: number[] = [];
-  let logits = pre.lastLogits;
   const firstTokenSeconds = seconds(t0);
   const td = process.hrtime.bigint();
   let gateNs = 0n;
@@ -135,32 +144,58 @@ export async function compressedGenerate(
   let fed = 0;
   let buffer: (Float32Array | Uint16Array)[][] = [];
   let bufferStart = P + C;
+  const block = o.decodePath === 'block';
+  // every `interval` fed tokens: the gates score the buffered attention inputs, then one eviction round
+  const maybeEvict = async (): Promise<void> => {
+    if (buffer.length < o.interval) return;
+    const g0 = process.hrtime.bigint();
+    const scores = await scoreBuffer(gates, buffer, dims); // [L, H, n]
+    const e0 = process.hrtime.bigint();
+    gateNs += e0 - g0;
+    const n = buffer.length;
+    for (let i = 0; i < n; i++) for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) ev.add(s, h, bufferStart + i, scores[(s * H + h) * n + i]!);
+    for (const [s, h, pos] of ev.round(cache.length)) cache.evict(s, h, pos);
+    // the step path copies the cache on the host now; the block path only settles the
+    // bookkeeping, and the next block gathers the held entries on the device
+    if (block) cache.settle();
+    else cache.compact();
+    evictNs += process.hrtime.bigint() - e0;
+    bufferStart += n;
+    buffer = [];
+  };
   const V = spec.vocabSize;
-  for (let t = 0; t < o.maxNewTokens; t++) {
-    const next = argmax(logits, logits.length - V, V);
-    out.push(next);
-    o.onToken?.(next);
-    if (stop.has(next) || t === o.maxNewTokens - 1) break;
-    const step = await cache.forward([next]);
-    fed++;
-    logits = step.logits;
-    if (o.ratio >= 1) continue;
-    buffer.push(step.attnInputs.map((x) => x.slice()));
-    if (buffer.length >= o.interval) {
-      const g0 = process.hrtime.bigint();
-      const scores = await scoreBuffer(gates, buffer, dims); // [L, H, n]
-      const e0 = process.hrtime.bigint();
-      gateNs += e0 - g0;
-      const n = buffer.length;
-      for (let i = 0; i < n; i++) for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) ev.add(s, h, bufferStart + i, scores[(s * H + h) * n + i]!);
-      for (const [s, h, pos] of ev.round(cache.length)) cache.evict(s, h, pos);
-      cache.compact();
-      evictNs += process.hrtime.bigint() - e0;
-      bufferStart += n;
-      buffer = [];
+  let next = argmax(pre.lastLogits, pre.lastLogits.length - V, V);
+  out.push(next);
+  o.onToken?.(next);
+  if (!block) {
+    for (let t = 1; t < o.maxNewTokens && !stop.has(next); t++) {
+      const step = await cache.forward([next]);
+      fed++;
+      next = argmax(step.logits, step.logits.length - V, V);
+      out.push(next);
+      o.onToken?.(next);
+      if (o.ratio >= 1) continue;
+      buffer.push(step.attnInputs.map((x) => x.slice()));
+      await maybeEvict();
+    }
+  } else {
+    // blocks end where the step path's eviction rounds fall (every `interval` fed tokens)
+    const D = spec.hiddenSize;
+    while (out.length < o.maxNewTokens && !stop.has(next)) {
+      const block = await cache.decodeBlock(next, Math.min(o.interval, o.maxNewTokens - out.length), o.stopIds);
+      fed += block.tokens.length;
+      for (const id of block.tokens) {
+        out.push(id);
+        o.onToken?.(id);
+      }
+      next = block.tokens[block.tokens.length - 1]!;
+      if (o.ratio >= 1) continue;
+      block.tokens.forEach((_, i) => buffer.push(block.attnInputs.map((x) => x.subarray(i * D, (i + 1) * D))));
+      await maybeEvict();
     }
   }
   const decodeSeconds = seconds(td);
+  cache.compact(); // the last round's evicted entries leave the host buffers too
   const footprint = cache.footprint();
   const N = cache.length;
   const keptPerLayer = spec.scoredLayers.map((layer, s) => {
@@ -213,7 +248,8 @@ export interface GenerateWithGatesResult extends CompressedGenerateResult {
 
 /** `generate --gates`: load the model and gates, run compressedGenerate, decode the text. */
 export async function generateWithGates(o: GenerateWithGatesOptions): Promise<GenerateWithGatesResult> {
-  const m = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_compressed', 'step_compressed_decode'], log: o.log });
+  const decodeKind = (o.decodePath ?? 'step') === 'block' ? 'step_compressed_block' : 'step_compressed_decode';
+  const m = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: ['step_compressed', decodeKind], log: o.log });
   const { spec, tokenizer: tok } = m.model;
   if (!tok) throw new UserError(`${m.model.dir}: no tokenizer.json`);
   const ids = tok.encode(o.prompt, { addSpecialTokens: o.addSpecialTokens });
@@ -221,7 +257,8 @@ export async function generateWithGates(o: GenerateWithGatesOptions): Promise<Ge
   const g = await loadGates(o.gates, spec);
   const hiddenDtype = attnInputIoDtype(m.dtype) as 'float32' | 'float16';
   const gates = await gateSession(g.gates, o.device, hiddenDtype);
-  const sessions: CompressedSessions = { step: await sessionFor(m, 'step_compressed', o.device), decode: await sessionFor(m, 'step_compressed_decode', o.device) };
+  const decode = await sessionFor(m, decodeKind, o.device);
+  const sessions: CompressedSessions = { step: await sessionFor(m, 'step_compressed', o.device), ...(decodeKind === 'step_compressed_block' ? { block: decode } : { decode }) };
   const stopIds = [...new Set([...spec.eosTokenIds, ...(tok.eosTokenId !== null ? [tok.eosTokenId] : [])])];
   const out: number[] = [];
   let shown = '';
@@ -241,6 +278,6 @@ export async function generateWithGates(o: GenerateWithGatesOptions): Promise<Ge
     });
     return { ...r, model: m.id, gates: g.file, dtype: m.dtype, cacheDtype: m.cacheDtype, promptTokens: ids.length, text: visible() };
   } finally {
-    await Promise.all([sessions.step.release(), sessions.decode?.release(), gates.release()]);
+    await Promise.all([sessions.step.release(), decode.release(), gates.release()]);
   }
 }

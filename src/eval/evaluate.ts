@@ -106,7 +106,7 @@ export interface EvalCell {
   /** recall of the oracle's top-k by the scorer's top-k on the uncompressed pass, mean over layers and contexts */
   agreement: number;
   agreementPerLayer: number[];
-  /** --cache compressed: the compressed cache's bytes at the end of prefill, summed over contexts (padding included) */
+  /** --cache compressed: the compressed cache's bytes at the end of prefill, summed over contexts (paddingBytes: 0, one buffer per KV head) */
   cache?: { bytes: number; paddingBytes: number; fullBytes: number };
 }
 
@@ -147,7 +147,7 @@ const emptyTally = (): Tally => ({ kept: [], keptPerLayer: [], recon: { tokens: 
 /** What each cache mode means for memory (recorded in the report). */
 const MEMORY_NOTE: Record<EvalCacheMode, string> = {
   masked: 'eviction is simulated by per-head attention masks: evicted KV stays in the cache buffers, so no memory is freed; "kept" is the visible fraction',
-  compressed: 'compressed runs use the real compressed cache: evicted KV leaves the buffers fed to ONNX Runtime (heads right-padded to their layer\'s longest); "kept" is the held fraction, cells[].cache the bytes; ratio 1.0 and the reference run on the uncompressed cache',
+  compressed: 'compressed runs use the real compressed cache: evicted KV leaves the buffers fed to ONNX Runtime (one buffer per layer and KV head, no padding); "kept" is the held fraction, cells[].cache the bytes; ratio 1.0 and the reference run on the uncompressed cache',
 };
 
 function addTally(t: Tally, r: ReconstructionTally, q: RetrievalTally): void {

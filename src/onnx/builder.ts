@@ -60,6 +60,8 @@ export interface LoopScan {
 export interface LoopBodyResult {
   carried: string[];
   scans: LoopScan[];
+  /** bool scalar: run another iteration (early exit; without it the Loop runs all `trips`) */
+  cond?: string;
 }
 
 export interface LoopResult {
@@ -205,10 +207,12 @@ export class Graph {
     const result = body(b, i, carriedIn.slice(0, carried.length));
     if (result.carried.length !== carried.length) throw new Error(`loop ${name}: ${result.carried.length} carried values returned for ${carried.length}`);
     const next = carried.length ? result.carried : carriedIn;
-    b.output(b.op('Identity', ['cond']), 'cond_out', 'bool', []);
+    b.output(b.op('Identity', [result.cond ?? 'cond']), 'cond_out', 'bool', []);
     all.forEach((c, j) => b.output(next[j]!, `${c.name}_out`, c.dtype, c.shape));
     result.scans.forEach((s) => b.output(s.value, s.name, s.dtype, s.shape));
-    const outs = this.node('Loop', [trips, '', ...all.map((c) => c.init)], { body: b }, { outputs: all.length + result.scans.length });
+    // with a body condition the Loop needs an initial one too (a for loop with early exit)
+    const cond = result.cond ? this.constant(1, 'bool') : '';
+    const outs = this.node('Loop', [trips, cond, ...all.map((c) => c.init)], { body: b }, { outputs: all.length + result.scans.length });
     return { carried: outs.slice(0, carried.length), scans: outs.slice(all.length) };
   }
 

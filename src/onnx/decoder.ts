@@ -29,20 +29,24 @@ export interface ForwardInputs {
 }
 
 /**
- * Per-head cache lengths of one layer (the compressed cache, src/onnx/compressed-graph.ts): the
- * past is [1, H, P, d] right-padded per head, head h holding `lens[h]` valid entries.
+ * One KV head's cache in the compressed cache (src/onnx/compressed-graph.ts): a buffer of its own,
+ * [1, 1, n, d], so heads of a layer keep different counts without padding.
  */
-export interface HeadLengths {
-  /** [H] int32 valid past entries per head */
-  lens: string;
-  /** [H] int32 = lens + T - 1 (GQA's seqlens_k per head) */
-  seqlensK: string;
+export interface HeadCache {
+  key: string;
+  value: string;
   /**
-   * one new token (decoding): run all heads in one GQA node with the KV heads as its batch, each
-   * reading its own seqlens_k (ORT allows batch > 1 after a past only for single-token steps)
+   * The buffer already has room for the new tokens (the decode-block graph's carried buffers):
+   * GQA's seqlens_k ([1] int32: valid entries before the new tokens + T - 1) and
+   * total_sequence_length (int32 scalar: the buffer's length), both computed by the caller
+   * (there once for all heads). The present then has the buffer's size. Without it the whole
+   * buffer is valid and the present is [1, 1, n + T, d].
    */
-  singleToken?: boolean;
+  room?: { seqlensK: string; total: string };
 }
+
+/** A layer's past: one buffer [B, H, past, d], or one per KV head (the compressed cache). */
+export type LayerPast = { key: string; value: string } | { heads: HeadCache[] };
 
 export interface LayerOutputs {
   hidden: string;
@@ -53,6 +57,8 @@ export interface LayerOutputs {
   /** post-norm, post-RoPE queries [B, T, Hq, d] and keys [B, T, H, d] (for KVzip scoring) */
   query: string;
   key: string;
+  /** per KV head presents (with `heads` in: the compressed cache); presentKey/Value are then '' */
+  heads?: HeadCache[];
 }
 
 const prefixOf = (spec: ModelSpec) => spec.weightPrefix;
@@ -139,10 +145,9 @@ export function makeAttention(
   layer: number,
   x: string,
   fwd: ForwardInputs,
-  past: { key: string; value: string },
+  past: LayerPast,
   attentionBias?: string,
-  headLengths?: HeadLengths,
-): { out: string; presentKey: string; presentValue: string; query: string; key: string } {
+): { out: string; presentKey: string; presentValue: string; query: string; key: string; heads?: HeadCache[] } {
   const { spec } = ctx;
   const d = spec.headDim;
   const sliding = spec.layerKinds[layer] === 'sliding';
@@ -155,10 +160,9 @@ export function makeAttention(
   const cs = ropeCosSin(g, ctx, fwd, sliding ? spec.ropeLocal : spec.rope);
   const query = applyRope(g, ctx, qn, cs);
   const key = applyRope(g, ctx, kn, cs);
-  if (headLengths) {
-    const attend = headLengths.singleToken ? headsAsBatchAttention : perHeadAttention;
-    const { out, presentKey, presentValue } = attend(g, ctx, sliding, query, key, v, past, headLengths);
-    return { out: linear(g, ctx, out, attnName('o_proj'), spec.oBias), presentKey, presentValue, query, key };
+  if ('heads' in past) {
+    const { out, presents } = kvHeadAttention(g, ctx, sliding, query, key, v, past.heads);
+    return { out: linear(g, ctx, out, attnName('o_proj'), spec.oBias), presentKey: '', presentValue: '', query, key, heads: presents };
   }
   // The CUDA kernel writes the new keys/values in place into the past buffer (present aliases
   // past), so the buffer must already have room for them: append T empty slots. The CPU kernel
@@ -186,43 +190,55 @@ export function makeAttention(
 }
 
 /**
- * One GroupQueryAttention per KV head (its G query heads), each over its own valid past
- * `lens[h]` sliced out of the right-padded buffer, so heads of a layer may keep different numbers
- * of entries and padding is never attended to. (GQA's per-batch seqlens would do this in one node
- * with the heads as the batch, but ORT refuses batch > 1 for a multi-token chunk after a past.)
- * Returns the attention output [1, T, Hq·d] and the present cache [1, H, P + T, d], head h valid
- * in [0, lens[h] + T) and zero after.
+ * One GroupQueryAttention per KV head (GQA: its G query heads), each over that head's own buffer,
+ * so heads of a layer may keep different numbers of entries with no padding anywhere. (One node
+ * with the heads as GQA's batch would need one buffer per layer, i.e. padding to its longest head.)
+ * Returns the attention output [1, T, Hq·d] and each head's present: [1, 1, n + T, d], or the
+ * buffer's own size when it came with room (HeadCache.room), the new entries after the valid ones.
  */
-function perHeadAttention(
+function kvHeadAttention(
   g: Graph,
   ctx: DecoderContext,
   sliding: boolean,
   query: string, // [1, T, Hq, d]
   key: string, // [1, T, H, d]
   v: string, // [1, T, H·d]
-  past: { key: string; value: string }, // [1, H, P, d]
-  lens: HeadLengths,
-): { out: string; presentKey: string; presentValue: string } {
+  heads: HeadCache[],
+): { out: string; presents: HeadCache[] } {
   const { spec } = ctx;
   const H = spec.numKvHeads;
   const G = spec.numHeads / H;
   const d = spec.headDim;
-  const q3 = g.reshape(query, [0, 0, -1]); // [1, T, Hq·d]
-  const k3 = g.reshape(key, [0, 0, -1]); // [1, T, H·d]
-  const emptyShape = g.concat([g.constant([1, 1], 'int64'), g.shape(query, 1, 2), g.constant([d], 'int64')], 0);
-  const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), emptyShape]);
-  const padded = g.shape(past.key, 2, 3); // [1] int64: P
+  // each KV head's slice of the new queries, keys and values: one Split node each, not H Slices
+  // (decoding runs these nodes every token, and on CUDA every node is a launch)
+  const split = (x: string) => (H === 1 ? [x] : g.node('Split', [x], { axis: 2, num_outputs: H }, { outputs: H }));
+  const qs = split(g.reshape(query, [0, 0, -1])); // H × [1, T, G·d]
+  const ks = split(g.reshape(key, [0, 0, -1])); // H × [1, T, d]
+  const vs = split(v); // H × [1, T, d]
+  const T = g.cast(g.shape(query, 1, 2), 'int32'); // [1]
+  let empty: string | undefined;
   const outs: string[] = [];
-  const keys: string[] = [];
-  const values: string[] = [];
-  for (let h = 0; h < H; h++) {
-    const len = g.cast(g.slice(lens.lens, [h], [h + 1], [0]), 'int64'); // [1]
-    const mine = (x: string) => g.concat([g.sliceVec(x, g.concat([g.constant([h], 'int64'), g.constant([0], 'int64')], 0), g.concat([g.constant([h + 1], 'int64'), len], 0), [1, 2]), empty], 2);
-    const seqlensK = g.slice(lens.seqlensK, [h], [h + 1], [0]); // [1] int32
-    const total = g.reshape(g.add(seqlensK, g.constant(1, 'int32')), []);
+  const presents: HeadCache[] = [];
+  heads.forEach((head, h) => {
+    let past: { key: string; value: string };
+    let seqlensK: string;
+    let total: string;
+    if (head.room) {
+      // the new tokens go into the buffer's room; every slot after them is garbage nobody reads
+      past = head;
+      ({ seqlensK, total } = head.room);
+    } else {
+      // The CUDA kernel writes the new keys/values in place into the past buffer (present aliases
+      // past), so the buffer must have room for them: append T empty slots.
+      empty ??= g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), g.concat([g.constant([1, 1], 'int64'), g.shape(query, 1, 2), g.constant([d], 'int64')], 0)]);
+      past = { key: g.concat([head.key, empty], 2), value: g.concat([head.value, empty], 2) };
+      const n = g.cast(g.shape(head.key, 2, 3), 'int32');
+      seqlensK = g.sub(g.add(n, T), g.constant([1], 'int32'));
+      total = g.reshape(g.add(seqlensK, g.constant([1], 'int32')), []);
+    }
     const [attn, pk, pv] = g.ms(
       'GroupQueryAttention',
-      [g.slice(q3, [h * G * d], [(h + 1) * G * d], [2]), g.slice(k3, [h * d], [(h + 1) * d], [2]), g.slice(v, [h * d], [(h + 1) * d], [2]), mine(past.key), mine(past.value), seqlensK, total],
+      [qs[h]!, ks[h]!, vs[h]!, past.key, past.value, seqlensK, total],
       {
         num_heads: G,
         kv_num_heads: 1,
@@ -232,55 +248,10 @@ function perHeadAttention(
       },
       3,
     );
-    // right-pad head h's present [1, 1, lens[h] + T, d] to the layer's P + T
-    const pads = g.concat([g.constant([0, 0, 0, 0, 0, 0], 'int64'), g.sub(padded, len), g.constant([0], 'int64')], 0);
     outs.push(attn!);
-    keys.push(g.op('Pad', [pk!, pads]));
-    values.push(g.op('Pad', [pv!, pads]));
-  }
-  return { out: g.concat(outs, 2), presentKey: g.concat(keys, 1), presentValue: g.concat(values, 1) };
-}
-
-/**
- * Decoding (T = 1): GroupQueryAttention with the KV heads as the batch (B = H, one KV head and G
- * query heads each), every head reading its valid past length from seqlens_k. The new entry lands
- * at slot lens[h] of head h; the present is [1, H, P + 1, d], right-padded like the past.
- */
-function headsAsBatchAttention(
-  g: Graph,
-  ctx: DecoderContext,
-  sliding: boolean,
-  query: string, // [1, 1, Hq, d]
-  key: string, // [1, 1, H, d]
-  v: string, // [1, 1, H·d]
-  past: { key: string; value: string }, // [1, H, P, d]
-  lens: HeadLengths,
-): { out: string; presentKey: string; presentValue: string } {
-  const { spec } = ctx;
-  const H = spec.numKvHeads;
-  const G = spec.numHeads / H;
-  const d = spec.headDim;
-  // [1, 1, H·w] -> [H, 1, w]: with one token this is a reshape, no transpose
-  const batched = (x: string, w: number) => g.reshape(x, [H, 1, w]);
-  // [1, H, P, d] -> [H, 1, P, d] by an explicit shape: -1 cannot be inferred when P = 0
-  const pastShape = g.concat([g.constant([H, 1], 'int64'), g.shape(past.key, 2, 4)], 0);
-  const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), g.constant([H, 1, 1, d], 'int64')]);
-  const room = (x: string) => g.concat([g.reshape(x, pastShape), empty], 2);
-  const total = g.reshape(g.add(g.cast(g.shape(past.key, 2, 3), 'int32'), g.constant([1], 'int32')), []);
-  const [attn, presentKey, presentValue] = g.ms(
-    'GroupQueryAttention',
-    [batched(query, G * d), batched(key, d), batched(v, d), room(past.key), room(past.value), lens.seqlensK, total],
-    {
-      num_heads: G,
-      kv_num_heads: 1,
-      scale: { float: spec.attnScale },
-      local_window_size: sliding ? spec.slidingWindow! : undefined,
-      softcap: spec.attnLogitSoftcap ? { float: spec.attnLogitSoftcap } : undefined,
-    },
-    3,
-  );
-  const unbatch = (x: string) => g.reshape(x, g.concat([g.constant([1, H], 'int64'), g.shape(x, 2, 4)], 0));
-  return { out: g.reshape(attn!, [1, 1, spec.numHeads * d]), presentKey: unbatch(presentKey!), presentValue: unbatch(presentValue!) };
+    presents.push({ key: pk!, value: pv!, room: head.room });
+  });
+  return { out: outs.length === 1 ? outs[0]! : g.concat(outs, 2), presents };
 }
 
 /** [B, H, T, d]: batch and heads of the past buffer, T new tokens, head dim (shared by all layers of a forward). */
@@ -299,7 +270,7 @@ export function makeMlp(g: Graph, ctx: DecoderContext, layer: number, x: string)
 
 /**
  * `attentionBias`: optional [1, Hq, T, past + T] additive bias on this layer's attention logits (KV eviction masks);
- * `headLengths`: per-head valid lengths of a right-padded past (the compressed cache).
+ * `past` may be one buffer per KV head (the compressed cache).
  */
 export function makeLayer(
   g: Graph,
@@ -307,15 +278,14 @@ export function makeLayer(
   layer: number,
   h: string,
   fwd: ForwardInputs,
-  past: { key: string; value: string },
+  past: LayerPast,
   attentionBias?: string,
-  headLengths?: HeadLengths,
 ): LayerOutputs {
   const { spec } = ctx;
   return g.within(`layers.${layer}`, () => {
     const n = (p: string) => layerName(spec, layer, p);
     const attnInput = makeNorm(g, ctx, h, n('input_layernorm.weight'));
-    const attn = makeAttention(g, ctx, layer, attnInput, fwd, past, attentionBias, headLengths);
+    const attn = makeAttention(g, ctx, layer, attnInput, fwd, past, attentionBias);
     let attnOut = attn.out;
     if (spec.sandwichNorms) attnOut = makeNorm(g, ctx, attnOut, n('post_attention_layernorm.weight'));
     const h1 = g.add(h, attnOut);
@@ -329,6 +299,7 @@ export function makeLayer(
       presentValue: attn.presentValue,
       query: attn.query,
       key: attn.key,
+      heads: attn.heads,
     };
   });
 }

@@ -14,7 +14,7 @@ import { UserError } from '../util/errors.js';
 import { waitForLockSync } from '../util/wait-lock.js';
 
 /** Bump when graph code changes in a way that changes the files. */
-export const BUILDER_VERSION = '7';
+export const BUILDER_VERSION = '9';
 
 export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute };
 

@@ -6,6 +6,7 @@ import { WeightFile, type ComputeDType, type TensorSource } from './weights.js';
 import { buildStepGraph } from './step-graph.js';
 import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute } from './kvzip-graph.js';
 import { buildCompressedGraph } from './compressed-graph.js';
+import { buildDecodeBlockGraph } from './decode-block-graph.js';
 import type { ModelSpec } from '../model/config.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 
@@ -14,9 +15,11 @@ import { writeFileAtomicSync } from '../util/atomic.js';
  * kvzip: context scoring in one run; prefill: its chunked prefill with capture only (benchmarks);
  * step_masked: eviction evaluation (per-head keep masks, last-token logits, scored layers' attention
  * inputs and SnapKV window attention); step_masked_full: the same masks with logits at every position;
- * step_compressed / step_compressed_full: a compacted cache with per-layer, per-head lengths (compressed
- * generation and `eval --cache compressed`), last-token logits + scored layers' attention inputs / all logits;
- * step_compressed_decode: step_compressed for one token at a time (decoding), all heads in one attention node
+ * step_compressed / step_compressed_full: a compacted cache, one buffer per (layer, KV head) with its own
+ * length (compressed generation and `eval --cache compressed`), last-token logits + scored layers' attention
+ * inputs / all logits; step_compressed_decode: step_compressed without the SnapKV outputs (decoding);
+ * step_compressed_block: up to `steps` greedy decode steps over that cache in one ONNX Loop (the cache
+ * crosses to the device once per block)
  */
 export type GraphKind =
   | 'step'
@@ -29,7 +32,8 @@ export type GraphKind =
   | 'step_masked_full'
   | 'step_compressed'
   | 'step_compressed_full'
-  | 'step_compressed_decode';
+  | 'step_compressed_decode'
+  | 'step_compressed_block';
 export const ALL_GRAPHS: GraphKind[] = ['step', 'step_full', 'kvzip'];
 
 export interface GraphFiles {
@@ -86,7 +90,8 @@ export function writeModelGraphs(
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
     ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last', snapScores: true })],
     ['step_compressed_full', () => buildCompressedGraph(ctx, { logits: 'all' })],
-    ['step_compressed_decode', () => buildCompressedGraph(ctx, { logits: 'last', singleToken: true })],
+    ['step_compressed_decode', () => buildCompressedGraph(ctx, { logits: 'last' })],
+    ['step_compressed_block', () => buildDecodeBlockGraph(ctx)],
   ];
   const encoded: [GraphKind, Uint8Array][] = [];
   for (const [kind, build] of graphs) {

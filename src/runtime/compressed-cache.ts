@@ -1,10 +1,11 @@
 // A KV cache that really shrinks, over the step_compressed graphs (src/onnx/compressed-graph.ts).
-// Evicted entries leave the buffers fed to ONNX Runtime: after an eviction round the cache is
-// compacted, each layer to the largest head count it keeps, the shorter heads right-padded
-// (GQA masks the padding through per-head lengths, so padding costs memory, not attention).
+// Every (layer, KV head) has a buffer of its own, holding exactly the entries it keeps: evicted
+// entries leave the buffers at the next compaction (on the host), or, when decoding in blocks,
+// at the next block's start (gathered out on the device), and no head is padded to another's length.
 // Kept entries keep the RoPE of their original positions and new tokens continue at the
 // original token count. onnxruntime-node returns outputs in host memory, so the cache lives
-// there between runs (the same as StepRunner's).
+// there between runs (the same as StepRunner's); the decode-block graph
+// (src/onnx/decode-block-graph.ts) takes it to the device once per block of decode steps.
 import { ort } from './session.js';
 import type { ModelSpec } from '../model/config.js';
 import type { DType } from '../onnx/builder.js';
@@ -14,8 +15,18 @@ export interface CompressedSessions {
   step: ort.InferenceSession;
   /** step_compressed_full: logits at every position (teacher forcing); optional */
   full?: ort.InferenceSession;
-  /** step_compressed_decode: single-token steps (decoding); optional, faster than `step` there */
+  /** step_compressed_decode: single-token steps (decoding) without SnapKV outputs; optional */
   decode?: ort.InferenceSession;
+  /** step_compressed_block: greedy decode steps in one run (decodeBlock); optional */
+  block?: ort.InferenceSession;
+}
+
+/** What one decode block produced. */
+export interface DecodeBlock {
+  /** the greedy token after each fed one (the last may be a stop id) */
+  tokens: number[];
+  /** per scored layer: the fed tokens' attention inputs [k, D] */
+  attnInputs: Data[];
 }
 
 export interface CompressedStep {
@@ -38,29 +49,36 @@ export interface CompressedForwardOptions {
 
 /** What the cache holds right now. */
 export interface CacheFootprint {
-  /** bytes of the key and value buffers fed to ONNX Runtime (padding included) */
+  /**
+   * bytes of the held entries' keys and values (what the buffers hold after compact(); between an
+   * eviction round settled for the decode block and that block, the host buffers still hold the
+   * round's evicted entries too)
+   */
   bytes: number;
-  /** of which padding (heads shorter than their layer's longest) */
+  /** of which padding: 0 (one buffer per KV head, each exactly its kept entries); kept in reports for comparison */
   paddingBytes: number;
   /** bytes the full, uncompressed cache of the same tokens would hold */
   fullBytes: number;
-  /** entries (layer, head, position) held / padded */
+  /** entries (layer, head, position) held / padded (0) */
   entries: number;
   paddingEntries: number;
-  /** padded length of every layer's buffer */
-  layerLengths: number[];
 }
 
 type Data = Float32Array | Uint16Array;
 
-interface LayerCache {
+/** One KV head's buffers [1, 1, n, d] (n = len). */
+export interface HeadBuffers {
   key: Data;
   value: Data;
-  /** padded length P of the buffer [1, H, P, d] */
-  length: number;
-  /** valid entries per head */
-  lens: Int32Array;
+  len: number;
+  /**
+   * slots of the buffers still held, ascending, when an eviction round dropped some and the
+   * buffers were not copied yet (the decode-block graph gathers them on the device); absent: all
+   */
+  keep?: Int32Array;
 }
+
+const held = (b: HeadBuffers) => (b.keep ? b.keep.length : b.len);
 
 /** Original positions of head h's slots, ascending (scored layers only). */
 class Positions {
@@ -102,7 +120,8 @@ class Positions {
 }
 
 export class CompressedCache {
-  private readonly layers: LayerCache[];
+  /** layer l -> KV head h -> its buffers */
+  private readonly layers: HeadBuffers[][];
   /** scored layer s -> head h -> slot positions */
   private readonly positions: Positions[][];
   /** scored layer s -> head h -> slots marked for eviction (applied at the next compaction) */
@@ -123,10 +142,17 @@ export class CompressedCache {
     if (cacheDtype !== 'float32' && cacheDtype !== 'float16') throw new Error(`compressed cache: unsupported cache dtype ${cacheDtype}`);
     this.elemBytes = cacheDtype === 'float32' ? 4 : 2;
     const H = spec.numKvHeads;
-    this.layers = Array.from({ length: spec.numLayers }, () => ({ key: this.alloc(0), value: this.alloc(0), length: 0, lens: new Int32Array(H) }));
+    this.layers = Array.from({ length: spec.numLayers }, () => Array.from({ length: H }, () => ({ key: this.alloc(0), value: this.alloc(0), len: 0 })));
     this.positions = spec.scoredLayers.map(() => Array.from({ length: H }, () => new Positions()));
     this.doomed = spec.scoredLayers.map(() => Array.from({ length: H }, () => new Set<number>()));
     this.scoredOf = new Map(spec.scoredLayers.map((l, s) => [l, s]));
+  }
+
+  private ids = new Int32Array(0);
+  /** 0, 1, ..., n - 1 (a view of one shared array) */
+  private identity(n: number): Int32Array {
+    if (this.ids.length < n) this.ids = Int32Array.from({ length: Math.max(n, 2 * this.ids.length) }, (_, i) => i);
+    return this.ids.subarray(0, n);
   }
 
   private alloc(n: number): Data {
@@ -170,68 +196,130 @@ export class CompressedCache {
     return p.data.slice(0, p.size);
   }
 
-  /** Drop the entries marked for eviction from the buffers; each scored layer shrinks to its longest head. */
-  compact(): void {
+  /**
+   * Apply the marked evictions to the bookkeeping: each head that lost entries gets the list of
+   * buffer slots it still holds (HeadBuffers.keep); no key or value is copied. compact() copies
+   * on the host; decodeBlock() lets the graph gather on the device.
+   */
+  settle(): void {
     if (!this.dirty) return;
     const H = this.spec.numKvHeads;
-    const d = this.spec.headDim;
     this.spec.scoredLayers.forEach((l, s) => {
-      if (this.doomed[s]!.every((set) => set.size === 0)) return;
-      const layer = this.layers[l]!;
-      const lens = Int32Array.from({ length: H }, (_, h) => layer.lens[h]! - this.doomed[s]![h]!.size);
-      const P = Math.max(0, ...lens);
-      const key = this.alloc(H * P * d);
-      const value = this.alloc(H * P * d);
       for (let h = 0; h < H; h++) {
         const doomed = this.doomed[s]![h]!;
+        if (doomed.size === 0) continue;
+        const b = this.layers[l]![h]!;
         const pos = this.positions[s]![h]!;
-        // copy the kept runs between evicted slots in one call each (decode rounds evict few)
-        const cuts = Int32Array.from(doomed).sort();
+        const n = pos.size;
+        const keep = new Int32Array(n - doomed.size);
         let w = 0;
-        let from = 0;
-        for (let c = 0; c <= cuts.length; c++) {
-          const to = c < cuts.length ? cuts[c]! : layer.lens[h]!;
-          const n = to - from;
-          if (n > 0) {
-            const src = (h * layer.length + from) * d;
-            const dst = (h * P + w) * d;
-            key.set(layer.key.subarray(src, src + n * d), dst);
-            value.set(layer.value.subarray(src, src + n * d), dst);
-            pos.data.copyWithin(w, from, to);
-            w += n;
-          }
-          from = to + 1;
+        for (let j = 0; j < n; j++) {
+          if (doomed.has(j)) continue;
+          keep[w] = b.keep ? b.keep[j]! : j;
+          pos.data[w++] = pos.data[j]!;
         }
         pos.size = w;
         this.removed += doomed.size;
         doomed.clear();
+        this.layers[l]![h] = { ...b, keep };
       }
-      this.layers[l] = { key, value, length: P, lens };
     });
     this.dirty = false;
     this.compactions++;
   }
 
+  /** Drop the evicted entries from the host buffers (only the heads that lost entries are copied). */
+  compact(): void {
+    this.settle();
+    const d = this.spec.headDim;
+    for (const heads of this.layers) {
+      heads.forEach((b, h) => {
+        if (!b.keep) return;
+        const n = b.keep.length;
+        const key = this.alloc(n * d);
+        const value = this.alloc(n * d);
+        // copy the runs of consecutive held slots in one call each (decode rounds evict few)
+        for (let j = 0; j < n; ) {
+          let e = j + 1;
+          while (e < n && b.keep[e] === b.keep[e - 1]! + 1) e++;
+          const from = b.keep[j]!;
+          key.set(b.key.subarray(from * d, (from + e - j) * d), j * d);
+          value.set(b.value.subarray(from * d, (from + e - j) * d), j * d);
+          j = e;
+        }
+        heads[h] = { key, value, len: n };
+      });
+    }
+  }
+
   footprint(): CacheFootprint {
     const H = this.spec.numKvHeads;
-    const d = this.spec.headDim;
     let entries = 0;
-    let padding = 0;
-    for (const layer of this.layers) {
+    for (const layer of this.layers) for (let h = 0; h < H; h++) entries += held(layer[h]!);
+    const perEntry = 2 * this.spec.headDim * this.elemBytes;
+    return { bytes: entries * perEntry, paddingBytes: 0, fullBytes: this.spec.numLayers * H * this.position * perEntry, entries, paddingEntries: 0 };
+  }
+
+  /** The buffers of layer l, KV head h (compacted; read-only). */
+  buffers(l: number, h: number): HeadBuffers {
+    this.compact();
+    return this.layers[l]![h]!;
+  }
+
+  /**
+   * Take `count` new tokens' entries: every head's buffers are replaced by `next(l, h)`, which
+   * must hold the held entries followed by the new ones at positions length .. length + count - 1.
+   */
+  append(count: number, next: (l: number, h: number) => HeadBuffers): void {
+    if (this.dirty) throw new Error('append: settle the evictions first');
+    const H = this.spec.numKvHeads;
+    this.layers.forEach((heads, l) => {
       for (let h = 0; h < H; h++) {
-        entries += layer.lens[h]!;
-        padding += layer.length - layer.lens[h]!;
+        const b = next(l, h);
+        if (b.len !== held(heads[h]!) + count || b.keep) throw new Error(`append: layer ${l} head ${h} got ${b.len} entries, expected ${held(heads[h]!) + count}`);
+        heads[h] = b;
       }
-    }
-    const perEntry = 2 * d * this.elemBytes;
-    return {
-      bytes: (entries + padding) * perEntry,
-      paddingBytes: padding * perEntry,
-      fullBytes: this.spec.numLayers * H * this.position * perEntry,
-      entries,
-      paddingEntries: padding,
-      layerLengths: this.layers.map((l) => l.length),
+      const s = this.scoredOf.get(l);
+      if (s !== undefined) for (let h = 0; h < H; h++) this.positions[s]![h]!.push(this.position, count);
+    });
+    this.position += count;
+  }
+
+  /**
+   * Greedy decoding in one run of the decode-block graph: feed `first`, then each argmax, at most
+   * `steps` tokens, stopping after a token in `stopIds`; the fed tokens' entries join the cache.
+   */
+  async decodeBlock(first: number, steps: number, stopIds: number[]): Promise<DecodeBlock> {
+    const session = this.sessions.block;
+    if (!session) throw new Error('decodeBlock: the step_compressed_block session is needed');
+    if (!(steps >= 1)) throw new Error(`decodeBlock: steps must be >= 1 (got ${steps})`);
+    this.settle(); // the graph drops the evicted entries on the device (keep.<l>.<h>)
+    const d = this.spec.headDim;
+    const type = this.cacheDtype as 'float32' | 'float16';
+    const stops = stopIds.length ? stopIds : [-1]; // an empty list would reduce to nothing
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(first)), [1, 1]),
+      position: new ort.Tensor('int64', BigInt64Array.of(BigInt(this.position)), []),
+      steps: new ort.Tensor('int64', BigInt64Array.of(BigInt(steps)), []),
+      stop_ids: new ort.Tensor('int64', BigInt64Array.from(stops.map(BigInt)), [stops.length]),
     };
+    this.layers.forEach((heads, l) =>
+      heads.forEach((b, h) => {
+        feeds[`past_key.${l}.${h}`] = new ort.Tensor(type, b.key, [1, 1, b.len, d]);
+        feeds[`past_value.${l}.${h}`] = new ort.Tensor(type, b.value, [1, 1, b.len, d]);
+        const keep = b.keep ?? this.identity(b.len);
+        feeds[`keep.${l}.${h}`] = new ort.Tensor('int32', keep, [keep.length]);
+      }),
+    );
+    const out = await session.run(feeds);
+    const tokens = Array.from(out.tokens!.data as BigInt64Array, Number);
+    const k = tokens.length;
+    this.append(k, (l, h) => ({
+      key: out[`present_key.${l}.${h}`]!.data as Data,
+      value: out[`present_value.${l}.${h}`]!.data as Data,
+      len: held(this.layers[l]![h]!) + k,
+    }));
+    return { tokens, attnInputs: this.spec.scoredLayers.map((l) => out[`attn_input.${l}`]!.data as Data) };
   }
 
   /** Run `ids` after the cached tokens (at positions length, length + 1, ...). */
@@ -242,7 +330,6 @@ export class CompressedCache {
     const session = all ? this.sessions.full : T === 1 && this.sessions.decode && !o.snapWindow ? this.sessions.decode : this.sessions.step;
     if (!session) throw new Error('forward: the step_compressed_full session is needed for logits at every position');
     this.compact();
-    const H = this.spec.numKvHeads;
     const d = this.spec.headDim;
     const type = this.cacheDtype as 'float32' | 'float16';
     const feeds: Record<string, ort.Tensor> = {
@@ -250,11 +337,12 @@ export class CompressedCache {
       position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(this.position + i)), [1, T]),
     };
     if (session.inputNames.includes('snap_window')) feeds.snap_window = new ort.Tensor('int64', BigInt64Array.of(BigInt(o.snapWindow || 1)), []);
-    this.layers.forEach((layer, l) => {
-      feeds[`past_key.${l}`] = new ort.Tensor(type, layer.key, [1, H, layer.length, d]);
-      feeds[`past_value.${l}`] = new ort.Tensor(type, layer.value, [1, H, layer.length, d]);
-      feeds[`past_lens.${l}`] = new ort.Tensor('int32', layer.lens, [H]);
-    });
+    this.layers.forEach((heads, l) =>
+      heads.forEach((b, h) => {
+        feeds[`past_key.${l}.${h}`] = new ort.Tensor(type, b.key, [1, 1, b.len, d]);
+        feeds[`past_value.${l}.${h}`] = new ort.Tensor(type, b.value, [1, 1, b.len, d]);
+      }),
+    );
     const out = await session.run(feeds);
     const step: CompressedStep = {
       logits: out.logits!.data as Float32Array,
@@ -262,18 +350,11 @@ export class CompressedCache {
       snap: !all && o.snapWindow ? this.spec.scoredLayers.map((l) => out[`snap.${l}`]!.data as Float32Array) : [],
     };
     if (o.keepCache !== false) {
-      this.layers.forEach((layer, l) => {
-        // head h's new entries sit at slots lens[h] .. lens[h] + T - 1 of the padded present
-        this.layers[l] = {
-          key: out[`present_key.${l}`]!.data as Data,
-          value: out[`present_value.${l}`]!.data as Data,
-          length: layer.length + T,
-          lens: layer.lens.map((n) => n + T),
-        };
-        const s = this.scoredOf.get(l);
-        if (s !== undefined) for (let h = 0; h < H; h++) this.positions[s]![h]!.push(this.position, T);
-      });
-      this.position += T;
+      this.append(T, (l, h) => ({
+        key: out[`present_key.${l}.${h}`]!.data as Data,
+        value: out[`present_value.${l}.${h}`]!.data as Data,
+        len: this.layers[l]![h]!.len + T,
+      }));
     }
     return step;
   }

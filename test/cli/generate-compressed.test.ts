@@ -55,13 +55,26 @@ describe('generate --gates --kv-ratio (default model)', () => {
     expect(r.kept).toBeLessThan(0.3 + 32 / seen);
     expect(r.evicted.prefill).toBeGreaterThan(0);
     expect(r.evicted.decode).toBeGreaterThan(0);
-    // held entries + padding, in bytes
+    // exactly the held entries, in bytes: one buffer per (layer, KV head), no padding
     const perEntry = 2 * 64 * 4;
-    expect(r.cacheBytes).toBe((r.cacheEntries + r.paddingEntries) * perEntry);
+    expect(r.paddingEntries).toBe(0);
+    expect(r.cacheBytes).toBe(r.cacheEntries * perEntry);
     expect(r.fullCacheBytes).toBe(4 * 2 * (r.promptTokens + r.tokens.length - 1) * perEntry);
     expect(r.cacheBytes).toBeLessThan(0.5 * r.fullCacheBytes);
     expect(r.cacheEntries).toBeLessThan(0.32 * 4 * 2 * (r.promptTokens + r.tokens.length - 1));
     for (const k of ['prefillSeconds', 'decodeSeconds', 'decodeTokensPerSecond', 'gateSeconds', 'evictSeconds']) expect(r.timings[k]).toBeGreaterThanOrEqual(0);
+  });
+
+  it('--decode step (one run per token) and block (one ONNX Loop per --evict-interval tokens) agree', () => {
+    const args = [...base, '--gates', PT, '--kv-ratio', '0.3', '--prompt-file', promptFile];
+    const step = json([...args, '--decode', 'step']);
+    const block = json([...args, '--decode', 'block']);
+    expect(block.decode).toBe('block');
+    expect(block.tokens).toEqual(step.tokens);
+    expect(block.tokens.length).toBe(160);
+    expect(block.keptPerLayer).toEqual(step.keptPerLayer);
+    expect(block.cacheBytes).toBe(step.cacheBytes);
+    expect(block.evicted).toEqual(step.evicted);
   });
 
   it('the .pt, .safetensors and .onnx exports and a train folder give the same tokens', async () => {
@@ -92,6 +105,7 @@ describe('generate --gates --kv-ratio (default model)', () => {
       [['--gates', PT, '--kv-ratio', '0'], /--kv-ratio must be in \(0, 1\]/],
       [['--gates', PT, '--kv-ratio', '1.5'], /--kv-ratio/],
       [['--gates', PT, '--kv-ratio', '0.3', '--level', 'token'], /level/],
+      [['--gates', PT, '--kv-ratio', '0.3', '--decode', 'loop'], /--decode/],
     ] as [string[], RegExp][]) {
       const r = fkz(['generate', '--model', MODEL, '--prompt', 'x', ...args]);
       expect(r.code, r.stderr).toBe(2);
