@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import type { OpenedModel } from '../model/load.js';
 import type { SafetensorsIndex } from '../model/safetensors/index.js';
 import { writeModelGraphs, graphFileName, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind, type GraphVariants } from './write-graphs.js';
-import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE, KVZIP_BOUNDS, DEFAULT_KVZIP_BOUNDS, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds } from './kvzip-graph.js';
+import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE, KVZIP_BOUNDS, DEFAULT_KVZIP_BOUNDS, KVZIP_ROOMS, DEFAULT_KVZIP_ROOM, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom } from './kvzip-graph.js';
 import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -16,7 +16,7 @@ import { waitForLockSync } from '../util/wait-lock.js';
 /** Bump when graph code changes in a way that changes the files. */
 export const BUILDER_VERSION = '8';
 
-export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds };
+export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom };
 
 /**
  * Environment variable choosing the KVzip graphs' scoring form (an A/B switch for benchmarks;
@@ -43,6 +43,16 @@ export const KVZIP_BOUNDS_ENV = 'FASTKVZIP_KVZIP_BOUNDS';
 
 export function kvzipBounds(env: NodeJS.ProcessEnv = process.env): KvzipBounds {
   return envChoice(env, KVZIP_BOUNDS_ENV, KVZIP_BOUNDS, DEFAULT_KVZIP_BOUNDS);
+}
+
+/**
+ * Environment variable choosing how the KVzip graphs' reconstruction passes make room for their keys
+ * in each layer's cache ('concat' or 'gqa'; A/B switch, same values). Unset: DEFAULT_KVZIP_ROOM.
+ */
+export const KVZIP_ROOM_ENV = 'FASTKVZIP_KVZIP_ROOM';
+
+export function kvzipRoom(env: NodeJS.ProcessEnv = process.env): KvzipRoom {
+  return envChoice(env, KVZIP_ROOM_ENV, KVZIP_ROOMS, DEFAULT_KVZIP_ROOM);
 }
 
 function envChoice<T extends string>(env: NodeJS.ProcessEnv, name: string, choices: readonly T[], fallback: T): T {
@@ -101,6 +111,8 @@ export interface EnsureGraphsOptions {
   bf16Bits?: Bf16BitsRoute;
   /** where the KVzip graphs compute their bounds (default: kvzipBounds(), i.e. FASTKVZIP_KVZIP_BOUNDS or the default) */
   kvzipBounds?: KvzipBounds;
+  /** how the KVzip graphs make room for the passes' keys (default: kvzipRoom(), i.e. FASTKVZIP_KVZIP_ROOM or the default) */
+  kvzipRoom?: KvzipRoom;
   log?: (line: string) => void;
 }
 
@@ -110,7 +122,7 @@ export interface EnsureGraphsOptions {
  */
 export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphFiles {
   const kinds = o.kinds ?? ALL_GRAPHS;
-  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds() };
+  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds(), room: o.kvzipRoom ?? kvzipRoom() };
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);

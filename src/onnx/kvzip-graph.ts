@@ -33,7 +33,26 @@ export interface KvzipGraphOptions {
   bf16Bits?: Bf16BitsRoute;
   /** where the reconstruction passes' Slice/Pad/shape bounds are computed (same values); default DEFAULT_KVZIP_BOUNDS */
   bounds?: KvzipBounds;
+  /** how the reconstruction passes give each layer's cache room for the pass's keys (same values); default DEFAULT_KVZIP_ROOM */
+  room?: KvzipRoom;
 }
+
+/**
+ * 'concat': each reconstruction pass appends empty slots to every layer's context cache with a
+ * Concat, and GroupQueryAttention writes the pass's keys and values into them in place (present
+ * aliases past). ONNX Runtime's CUDA Concat moves bf16 one 2-byte element per thread with index
+ * arithmetic and a host-built axis map: 0.23 s per Qwen3-8B context (session 4), ≈ 62 GB moved,
+ * ≈ 0.27 TB/s. 'gqa': the context cache goes to GroupQueryAttention as it is; its kernel then
+ * builds present = past ⧺ new itself (CUDA: cudaMemsetAsync + cudaMemcpy2DAsync of the past,
+ * copy-engine speed; CPU: memset + per-head memcpy). Same values; an A/B switch until measured
+ * on the GPU (FASTKVZIP_KVZIP_ROOM). No form without any copy exists in ONNX Runtime 1.29: the
+ * allocation planner never lets a kernel write in place into a Loop body's input or an
+ * outer-scope value (the context cache), and no attention kernel returns the log-sum-exp that
+ * attending to the cache and to the pass's own keys separately would need (BENCHMARKS.md).
+ */
+export type KvzipRoom = 'concat' | 'gqa';
+export const KVZIP_ROOMS: readonly KvzipRoom[] = ['concat', 'gqa'];
+export const DEFAULT_KVZIP_ROOM: KvzipRoom = 'concat';
 
 /**
  * 'device': the reconstruction loop computes its per-pass bounds (R, N + R, the chunk's key range,
@@ -162,7 +181,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const ids = b.unsqueeze(b.slice(b.gather(repeatIds, i, 0), [0], [R], [0]), [0]); // [1, R]
     const repeatEnd = b.add(N, R); // the pass's tokens sit at cache positions [N, N + R)
     const positions = b.unsqueeze(b.op('Range', [N, repeatEnd, b.constant(1, 'int64')]), [0]);
-    const fwd: ForwardInputs = { positions, ...gqaLengths(b, N, R), rope: new Map() };
+    const fwd: ForwardInputs = { positions, ...gqaLengths(b, N, R), rope: new Map(), room: opts.room ?? DEFAULT_KVZIP_ROOM };
     const visibleBefore = b.add(P, cLen); // prefix and chunk keys: visible to every repeat query
     const bounds = scoreBounds(b, { prefixLen: P, cStart, cLen, numTokens: N, repeatEnd, visibleBefore, maxChunk: pass.maxChunk });
     const score =

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { encodeModel } from './builder.js';
 import { WeightFile, type ComputeDType, type TensorSource } from './weights.js';
 import { buildStepGraph } from './step-graph.js';
-import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, DEFAULT_KVZIP_BOUNDS, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds } from './kvzip-graph.js';
+import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, DEFAULT_KVZIP_BOUNDS, DEFAULT_KVZIP_ROOM, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom } from './kvzip-graph.js';
 import { buildCompressedGraph } from './compressed-graph.js';
 import type { ModelSpec } from '../model/config.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
@@ -46,6 +46,7 @@ export interface GraphVariants {
   scoring?: KvzipScoring;
   bf16Bits?: Bf16BitsRoute;
   bounds?: KvzipBounds;
+  room?: KvzipRoom;
 }
 
 /** Graph kinds whose file depends on the KVzip scoring form (and bounds), and on the bf16 bit route. */
@@ -59,6 +60,7 @@ export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
   const parts: string[] = [kind];
   if (SCORING_KINDS.includes(kind) && scoring !== DEFAULT_KVZIP_SCORING) parts.push(scoring);
   if (SCORING_KINDS.includes(kind) && (v.bounds ?? DEFAULT_KVZIP_BOUNDS) !== DEFAULT_KVZIP_BOUNDS) parts.push(`${v.bounds}bounds`);
+  if (SCORING_KINDS.includes(kind) && (v.room ?? DEFAULT_KVZIP_ROOM) !== DEFAULT_KVZIP_ROOM) parts.push(`${v.room}room`);
   if (BF16_KINDS.includes(kind) && bits !== DEFAULT_BF16_BITS_ROUTE) parts.push(bits);
   return `${parts.join('.')}.onnx`;
 }
@@ -71,7 +73,7 @@ export function writeModelGraphs(
   kinds: GraphKind[] = ALL_GRAPHS,
   variants: GraphVariants = {},
 ): GraphFiles {
-  const { scoring, bf16Bits, bounds } = variants;
+  const { scoring, bf16Bits, bounds, room } = variants;
   mkdirSync(dir, { recursive: true });
   const weights = new WeightFile(dir, WEIGHT_FILE, dtype);
   const ctx = { spec, dtype, weights, source };
@@ -80,9 +82,9 @@ export function writeModelGraphs(
   const graphs: [GraphKind, () => ReturnType<typeof buildStepGraph>][] = [
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
-    ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds })],
+    ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room })],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
-    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits, bounds })],
+    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits, bounds, room })],
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
