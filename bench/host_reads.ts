@@ -76,7 +76,7 @@ for (const [label, file] of files) {
   console.error(`${label} (${path.basename(file)}): device->host bound copies per context ${perContext} (${passes} passes, ${prefillChunks} prefill chunks)`);
   for (const g of graphs)
     console.error(
-      `  ${g.graph.padEnd(18)} per run: ${String(g.deviceToHost).padStart(3)} copies ${JSON.stringify(g.readers)}; host-read inputs not constant: ${g.dynamicHostInputs}; nodes kept on the CPU: ${g.cpuNodes}; data copies to CPU-only ops: ${g.dataToHost}`,
+      `  ${g.graph.padEnd(18)} per run: ${String(g.deviceToHost).padStart(3)} copies ${JSON.stringify(g.readers)}; host-read inputs not constant: ${g.dynamicHostInputs}; nodes kept on the CPU: ${g.cpuNodes}; data copies to CPU-only ops: ${g.dataToHost}; host values copied to the device: ${g.hostToDevice}`,
     );
 }
 if (tmp) rmSync(tmp, { recursive: true, force: true });

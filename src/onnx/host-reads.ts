@@ -51,6 +51,11 @@ export interface HostReadReport {
   readers: Record<string, number>;
   /** distinct device values a CPU-only op reads (the intended attention-input copies) */
   dataToHost: number;
+  /**
+   * distinct host values (not initializers) a CUDA node reads in device memory: small MemcpyFromHost
+   * copies, which the driver queues without waiting for the device (≤ 64 KB from pageable memory)
+   */
+  hostToDevice: number;
 }
 
 interface Scope {
@@ -113,6 +118,7 @@ export function hostReads(graph: GraphProto, parent?: Scope): HostReadReport[] {
   const readers: Record<string, number> = {};
   const deviceToHost = new Set<string>();
   const dataToHost = new Set<string>();
+  const hostToDevice = new Set<string>();
   let dynamicHostInputs = 0;
   for (const n of graph.node ?? []) {
     const where = placement.get(n)!;
@@ -121,7 +127,9 @@ export function hostReads(graph: GraphProto, parent?: Scope): HostReadReport[] {
       continue;
     }
     if (where !== 'cuda') continue;
-    for (const i of HOST_INPUTS[opKey(n)] ?? []) {
+    const slots = HOST_INPUTS[opKey(n)] ?? [];
+    (n.input ?? []).forEach((x, i) => x && !slots.includes(i) && !isConst(x) && onHost(x) && !(n.attribute ?? []).some((a) => a.g) && hostToDevice.add(x));
+    for (const i of slots) {
       const x = n.input?.[i];
       if (!x || isConst(x)) continue;
       dynamicHostInputs++;
@@ -130,7 +138,7 @@ export function hostReads(graph: GraphProto, parent?: Scope): HostReadReport[] {
       deviceToHost.add(x);
     }
   }
-  const report: HostReadReport = { graph: graph.name ?? '', cpuNodes, dynamicHostInputs, deviceToHost: deviceToHost.size, readers, dataToHost: dataToHost.size };
+  const report: HostReadReport = { graph: graph.name ?? '', cpuNodes, dynamicHostInputs, deviceToHost: deviceToHost.size, readers, dataToHost: dataToHost.size, hostToDevice: hostToDevice.size };
   const scope: Scope = { initializers, hostValues: new Set([...(parent?.hostValues ?? []), ...hostOut, ...folded, ...(parent ? [] : graphInputs)]) };
   const bodies = (graph.node ?? []).flatMap((n) => (n.attribute ?? []).filter((a) => a.g).map((a) => a.g!));
   return [report, ...bodies.flatMap((b) => hostReads(b, scope))];
