@@ -38,7 +38,7 @@ export interface KvzipGraphOptions {
 }
 
 /**
- * 'concat': each reconstruction pass appends empty slots to every layer's context cache with a
+ * 'concat': each reconstruction pass (and prefill chunk) appends empty slots to every layer's cache with a
  * Concat, and GroupQueryAttention writes the pass's keys and values into them in place (present
  * aliases past). ONNX Runtime's CUDA Concat moves bf16 one 2-byte element per thread with index
  * arithmetic and a host-built axis map: 0.23 s per Qwen3-8B context (session 4), ≈ 62 GB moved,
@@ -133,7 +133,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const c = b.reshape(b.shape(ids, 1, 2), []);
     const start = b.mul(i, c);
     const positions = b.unsqueeze(b.op('Range', [start, b.add(start, c), b.constant(1, 'int64')]), [0]);
-    const fwd: ForwardInputs = { positions, ...gqaLengths(b, start, c), rope: new Map() };
+    const fwd: ForwardInputs = { positions, ...gqaLengths(b, start, c), rope: new Map(), room: opts.room ?? DEFAULT_KVZIP_ROOM };
     let h = makeEmbedding(b, ctx, ids);
     const present: string[] = [];
     const captured: string[] = [];

@@ -3,7 +3,7 @@
 //   come from a carried per-pass table that ONNX Runtime's CUDA EP keeps on the CPU, so no bound is
 //   copied from the device to the host;
 // - 'gqa' room (FASTKVZIP_KVZIP_ROOM=gqa): no Concat of empty slots onto each layer's cache per
-//   pass; GroupQueryAttention builds past ⧺ new itself.
+//   pass and prefill chunk; GroupQueryAttention builds past ⧺ new itself.
 import { describe, it, expect } from 'vitest';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -78,19 +78,21 @@ describe('KVzip graph variants', () => {
     expect(() => kvzipBounds({ [KVZIP_BOUNDS_ENV]: 'cpu' })).toThrow(/FASTKVZIP_KVZIP_BOUNDS=cpu: expected one of device, host/);
   });
 
-  it(`${KVZIP_ROOM_ENV} picks the room; the gqa room has no Concat onto the cache in the reconstruction loop`, () => {
+  it(`${KVZIP_ROOM_ENV} picks the room; the gqa room has no Concat onto the cache in the prefill and reconstruction loops`, () => {
     expect(kvzipRoom({})).toBe('concat');
     expect(kvzipRoom({ [KVZIP_ROOM_ENV]: 'gqa' })).toBe('gqa');
     expect(() => kvzipRoom({ [KVZIP_ROOM_ENV]: 'none' })).toThrow(/FASTKVZIP_KVZIP_ROOM=none: expected one of concat, gqa/);
     const model = openModel(MODEL);
-    const concats = (room: KvzipRoom) => {
+    const concats = (room: KvzipRoom, loop: 'prefill' | 'repeat') => {
       const file = ensureGraphs(model, { dtype: 'bfloat16', kinds: ['kvzip_bf16'], cacheDir, kvzipRoom: room }).paths.kvzip_bf16!;
       const body = onnxProto.onnx.ModelProto.decode(readFileSync(file)).graph!.node!.filter((n) => n.opType === 'Loop')
-        .map((n) => n.attribute!.find((a) => a.name === 'body')!.g!).find((g) => g.name === 'repeat')!;
+        .map((n) => n.attribute!.find((a) => a.name === 'body')!.g!).find((g) => g.name === loop)!;
       const gqaPast = new Set(body.node!.filter((n) => n.opType === 'GroupQueryAttention').flatMap((n) => [n.input![3]!, n.input![4]!]));
       return body.node!.filter((n) => n.opType === 'Concat' && gqaPast.has(n.output![0]!)).length;
     };
-    expect(concats('concat')).toBe(2 * (Math.max(...model.spec.scoredLayers) + 1)); // K and V of every layer up to the last scored one
-    expect(concats('gqa')).toBe(0);
+    for (const loop of ['prefill', 'repeat'] as const) {
+      expect(concats('concat', loop)).toBe(2 * (Math.max(...model.spec.scoredLayers) + 1)); // K and V of every layer up to the last scored one
+      expect(concats('gqa', loop)).toBe(0);
+    }
   });
 });
