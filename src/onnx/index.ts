@@ -46,7 +46,7 @@ export function kvzipBounds(env: NodeJS.ProcessEnv = process.env): KvzipBounds {
 }
 
 /**
- * Environment variable choosing how the KVzip graphs' reconstruction passes make room for their keys
+ * Environment variable choosing how the KVzip graphs' prefill chunks and reconstruction passes make room for their keys
  * in each layer's cache ('concat' or 'gqa'; A/B switch, same values). Unset: DEFAULT_KVZIP_ROOM.
  */
 export const KVZIP_ROOM_ENV = 'FASTKVZIP_KVZIP_ROOM';

@@ -33,7 +33,7 @@ export interface KvzipGraphOptions {
   bf16Bits?: Bf16BitsRoute;
   /** where the reconstruction passes' Slice/Pad/shape bounds are computed (same values); default DEFAULT_KVZIP_BOUNDS */
   bounds?: KvzipBounds;
-  /** how the reconstruction passes give each layer's cache room for the pass's keys (same values); default DEFAULT_KVZIP_ROOM */
+  /** how the prefill chunks and reconstruction passes give each layer's cache room for their keys (same values); default DEFAULT_KVZIP_ROOM */
   room?: KvzipRoom;
 }
 
