@@ -12,8 +12,11 @@
 # COMPACT_FORMS (compact8b: store forms to compare, default "bf16 int8 int8-k45"), RECIPE_FLAGS
 # (recipe8b: the store form, default "--hidden-dtype int8 --keep-fraction 0.45"), RECIPE_PHASES (recipe8b: "extract", "train"
 # or both, the default, so each half fits one device call), SCORING_FORMS (scoring*/abextract*:
-# the KVzip graph variants to compare, default "classic fused"; abextract* also takes "<form>+bitcast", the bf16
-# attention inputs bit-cast on the CPU: FASTKVZIP_KVZIP_SCORING and FASTKVZIP_BF16_BITS in src/onnx/index.ts).
+# the KVzip graph variants to compare, default "classic fused"; abextract* also takes "+" flags after the form:
+# "+bitcast" (the bf16 attention inputs bit-cast on the CPU, FASTKVZIP_BF16_BITS), "+hostbounds" (the reconstruction
+# passes' Slice/Pad bounds computed on the CPU, FASTKVZIP_KVZIP_BOUNDS=host), "+gqaroom" (no Concat of empty slots
+# onto the cache per pass and layer, FASTKVZIP_KVZIP_ROOM=gqa), e.g. "classic classic+hostbounds classic+gqaroom
+# classic+hostbounds+gqaroom"; the env variables are in src/onnx/index.ts).
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
 set -uo pipefail
@@ -240,10 +243,13 @@ PY
       [ -n "${SKIP_TORCH:-}" ] || gpu_peak $stage-torch python3 bench/torch_extract.py --model $models/$shape --docs $work/docs20k.jsonl --contexts $n \
         --score-dtype tf32 --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
       for form in ${SCORING_FORMS:-classic fused}; do
-        scoring=${form%%+*}; bits=arith; [ "$form" = "${form%+bitcast}" ] || bits=bitcast
+        scoring=${form%%+*}; bits=arith; bounds=device; room=concat
+        case "+$form+" in *+bitcast+*) bits=bitcast ;; esac
+        case "+$form+" in *+hostbounds+*) bounds=host ;; esac
+        case "+$form+" in *+gqaroom+*) room=gqa ;; esac
         rm -rf $stores/store-$shape-$form
-        cmd="FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json"
-        FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits FASTKVZIP_ORT_LOG_LEVEL=2 gpu_peak $stage-$form $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form \
+        cmd="FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits FASTKVZIP_KVZIP_BOUNDS=$bounds FASTKVZIP_KVZIP_ROOM=$room $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json"
+        FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits FASTKVZIP_KVZIP_BOUNDS=$bounds FASTKVZIP_KVZIP_ROOM=$room FASTKVZIP_ORT_LOG_LEVEL=2 gpu_peak $stage-$form $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form \
           --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json \
           > "$out/$stage-$form-ort.json" 2> "$out/$stage-$form-ort.log"
         tail -2 "$out/$stage-$form-ort.log"

@@ -26,6 +26,12 @@ export interface ForwardInputs {
   rope: Map<string, { cos: string; sin: string }>;
   /** shape [B, H, T, d] of the empty KV slots appended to the past for the new tokens (filled lazily) */
   emptySlotsShape?: string;
+  /**
+   * 'concat' (default): the past gets T empty slots by a Concat, and GroupQueryAttention writes the
+   * new keys/values into them in place; 'gqa': the past goes to GroupQueryAttention as it is, and
+   * the kernel builds present = past ⧺ new itself (see KvzipRoom in kvzip-graph.ts).
+   */
+  room?: 'concat' | 'gqa';
 }
 
 /**
@@ -167,9 +173,14 @@ export function makeAttention(
   // The CUDA kernel writes the new keys/values in place into the past buffer (present aliases
   // past), so the buffer must already have room for them: append T empty slots. The CPU kernel
   // reads the valid past length from seqlens_k, so both give present = [past ⧺ new].
-  fwd.emptySlotsShape ??= roomShape(g, past.key, key);
-  const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), fwd.emptySlotsShape]);
-  const room = (x: string) => g.concat([x, empty], 2);
+  const room =
+    fwd.room === 'gqa'
+      ? (x: string) => x
+      : (() => {
+          fwd.emptySlotsShape ??= roomShape(g, past.key, key);
+          const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), fwd.emptySlotsShape]);
+          return (x: string) => g.concat([x, empty], 2);
+        })();
   // Optional additive bias on Q·Kᵀ [1, Hq, T, past + T] (input 10; 7-9 are cos/sin caches and
   // position_ids, unused because RoPE is applied above). GQA still applies causality itself.
   const biasInputs = attentionBias ? ['', '', '', attentionBias] : [];

@@ -7,16 +7,16 @@ import * as path from 'node:path';
 import type { OpenedModel } from '../model/load.js';
 import type { SafetensorsIndex } from '../model/safetensors/index.js';
 import { writeModelGraphs, graphFileName, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind, type GraphVariants } from './write-graphs.js';
-import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE, type KvzipScoring, type Bf16BitsRoute } from './kvzip-graph.js';
+import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE, KVZIP_BOUNDS, DEFAULT_KVZIP_BOUNDS, KVZIP_ROOMS, DEFAULT_KVZIP_ROOM, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom } from './kvzip-graph.js';
 import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { waitForLockSync } from '../util/wait-lock.js';
 
 /** Bump when graph code changes in a way that changes the files. */
-export const BUILDER_VERSION = '9';
+export const BUILDER_VERSION = '10'; // 8: host bounds / gqa room variants; 9: per-head compressed cache
 
-export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute };
+export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom };
 
 /**
  * Environment variable choosing the KVzip graphs' scoring form (an A/B switch for benchmarks;
@@ -33,6 +33,26 @@ export const BF16_BITS_ENV = 'FASTKVZIP_BF16_BITS';
 
 export function bf16BitsRoute(env: NodeJS.ProcessEnv = process.env): Bf16BitsRoute {
   return envChoice(env, BF16_BITS_ENV, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE);
+}
+
+/**
+ * Environment variable choosing where the KVzip graphs' reconstruction loop computes its Slice/Pad
+ * bounds ('device' or 'host'; A/B switch, same values). Unset: DEFAULT_KVZIP_BOUNDS.
+ */
+export const KVZIP_BOUNDS_ENV = 'FASTKVZIP_KVZIP_BOUNDS';
+
+export function kvzipBounds(env: NodeJS.ProcessEnv = process.env): KvzipBounds {
+  return envChoice(env, KVZIP_BOUNDS_ENV, KVZIP_BOUNDS, DEFAULT_KVZIP_BOUNDS);
+}
+
+/**
+ * Environment variable choosing how the KVzip graphs' prefill chunks and reconstruction passes make room for their keys
+ * in each layer's cache ('concat' or 'gqa'; A/B switch, same values). Unset: DEFAULT_KVZIP_ROOM.
+ */
+export const KVZIP_ROOM_ENV = 'FASTKVZIP_KVZIP_ROOM';
+
+export function kvzipRoom(env: NodeJS.ProcessEnv = process.env): KvzipRoom {
+  return envChoice(env, KVZIP_ROOM_ENV, KVZIP_ROOMS, DEFAULT_KVZIP_ROOM);
 }
 
 function envChoice<T extends string>(env: NodeJS.ProcessEnv, name: string, choices: readonly T[], fallback: T): T {
@@ -89,6 +109,10 @@ export interface EnsureGraphsOptions {
   kvzipScoring?: KvzipScoring;
   /** the bf16 graphs' bit route (default: bf16BitsRoute(), i.e. FASTKVZIP_BF16_BITS or the default) */
   bf16Bits?: Bf16BitsRoute;
+  /** where the KVzip graphs compute their bounds (default: kvzipBounds(), i.e. FASTKVZIP_KVZIP_BOUNDS or the default) */
+  kvzipBounds?: KvzipBounds;
+  /** how the KVzip graphs make room for the passes' keys (default: kvzipRoom(), i.e. FASTKVZIP_KVZIP_ROOM or the default) */
+  kvzipRoom?: KvzipRoom;
   log?: (line: string) => void;
 }
 
@@ -98,7 +122,7 @@ export interface EnsureGraphsOptions {
  */
 export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphFiles {
   const kinds = o.kinds ?? ALL_GRAPHS;
-  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute() };
+  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds(), room: o.kvzipRoom ?? kvzipRoom() };
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);

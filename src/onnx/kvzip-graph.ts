@@ -31,7 +31,40 @@ export interface KvzipGraphOptions {
   scoring?: KvzipScoring;
   /** with bf16Hidden: how the bit patterns are made (same bits); default DEFAULT_BF16_BITS_ROUTE */
   bf16Bits?: Bf16BitsRoute;
+  /** where the reconstruction passes' Slice/Pad/shape bounds are computed (same values); default DEFAULT_KVZIP_BOUNDS */
+  bounds?: KvzipBounds;
+  /** how the prefill chunks and reconstruction passes give each layer's cache room for their keys (same values); default DEFAULT_KVZIP_ROOM */
+  room?: KvzipRoom;
 }
+
+/**
+ * 'concat': each reconstruction pass (and prefill chunk) appends empty slots to every layer's cache with a
+ * Concat, and GroupQueryAttention writes the pass's keys and values into them in place (present
+ * aliases past). ONNX Runtime's CUDA Concat moves bf16 one 2-byte element per thread with index
+ * arithmetic and a host-built axis map: 0.23 s per Qwen3-8B context (session 4), ≈ 62 GB moved,
+ * ≈ 0.27 TB/s. 'gqa': the context cache goes to GroupQueryAttention as it is; its kernel then
+ * builds present = past ⧺ new itself (CUDA: cudaMemsetAsync + cudaMemcpy2DAsync of the past,
+ * copy-engine speed; CPU: memset + per-head memcpy). Same values; an A/B switch until measured
+ * on the GPU (FASTKVZIP_KVZIP_ROOM). No form without any copy exists in ONNX Runtime 1.29: the
+ * allocation planner never lets a kernel write in place into a Loop body's input or an
+ * outer-scope value (the context cache), and no attention kernel returns the log-sum-exp that
+ * attending to the cache and to the pass's own keys separately would need (BENCHMARKS.md).
+ */
+export type KvzipRoom = 'concat' | 'gqa';
+export const KVZIP_ROOMS: readonly KvzipRoom[] = ['concat', 'gqa'];
+export const DEFAULT_KVZIP_ROOM: KvzipRoom = 'concat';
+
+/**
+ * 'device': the reconstruction loop computes its per-pass bounds (R, N + R, the chunk's key range,
+ * the pads...) from the graph's inputs with ordinary nodes, which ONNX Runtime's CUDA EP places on
+ * the device, so each bound it reads on the host (Slice, Pad, Range, Expand, GQA's total length) is
+ * a synchronising MemcpyToHost per pass. 'host': the per-pass values enter the loop as one carried
+ * int64 table whose nodes ONNX Runtime keeps on the CPU (see hostPassValues), so the bounds never
+ * leave host memory. An A/B switch until measured on the GPU (FASTKVZIP_KVZIP_BOUNDS).
+ */
+export type KvzipBounds = 'device' | 'host';
+export const KVZIP_BOUNDS: readonly KvzipBounds[] = ['device', 'host'];
+export const DEFAULT_KVZIP_BOUNDS: KvzipBounds = 'device';
 
 /**
  * 'arith': bf16Bits' exact float arithmetic on the device (opset 21, ~25 elementwise kernels over
@@ -82,6 +115,10 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const prefillIds = g.input('prefill_ids', 'int64', ['n_prefill', 'prefill_chunk']);
   const numTokens = g.input('num_tokens', 'int64', []);
   const prefixLen = g.input('prefix_len', 'int64', []);
+  // 'host' bounds: the main graph's slice bounds and the passes' table are computed on the CPU too
+  const hostBounds = opts.reconstruct && opts.bounds === 'host';
+  const mainZero = hostBounds ? hostZero(g, prefillIds) : undefined;
+  const [numTokensEnd, prefixStart] = mainZero ? [g.add(numTokens, mainZero), g.add(prefixLen, mainZero)] : []; // [N], [P]
 
   // ---- 1. chunked prefill: Loop over chunks, carrying the KV cache of every layer ----
   const emptyCache = g.op('ConstantOfShape', [g.constant([1, H, 0, d], 'int64')], {});
@@ -96,7 +133,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const c = b.reshape(b.shape(ids, 1, 2), []);
     const start = b.mul(i, c);
     const positions = b.unsqueeze(b.op('Range', [start, b.add(start, c), b.constant(1, 'int64')]), [0]);
-    const fwd: ForwardInputs = { positions, ...gqaLengths(b, start, c), rope: new Map() };
+    const fwd: ForwardInputs = { positions, ...gqaLengths(b, start, c), rope: new Map(), room: opts.room ?? DEFAULT_KVZIP_ROOM };
     let h = makeEmbedding(b, ctx, ids);
     const present: string[] = [];
     const captured: string[] = [];
@@ -109,14 +146,12 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }));
     return { carried: present, scans };
   });
-  const cache = layers.map((l) => ({
-    key: g.slice(prefill.carried[2 * l]!, [0], [numTokens], [2]),
-    value: g.slice(prefill.carried[2 * l + 1]!, [0], [numTokens], [2]),
-  }));
+  const firstN = (x: string) => (numTokensEnd ? g.sliceVec(x, g.constant([0], 'int64', undefined, 'idx'), numTokensEnd, [2]) : g.slice(x, [0], [numTokens], [2]));
+  const cache = layers.map((l) => ({ key: firstN(prefill.carried[2 * l]!), value: firstN(prefill.carried[2 * l + 1]!) }));
   scored.forEach((_, s) => {
     const scan = prefill.scans[s]!; // [n_p, c_p, D]
     const flat = g.reshape(scan, [-1, spec.hiddenSize]);
-    const hidden = g.slice(flat, [prefixLen], [numTokens], [0]);
+    const hidden = numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
     const name = `hidden.${s}`;
     const out = bitcast
       ? g.node('BitCast', [hidden], { to: ONNX_DTYPE.uint16 }, { outputs: [name] })[0]! // named as the output: no (CUDA) Identity after it
@@ -136,18 +171,19 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const repeatLens = g.input('repeat_lens', 'int64', ['n_repeat']);
   const chunkStarts = g.input('chunk_starts', 'int64', ['n_repeat']);
   const chunkLens = g.input('chunk_lens', 'int64', ['n_repeat']);
-  const maxChunk = g.reduce('ReduceMax', chunkLens, [0], false); // scores are padded to this
+  const maxChunk = hostBounds ? undefined : g.reduce('ReduceMax', chunkLens, [0], false); // scores are padded to this
   const nRepeat = g.reshape(g.shape(repeatIds, 0, 1), []);
-  const repeat = g.loop('repeat', nRepeat, [], (b, i) => {
-    const R = b.gather(repeatLens, i, 0);
+  const table = mainZero ? passTable(g, mainZero, { repeatLens, chunkStarts, chunkLens, numTokens, prefixLen }) : undefined;
+  const carriedTable = table ? [{ name: 'pass_table', dtype: 'int64' as const, shape: ['n_repeat', PASS_COLUMNS.length], init: table }] : [];
+  const repeat = g.loop('repeat', nRepeat, carriedTable, (b, i, carriedIn) => {
+    const pass = hostBounds ? hostPassValues(b, i, carriedIn[0]!) : devicePassValues(b, i, { repeatLens, chunkStarts, chunkLens, numTokens, prefixLen, maxChunk: maxChunk! });
+    const { R, cStart, cLen, numTokens: N, prefixLen: P } = pass;
     const ids = b.unsqueeze(b.slice(b.gather(repeatIds, i, 0), [0], [R], [0]), [0]); // [1, R]
-    const repeatEnd = b.add(numTokens, R); // the pass's tokens sit at cache positions [N, N + R)
-    const positions = b.unsqueeze(b.op('Range', [numTokens, repeatEnd, b.constant(1, 'int64')]), [0]);
-    const fwd: ForwardInputs = { positions, ...gqaLengths(b, numTokens, R), rope: new Map() };
-    const cStart = b.gather(chunkStarts, i, 0);
-    const cLen = b.gather(chunkLens, i, 0);
-    const visibleBefore = b.add(prefixLen, cLen); // prefix and chunk keys: visible to every repeat query
-    const bounds = scoreBounds(b, { prefixLen, cStart, cLen, numTokens, repeatEnd, visibleBefore, maxChunk });
+    const repeatEnd = b.add(N, R); // the pass's tokens sit at cache positions [N, N + R)
+    const positions = b.unsqueeze(b.op('Range', [N, repeatEnd, b.constant(1, 'int64')]), [0]);
+    const fwd: ForwardInputs = { positions, ...gqaLengths(b, N, R), rope: new Map(), room: opts.room ?? DEFAULT_KVZIP_ROOM };
+    const visibleBefore = b.add(P, cLen); // prefix and chunk keys: visible to every repeat query
+    const bounds = scoreBounds(b, { prefixLen: P, cStart, cLen, numTokens: N, repeatEnd, visibleBefore, maxChunk: pass.maxChunk });
     const score =
       scoring === 'fused'
         ? fusedScorer(b, ctx, { R, visibleBefore, bounds })
@@ -166,11 +202,91 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       }
     }
     const scores = b.concat(layerScores.map((s) => b.unsqueeze(s, [0])), 0); // [L_s, H, C_max]
-    return { carried: [], scans: [{ value: scores, name: 'scores_scan', dtype: 'float32' }] };
+    return { carried: pass.carried, scans: [{ value: scores, name: 'scores_scan', dtype: 'float32' }] };
   });
   g.output(repeat.scans[0]!, 'scores', 'float32', ['n_repeat', scored.length, H, 'max_chunk']);
   ctx.weights.register(g);
   return g;
+}
+
+/** One reconstruction pass's scalars (int64), and the loop's carried values. */
+interface PassScalars {
+  /** length of the pass's repeat input */
+  R: string;
+  /** cache position and length of the pass's context chunk */
+  cStart: string;
+  cLen: string;
+  /** N = prefix ⧺ context length, P = prefix length, the longest chunk (scores are padded to it) */
+  numTokens: string;
+  prefixLen: string;
+  maxChunk: string;
+  carried: string[];
+}
+
+interface PassInputs {
+  repeatLens: string;
+  chunkStarts: string;
+  chunkLens: string;
+  numTokens: string;
+  prefixLen: string;
+}
+
+/** The pass's scalars read from the graph's inputs inside the loop ('device' bounds). */
+function devicePassValues(b: Graph, i: string, x: PassInputs & { maxChunk: string }): PassScalars {
+  return {
+    R: b.gather(x.repeatLens, i, 0),
+    cStart: b.gather(x.chunkStarts, i, 0),
+    cLen: b.gather(x.chunkLens, i, 0),
+    numTokens: x.numTokens,
+    prefixLen: x.prefixLen,
+    maxChunk: x.maxChunk,
+    carried: [],
+  };
+}
+
+/** Columns of the 'host' bounds' per-pass table. */
+const PASS_COLUMNS = ['R', 'cStart', 'cLen', 'numTokens', 'prefixLen', 'maxChunk'] as const;
+
+/**
+ * A zero of shape [1] that ONNX Runtime computes on the CPU: its CUDA EP places an int64 node on
+ * the CPU only when it consumes a Shape output (or another such node's) and otherwise only small
+ * initializers and the graph's own inputs (GetCpuPreferredNodes in fallback_cpu_capability.cc).
+ * Adding it to a graph input makes that input's arithmetic such a node; `of` must have a shape
+ * unknown at build time (a static Shape is folded into a constant before placement).
+ */
+function hostZero(b: Graph, of: string): string {
+  return b.mul(b.shape(of, 0, 1), b.constant([0], 'int64'));
+}
+
+/** The per-pass table [n_repeat, PASS_COLUMNS], built on the CPU from the graph's inputs (`zero`: a hostZero). */
+function passTable(g: Graph, zero: string, x: PassInputs): string {
+  const column = (v: string) => g.unsqueeze(g.add(v, zero), [1]); // [n_repeat, 1]
+  const lens = column(x.repeatLens);
+  const perPass = (scalar: string) => g.add(g.mul(lens, g.constant(0, 'int64')), scalar); // the scalar in every row
+  const maxChunk = g.reduce('ReduceMax', g.add(x.chunkLens, zero), [0], false);
+  return g.concat([lens, column(x.chunkStarts), column(x.chunkLens), perPass(x.numTokens), perPass(x.prefixLen), perPass(maxChunk)], 1);
+}
+
+/**
+ * The pass's scalars from the carried table ('host' bounds): row i, gathered and cut on the CPU,
+ * and the table carried on unchanged by a CPU node (an Identity would be placed on the device).
+ */
+function hostPassValues(b: Graph, i: string, table: string): PassScalars {
+  const zero = hostZero(b, table);
+  const row = b.gather(table, b.reshape(b.add(i, zero), []), 0); // [PASS_COLUMNS]
+  const col = (name: (typeof PASS_COLUMNS)[number]) => {
+    const k = PASS_COLUMNS.indexOf(name);
+    return b.reshape(b.slice(row, [k], [k + 1], [0]), []);
+  };
+  return {
+    R: col('R'),
+    cStart: col('cStart'),
+    cLen: col('cLen'),
+    numTokens: col('numTokens'),
+    prefixLen: col('prefixLen'),
+    maxChunk: col('maxChunk'),
+    carried: [b.add(table, zero)],
+  };
 }
 
 /**

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { encodeModel } from './builder.js';
 import { WeightFile, type ComputeDType, type TensorSource } from './weights.js';
 import { buildStepGraph } from './step-graph.js';
-import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute } from './kvzip-graph.js';
+import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, DEFAULT_KVZIP_BOUNDS, DEFAULT_KVZIP_ROOM, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom } from './kvzip-graph.js';
 import { buildCompressedGraph } from './compressed-graph.js';
 import { buildDecodeBlockGraph } from './decode-block-graph.js';
 import type { ModelSpec } from '../model/config.js';
@@ -49,9 +49,11 @@ export const WEIGHT_FILE = 'weights.bin';
 export interface GraphVariants {
   scoring?: KvzipScoring;
   bf16Bits?: Bf16BitsRoute;
+  bounds?: KvzipBounds;
+  room?: KvzipRoom;
 }
 
-/** Graph kinds whose file depends on the KVzip scoring form, and on the bf16 bit route. */
+/** Graph kinds whose file depends on the KVzip scoring form (and bounds), and on the bf16 bit route. */
 const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16'];
 const BF16_KINDS: GraphKind[] = ['kvzip_bf16', 'prefill_bf16'];
 
@@ -61,6 +63,8 @@ export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
   const bits = v.bf16Bits ?? DEFAULT_BF16_BITS_ROUTE;
   const parts: string[] = [kind];
   if (SCORING_KINDS.includes(kind) && scoring !== DEFAULT_KVZIP_SCORING) parts.push(scoring);
+  if (SCORING_KINDS.includes(kind) && (v.bounds ?? DEFAULT_KVZIP_BOUNDS) !== DEFAULT_KVZIP_BOUNDS) parts.push(`${v.bounds}bounds`);
+  if (SCORING_KINDS.includes(kind) && (v.room ?? DEFAULT_KVZIP_ROOM) !== DEFAULT_KVZIP_ROOM) parts.push(`${v.room}room`);
   if (BF16_KINDS.includes(kind) && bits !== DEFAULT_BF16_BITS_ROUTE) parts.push(bits);
   return `${parts.join('.')}.onnx`;
 }
@@ -73,7 +77,7 @@ export function writeModelGraphs(
   kinds: GraphKind[] = ALL_GRAPHS,
   variants: GraphVariants = {},
 ): GraphFiles {
-  const { scoring, bf16Bits } = variants;
+  const { scoring, bf16Bits, bounds, room } = variants;
   mkdirSync(dir, { recursive: true });
   const weights = new WeightFile(dir, WEIGHT_FILE, dtype);
   const ctx = { spec, dtype, weights, source };
@@ -82,9 +86,9 @@ export function writeModelGraphs(
   const graphs: [GraphKind, () => ReturnType<typeof buildStepGraph>][] = [
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
-    ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring })],
+    ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room })],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
-    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits })],
+    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits, bounds, room })],
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
