@@ -42,6 +42,19 @@ function envChoice<T extends string>(env: NodeJS.ProcessEnv, name: string, choic
   return v as T;
 }
 
+/**
+ * Environment variable choosing where int8 stores are quantised: 'graph' (default: in the KVzip
+ * graph, on the device, kept rows only) or 'host' (the shard writers quantise 16-bit rows). Both
+ * give the same bytes; an A/B switch for the GPU stages (issue 16).
+ */
+export const QUANT_ROUTE_ENV = 'FASTKVZIP_QUANT';
+export type QuantRoute = 'graph' | 'host';
+export const QUANT_ROUTES: readonly QuantRoute[] = ['graph', 'host'];
+
+export function quantRoute(env: NodeJS.ProcessEnv = process.env): QuantRoute {
+  return envChoice(env, QUANT_ROUTE_ENV, QUANT_ROUTES, 'graph');
+}
+
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   return env.FASTKVZIP_CACHE ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fastkvzip');
 }
@@ -89,6 +102,8 @@ export interface EnsureGraphsOptions {
   kvzipScoring?: KvzipScoring;
   /** the bf16 graphs' bit route (default: bf16BitsRoute(), i.e. FASTKVZIP_BF16_BITS or the default) */
   bf16Bits?: Bf16BitsRoute;
+  /** the int8 kinds' channels per scale (default: the hidden size) */
+  quantBlock?: number;
   log?: (line: string) => void;
 }
 
@@ -98,7 +113,9 @@ export interface EnsureGraphsOptions {
  */
 export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphFiles {
   const kinds = o.kinds ?? ALL_GRAPHS;
-  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute() };
+  // a block of the whole row is the default form: no file-name suffix for it
+  const quantBlock = o.quantBlock === undefined || o.quantBlock === model.spec.hiddenSize ? undefined : o.quantBlock;
+  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), quantBlock };
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);

@@ -14,6 +14,11 @@
 //   chunk_lens    [n_r]      int64  its length
 // Outputs:
 //   hidden.<s>    [N - P, D]            attention input of scored layer s (fp16, or fp32 for fp32 graphs)
+// With `quant` (int8 stores, issue 16) the attention inputs leave as the store's int8 form:
+//   keep_rows     [n_p, k_max] int64   (with quant.keep) per prefill chunk, the chunk-local rows kept (padded)
+//   keep_index    [K]          int64   (with quant.keep) the real ones of [n_p·k_max], in context order
+//   hidden.<s>    [N - P or K, D]       int8 codes (src/onnx/quant-graph.ts)
+//   scale.<s>     [N - P or K, D/block] fp32 scales
 //   scores        [n_r, L_s, H, C_max]  fp32, chunk i's scores in [:, :, :chunk_lens[i]]
 import { Graph, ONNX_DTYPE, type DType } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
@@ -21,6 +26,7 @@ import { attnInputIoDtype } from './step-graph.js';
 import type { ComputeDType } from './weights.js';
 import type { ModelSpec } from '../model/config.js';
 import { bf16Bits } from './bf16-bits.js';
+import { quantizeInt8, type GraphQuant } from './quant-graph.js';
 
 export interface KvzipGraphOptions {
   /** false: the chunked prefill with attention-input capture only (no reconstruction, no scores) */
@@ -31,6 +37,11 @@ export interface KvzipGraphOptions {
   scoring?: KvzipScoring;
   /** with bf16Hidden: how the bit patterns are made (same bits); default DEFAULT_BF16_BITS_ROUTE */
   bf16Bits?: Bf16BitsRoute;
+  /**
+   * int8 codes and scales instead of 16-bit rows, quantised per prefill chunk inside the Loop;
+   * with keep, only the kept rows (inputs keep_rows / keep_index) are quantised and scanned
+   */
+  quant?: GraphQuant & { keep: boolean };
 }
 
 /**
@@ -91,6 +102,10 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     { name: `k.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
     { name: `v.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
   ]);
+  const quant = opts.quant;
+  const D = spec.hiddenSize;
+  const keepRows = quant?.keep ? g.input('keep_rows', 'int64', ['n_prefill', 'kept_per_chunk']) : null;
+  const keepIndex = quant?.keep ? g.input('keep_index', 'int64', ['kept']) : null;
   const prefill = g.loop('prefill', nPrefill, carried, (b, i, pastFlat) => {
     const ids = b.unsqueeze(b.gather(prefillIds, i, 0), [0]); // [1, c]
     const c = b.reshape(b.shape(ids, 1, 2), []);
@@ -106,6 +121,16 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       present.push(out.presentKey, out.presentValue);
       if (scored.includes(l)) captured.push(out.attnInput);
     }
+    if (quant) {
+      // this chunk's kept rows only (all of them without keep), as int8 codes and fp32 scales
+      const rows = keepRows ? b.gather(keepRows, i, 0) : null;
+      const q = captured.map((x) => quantizeInt8(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D));
+      const scans = [
+        ...q.map((c, s) => ({ value: c.codes, name: `hidden_scan.${s}`, dtype: 'int8' as DType })),
+        ...q.map((c, s) => ({ value: c.scales, name: `scale_scan.${s}`, dtype: 'float32' as DType })),
+      ];
+      return { carried: present, scans };
+    }
     const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }));
     return { carried: present, scans };
   });
@@ -114,6 +139,18 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     value: g.slice(prefill.carried[2 * l + 1]!, [0], [numTokens], [2]),
   }));
   scored.forEach((_, s) => {
+    if (!quant) return;
+    // [n_p, c_p or k_max, ·] -> the context's rows (or the kept ones)
+    const rows = (scan: string, width: number) => {
+      const flat = g.reshape(scan, [-1, width]);
+      return keepIndex ? g.gather(flat, keepIndex, 0) : g.slice(flat, [prefixLen], [numTokens], [0]);
+    };
+    const dim = keepIndex ? 'kept' : 'ctx_len';
+    g.output(viaPinnedHost(g, rows(prefill.scans[s]!, D), `hidden.${s}`, 'int8'), `hidden.${s}`, 'int8', [dim, D]);
+    g.output(rows(prefill.scans[scored.length + s]!, D / quant.block), `scale.${s}`, 'float32', [dim, D / quant.block]);
+  });
+  scored.forEach((_, s) => {
+    if (quant) return;
     const scan = prefill.scans[s]!; // [n_p, c_p, D]
     const flat = g.reshape(scan, [-1, spec.hiddenSize]);
     const hidden = g.slice(flat, [prefixLen], [numTokens], [0]);
@@ -209,9 +246,9 @@ export function buildKvzipScoreGraph(spec: ScoreContext['spec'], dtype: ComputeD
  * full speed), and the CPU node then writes the output. On an H200 this took a 0.6B-shaped 20k
  * context from 2.48 to 2.08 s (BENCHMARKS.md). Give `name` when the result is a graph output.
  */
-export function viaPinnedHost(g: Graph, x: string, name?: string): string {
+export function viaPinnedHost(g: Graph, x: string, name?: string, dtype: 'uint16' | 'int8' = 'uint16'): string {
   // named like the graph output it feeds, so no (CUDA) Identity sits between it and the caller
-  return g.node('BitwiseAnd', [x, g.constant(0xffff, 'uint16')], {}, name ? { outputs: [name] } : {})[0]!;
+  return g.node('BitwiseAnd', [x, g.constant(dtype === 'uint16' ? 0xffff : -1, dtype)], {}, name ? { outputs: [name] } : {})[0]!;
 }
 
 /**

@@ -17,12 +17,15 @@ import { writeFileAtomicSync } from '../util/atomic.js';
  * step_compressed / step_compressed_full: a compacted cache with per-layer, per-head lengths (compressed
  * generation and `eval --cache compressed`), last-token logits + scored layers' attention inputs / all logits;
  * step_compressed_decode: step_compressed for one token at a time (decoding), all heads in one attention node
+ * kvzip_int8 / kvzip_int8_keep: kvzip with the attention inputs quantised to int8 in the graph (all rows / the kept rows; issue 16)
  */
 export type GraphKind =
   | 'step'
   | 'step_full'
   | 'kvzip'
   | 'kvzip_bf16'
+  | 'kvzip_int8'
+  | 'kvzip_int8_keep'
   | 'prefill'
   | 'prefill_bf16'
   | 'step_masked'
@@ -45,10 +48,13 @@ export const WEIGHT_FILE = 'weights.bin';
 export interface GraphVariants {
   scoring?: KvzipScoring;
   bf16Bits?: Bf16BitsRoute;
+  /** the int8 kinds: channels per scale (undefined: the whole row, D) */
+  quantBlock?: number;
 }
 
 /** Graph kinds whose file depends on the KVzip scoring form, and on the bf16 bit route. */
-const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16'];
+const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16', 'kvzip_int8', 'kvzip_int8_keep'];
+const INT8_KINDS: GraphKind[] = ['kvzip_int8', 'kvzip_int8_keep'];
 const BF16_KINDS: GraphKind[] = ['kvzip_bf16', 'prefill_bf16'];
 
 /** `<kind>.onnx`, with `.<variant>` before `.onnx` for each non-default variant the kind depends on. */
@@ -58,6 +64,7 @@ export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
   const parts: string[] = [kind];
   if (SCORING_KINDS.includes(kind) && scoring !== DEFAULT_KVZIP_SCORING) parts.push(scoring);
   if (BF16_KINDS.includes(kind) && bits !== DEFAULT_BF16_BITS_ROUTE) parts.push(bits);
+  if (INT8_KINDS.includes(kind) && v.quantBlock !== undefined) parts.push(`b${v.quantBlock}`);
   return `${parts.join('.')}.onnx`;
 }
 
@@ -70,6 +77,8 @@ export function writeModelGraphs(
   variants: GraphVariants = {},
 ): GraphFiles {
   const { scoring, bf16Bits } = variants;
+  // int8 codes are made from the store's 16-bit dtype: bf16 for bf16 models, fp16 otherwise (as extract stores them)
+  const quant = { block: variants.quantBlock ?? spec.hiddenSize, source: spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16' } as const;
   mkdirSync(dir, { recursive: true });
   const weights = new WeightFile(dir, WEIGHT_FILE, dtype);
   const ctx = { spec, dtype, weights, source };
@@ -79,6 +88,8 @@ export function writeModelGraphs(
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
     ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring })],
+    ['kvzip_int8', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, quant: { ...quant, keep: false } })],
+    ['kvzip_int8_keep', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, quant: { ...quant, keep: true } })],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
     ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits })],
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],
