@@ -29,6 +29,11 @@ export function quantizeInt8(g: Graph, x: string, computeDtype: DType, q: GraphQ
     const divisor = g.op('Where', [g.op('Equal', [scale, f32(0)]), f32(1), scale]);
     const rounded = g.op('Round', [g.div(blocks, divisor)]);
     const codes = g.cast(g.op('Clip', [rounded, f32(-INT8_QMAX), f32(INT8_QMAX)]), 'int8');
-    return { codes: g.reshape(codes, [-1, D]), scales: g.reshape(scale, [-1, nb]) };
+    // ReduceMax skips NaN on ONNX Runtime: a NaN input would pass as a code. The sum of the rounded
+    // quotients (at most 127·block, no overflow) times 0 is ±0, or NaN when the block holds a NaN
+    // (an infinity already made the scale infinite), so the scale carries it and the shard writer
+    // refuses the context as the host quantiser does. scale ± 0 is the scale, bit for bit.
+    const poison = g.mul(g.reduce('ReduceSum', rounded, [2], true), f32(0));
+    return { codes: g.reshape(codes, [-1, D]), scales: g.reshape(g.add(scale, poison), [-1, nb]) };
   });
 }
