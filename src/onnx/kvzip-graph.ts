@@ -39,7 +39,11 @@ export interface KvzipGraphOptions {
   bf16Bits?: Bf16BitsRoute;
   /**
    * int8 codes and scales instead of 16-bit rows, quantised per prefill chunk inside the Loop;
-   * with keep, only the kept rows (inputs keep_rows / keep_index) are quantised and scanned
+   * with keep, only the kept rows (inputs keep_rows / keep_index) are quantised and scanned.
+   * Why: ONNX Runtime's Loop holds every chunk's scan output and concatenates them at the end
+   * (2x), so the scan is 2·N·L_s·D·2 B of device memory with 16-bit rows (59 GB for Qwen3-8B at
+   * 100k tokens), 2·N·L_s·(D + 4·D/block) B as int8 (29.5 GB), ×≈0.46 more with keep 0.45
+   * (13.4 GB); BENCHMARKS.md (issue 16) has the whole peak.
    */
   quant?: GraphQuant & { keep: boolean };
 }
