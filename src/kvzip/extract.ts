@@ -9,7 +9,7 @@ import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile } from '../hub/index.js';
 import { openStore, estimateStoreBytes, keptPositions, checkDiskSpace, fmtBytes, type FeatureManifest, type AttnInputDtype, type PartInfo } from '../features/index.js';
 import { loadModel, type LoadedModel } from '../runtime/model-session.js';
-import { quantRoute, type GraphKind, type QuantRoute } from '../onnx/index.js';
+import { quantRoute, QUANT_ROUTE_ENV, type GraphKind, type QuantRoute } from '../onnx/index.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { kvzipFeeds, keepFeeds } from './inputs.js';
@@ -241,6 +241,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     await store.release();
     throw e;
   }
+  if (route) log(`${hiddenDtype} codes: made ${inGraph ? 'in the KVzip graph' : 'by the shard writers'}${compact.quant === 'int8' ? ` (${QUANT_ROUTE_ENV}=${inGraph ? 'host' : 'graph'} for the other route; same bytes)` : ''}`);
   const setupSeconds = (Date.now() - t0) / 1000;
   const timings: ContextTiming[] = [];
   const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
