@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
 # same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
-# built. Stages (any subset, in order): smoke host prefill8b extract8b extract06b gpus00 train8b evalcuda compressed8b profile8b
+# built. Stages (any subset, in order): smoke host quantab prefill8b extract8b extract06b gpus00 train8b evalcuda compressed8b profile8b
 # profile06b profilex8b profiletrain8b scoring8b scoring06b abextract8b abextract06b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
 # per-node times are GPU times, not launch times; absolute speed there is not representative)
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
@@ -182,6 +182,31 @@ PY
       gpu_peak recipe8b-train $FKZ train --features $store --out $work/gates-recipe8b --device cuda --steps 5000 --json > "$out/recipe8b-train.json" 2> "$out/recipe8b-train.log"
       tail -3 "$out/recipe8b-train.log"
       [ -n "${KEEP_STORE:-}" ] || rm -rf $store
+      ;;
+    quantab)
+      # issue 16: do the CUDA kernels give the host quantiser's int8 bytes? The embedded default model
+      # (real, bf16) on the GPU, int8 and int8 keep 0.45, quantised in the graph and by the writers:
+      # the shard checksums must be equal (quantab.json: "equal": true per form). About a minute.
+      for form in int8 int8-k45; do
+        case $form in int8) flags="--hidden-dtype int8" ;; *) flags="--hidden-dtype int8 --keep-fraction 0.45 --keep-seed 0" ;; esac
+        for route in host graph; do
+          rm -rf $work/store-quantab-$form-$route
+          FASTKVZIP_QUANT=$route $FKZ extract --model data/default-model --template fastkvzip-tiny --data sotu --exclude-docs data/default-model/heldout.json \
+            --min-doc-tokens 1500 --max-doc-tokens 4000 --ten-k-count 30 --cat-count 5 --cat-min-tokens 4000 --max-tokens 30000 \
+            --prefill-chunk 4096 --score-chunk 500 --device cuda $flags --quiet --json \
+            --out $work/store-quantab-$form-$route > "$out/quantab-$form-$route.json" 2> "$out/quantab-$form-$route.log" || tail -3 "$out/quantab-$form-$route.log"
+        done
+      done
+      python3 - $work <<'PY' | tee "$out/quantab.json"
+import json, sys
+w = sys.argv[1]
+res = {}
+for form in ("int8", "int8-k45"):
+    sha = {r: [s["sha256"] for s in json.load(open(f"{w}/store-quantab-{form}-{r}/manifest.json"))["shards"]] for r in ("host", "graph")}
+    res[form] = {"shards": len(sha["host"]), "equal": sha["host"] == sha["graph"], "differing": sum(a != b for a, b in zip(sha["host"], sha["graph"]))}
+print(json.dumps(res))
+PY
+      rm -rf $work/store-quantab-*
       ;;
     evalcuda)
       # the embedded default model (a real, trained model) and its gates, on the GPU
