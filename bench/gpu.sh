@@ -14,7 +14,8 @@
 # or both, the default, so each half fits one device call), QUANT_ROUTES (compact8b: where int8 forms are quantised,
 # "graph" (default: in the KVzip graph), "host" (the shard writers) or "host graph" for the A/B in one call; each
 # int8 result is compact8b-<form>-<route>.json with a storeDigest that must agree between routes), RECIPE_QUANT
-# (recipe8b: graph (default) or host; FASTKVZIP_QUANT in src/onnx/index.ts), SCORING_FORMS (scoring*/abextract*:
+# (recipe8b: graph (default) or host; FASTKVZIP_QUANT in src/onnx/index.ts), QUANTAB_FORMS (quantab: default
+# "int8 int8-k45 fp8"), SCORING_FORMS (scoring*/abextract*:
 # the KVzip graph variants to compare, default "classic fused"; abextract* also takes "<form>+bitcast", the bf16
 # attention inputs bit-cast on the CPU: FASTKVZIP_KVZIP_SCORING and FASTKVZIP_BF16_BITS in src/onnx/index.ts).
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
@@ -185,10 +186,10 @@ PY
       ;;
     quantab)
       # issue 16: do the CUDA kernels give the host quantiser's int8 bytes? The embedded default model
-      # (real, bf16) on the GPU, int8 and int8 keep 0.45, quantised in the graph and by the writers:
+      # (real, bf16) on the GPU, int8, int8 keep 0.45 and fp8 (QUANTAB_FORMS), quantised in the graph and by the writers:
       # the shard checksums must be equal (quantab.json: "equal": true per form). About a minute.
-      for form in int8 int8-k45; do
-        case $form in int8) flags="--hidden-dtype int8" ;; *) flags="--hidden-dtype int8 --keep-fraction 0.45 --keep-seed 0" ;; esac
+      for form in ${QUANTAB_FORMS:-int8 int8-k45 fp8}; do
+        case $form in int8) flags="--hidden-dtype int8" ;; fp8) flags="--hidden-dtype float8e4m3" ;; *) flags="--hidden-dtype int8 --keep-fraction 0.45 --keep-seed 0" ;; esac
         for route in host graph; do
           rm -rf $work/store-quantab-$form-$route
           FASTKVZIP_QUANT=$route $FKZ extract --model data/default-model --template fastkvzip-tiny --data sotu --exclude-docs data/default-model/heldout.json \
@@ -197,11 +198,11 @@ PY
             --out $work/store-quantab-$form-$route > "$out/quantab-$form-$route.json" 2> "$out/quantab-$form-$route.log" || tail -3 "$out/quantab-$form-$route.log"
         done
       done
-      python3 - $work <<'PY' | tee "$out/quantab.json"
+      python3 - $work "${QUANTAB_FORMS:-int8 int8-k45 fp8}" <<'PY' | tee "$out/quantab.json"
 import json, sys
 w = sys.argv[1]
 res = {}
-for form in ("int8", "int8-k45"):
+for form in sys.argv[2].split():
     sha = {r: [s["sha256"] for s in json.load(open(f"{w}/store-quantab-{form}-{r}/manifest.json"))["shards"]] for r in ("host", "graph")}
     res[form] = {"shards": len(sha["host"]), "equal": sha["host"] == sha["graph"], "differing": sum(a != b for a, b in zip(sha["host"], sha["graph"]))}
 print(json.dumps(res))

@@ -45,10 +45,10 @@ export function keptScores(rows: Int32Array | null, scores: Float32Array, H: num
 }
 
 /**
- * One layer whose int8 codes and scales the KVzip graph already made from the kept rows
+ * One layer whose 8-bit codes and scales the KVzip graph already made from the kept rows
  * (src/onnx/quant-graph.ts): only the scores are subsampled here.
  */
-export function precompactedLayer(rows: Int32Array | null, codes: Int8Array, scales: Float32Array, scores: Float32Array, D: number, H: number): { hidden: StoredHidden; scores: Float32Array; extra: CompactColumns } {
+export function precompactedLayer(rows: Int32Array | null, codes: Int8Array | Uint8Array, scales: Float32Array, scores: Float32Array, D: number, H: number): { hidden: StoredHidden; scores: Float32Array; extra: CompactColumns } {
   const T = scores.length / H;
   const want = rows ? rows.length : T;
   if (codes.length !== want * D) throw new Error(`graph-quantised attention input has ${codes.length / D} rows, expected ${want}`);

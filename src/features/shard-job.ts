@@ -13,10 +13,10 @@ export interface ShardJob {
   contextId: string;
   options: ShardWriterOptions;
   /** per scored layer: [T, D] as the graph returned it; int8: the codes of the kept rows [rows, D] */
-  attnInput: (Uint16Array | Float32Array | Int8Array)[];
-  /** what the attnInput arrays hold: fp16 or bf16 bit patterns (or fp32), or int8 codes made by the graph (with attnScales) */
-  attnInputDtype: Extract<AttnInputDtype, 'float16' | 'bfloat16' | 'int8'>;
-  /** int8 codes made by the graph: per scored layer the fp32 scales [rows, D / block] */
+  attnInput: (Uint16Array | Float32Array | Int8Array | Uint8Array)[];
+  /** what the attnInput arrays hold: fp16 or bf16 bit patterns (or fp32), or 8-bit codes made by the graph (with attnScales) */
+  attnInputDtype: AttnInputDtype;
+  /** 8-bit codes made by the graph: per scored layer the fp32 scales [rows, D / block] */
   attnScales?: Float32Array[];
   /** per scored layer: [H, T] head-major */
   scores: Float32Array[];
@@ -50,13 +50,13 @@ export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
   let info: ShardInfo;
   try {
     for (let s = 0; s < job.attnInput.length; s++) {
-      if (job.attnInputDtype === 'int8') {
-        if (job.options.hiddenDtype !== 'int8' || !job.attnScales) throw new Error(`shard ${job.contextId}: int8 codes from the graph need an int8 store and their scales`);
-        const c = precompactedLayer(rows, job.attnInput[s] as Int8Array, job.attnScales[s]!, job.scores[s]!, D, job.options.H);
+      if (job.attnInputDtype === 'int8' || job.attnInputDtype === 'float8e4m3') {
+        if (job.options.hiddenDtype !== job.attnInputDtype || !job.attnScales) throw new Error(`shard ${job.contextId}: ${job.attnInputDtype} codes from the graph need a ${job.attnInputDtype} store and their scales`);
+        const c = precompactedLayer(rows, job.attnInput[s] as Int8Array | Uint8Array, job.attnScales[s]!, job.scores[s]!, D, job.options.H);
         await writer.writeLayer(job.options.layers[s]!, c.hidden, c.scores, c.extra);
         continue;
       }
-      const bits = toStoreBits(job.attnInput[s] as Uint16Array | Float32Array, job.attnInputDtype, base);
+      const bits = toStoreBits(job.attnInput[s] as Uint16Array | Float32Array, job.attnInputDtype as 'float16' | 'bfloat16', base);
       if (!job.compact) {
         await writer.writeLayer(job.options.layers[s]!, bits, job.scores[s]!);
         continue;

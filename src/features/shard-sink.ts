@@ -110,7 +110,7 @@ export class ShardSink {
     // Hand whole buffers over without copying (the caller must not touch them afterwards);
     // a view into a larger buffer (e.g. Node's pool) is copied first, so nothing else moves,
     // unless the caller owns the whole buffer (recycling): then the view travels as it is.
-    const own = <T extends Uint16Array | Float32Array | Int8Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
+    const own = <T extends Uint16Array | Float32Array | Int8Array | Uint8Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
     const scales = job.attnScales && (recycling ? job.attnScales : job.attnScales.map(own));
     const sent: ShardJob = { ...job, attnInput: recycling ? job.attnInput : job.attnInput.map(own), ...(scales ? { attnScales: scales } : {}), scores: job.scores.map(own), returnAttnInput: !!recycling };
     slot.busy = true;

@@ -8,7 +8,7 @@ import type { DType } from '../onnx/builder.js';
 
 const { Tensor } = ort;
 
-export type AttnInputArray = Uint16Array | Float32Array | Int8Array;
+export type AttnInputArray = Uint16Array | Float32Array | Int8Array | Uint8Array;
 
 export class AttnInputBuffers {
   private free: ArrayBuffer[][] = [];
@@ -16,8 +16,8 @@ export class AttnInputBuffers {
   /**
    * @param layers scored layers (one buffer each)
    * @param D hidden size (values per attention input)
-   * @param type the graph's output type: uint16 (bf16 bits), float16, float32 or int8 (codes)
-   * @param scaleColumns int8: fp32 scales per row (D / block)
+   * @param type the graph's output type: uint16 (bf16 bits), float16, float32, or 8-bit codes (int8, uint8: e4m3fn)
+   * @param scaleColumns 8-bit codes: fp32 scales per row (D / block)
    */
   constructor(
     private readonly layers: number,
@@ -25,11 +25,11 @@ export class AttnInputBuffers {
     readonly type: AttnInputTarget['type'],
     private readonly scaleColumns = 0,
   ) {
-    if ((type === 'int8') !== scaleColumns > 0) throw new Error('attention-input buffers: int8 codes, and only they, come with scales');
+    if ((type === 'int8' || type === 'uint8') !== scaleColumns > 0) throw new Error('attention-input buffers: 8-bit codes, and only they, come with scales');
   }
 
   private get bytesPerValue(): number {
-    return this.type === 'float32' ? 4 : this.type === 'int8' ? 1 : 2;
+    return this.type === 'float32' ? 4 : this.type === 'int8' || this.type === 'uint8' ? 1 : 2;
   }
 
   private get buffersPerSet(): number {
@@ -43,7 +43,8 @@ export class AttnInputBuffers {
     const sizes = Array.from({ length: this.buffersPerSet }, (_, j) => (j < this.layers ? need : rows * this.scaleColumns * 4));
     const set = i >= 0 ? this.free.splice(i, 1)[0]! : sizes.map((n) => new ArrayBuffer(n));
     const n = rows * this.D;
-    const arrays = set.slice(0, this.layers).map((b) => (this.type === 'float32' ? new Float32Array(b, 0, n) : this.type === 'int8' ? new Int8Array(b, 0, n) : new Uint16Array(b, 0, n)));
+    const view = { float32: Float32Array, int8: Int8Array, uint8: Uint8Array, uint16: Uint16Array, float16: Uint16Array }[this.type];
+    const arrays = set.slice(0, this.layers).map((b) => new view(b, 0, n));
     if (!this.scaleColumns) return { arrays, type: this.type };
     return { arrays, type: this.type, scales: set.slice(this.layers).map((b) => new Float32Array(b, 0, rows * this.scaleColumns)) };
   }
@@ -61,8 +62,8 @@ export class AttnInputBuffers {
 export interface AttnInputTarget {
   arrays: AttnInputArray[];
   /** the graph's output type: uint16 (bf16 bits), float16, float32 or int8 */
-  type: Extract<DType, 'uint16' | 'float16' | 'float32' | 'int8'>;
-  /** int8: per layer [rows, D / block] fp32 scales */
+  type: Extract<DType, 'uint16' | 'float16' | 'float32' | 'int8' | 'uint8'>;
+  /** 8-bit codes: per layer [rows, D / block] fp32 scales */
   scales?: Float32Array[];
 }
 

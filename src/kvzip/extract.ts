@@ -97,7 +97,7 @@ export interface ExtractSummary {
   timings: ContextTiming[];
   /** sums over `timings` (where the time went) */
   time: { run: number; waitForWriter: number; write: number; writers: number };
-  /** int8 stores: where the codes were made (FASTKVZIP_QUANT): in the KVzip graph, or by the shard writers */
+  /** 8-bit stores: where the codes were made (FASTKVZIP_QUANT): in the KVzip graph, or by the shard writers */
   quant?: QuantRoute;
 }
 
@@ -130,10 +130,11 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   // 8-bit stores are made from the model's 16-bit values (src/features/compact.ts)
   const sixteen = (torchDtype: string) => (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16') as 'bfloat16' | 'float16';
   const compact = compactOptions(o);
-  // int8 codes are made in the KVzip graph (kept rows only), unless FASTKVZIP_QUANT=host; fp8 on the host
-  const route: QuantRoute | undefined = compact.quant ? (compact.quant === 'int8' ? quantRoute() : 'host') : undefined;
+  // 8-bit codes are made in the KVzip graph (kept rows only), unless FASTKVZIP_QUANT=host
+  const route: QuantRoute | undefined = compact.quant ? quantRoute() : undefined;
   const inGraph = route === 'graph';
-  const kind = (hd: AttnInputDtype): GraphKind => (inGraph ? (compact.keep ? 'kvzip_int8_keep' : 'kvzip_int8') : hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
+  const quantKind = `kvzip_${compact.quant === 'int8' ? 'int8' : 'fp8'}${compact.keep ? '_keep' : ''}` as GraphKind;
+  const kind = (hd: AttnInputDtype): GraphKind => (inGraph ? quantKind : hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
   const storeDtypeOf = (torchDtype: string): AttnInputDtype => (compact.quant ? sixteen(torchDtype) : (o.hiddenDtype ?? sixteen(torchDtype)));
   const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], quantBlock: inGraph ? o.quantBlock : undefined, ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
@@ -241,7 +242,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     await store.release();
     throw e;
   }
-  if (route) log(`${hiddenDtype} codes: made ${inGraph ? 'in the KVzip graph' : 'by the shard writers'}${compact.quant === 'int8' ? ` (${QUANT_ROUTE_ENV}=${inGraph ? 'host' : 'graph'} for the other route; same bytes)` : ''}`);
+  if (route) log(`${hiddenDtype} codes: made ${inGraph ? 'in the KVzip graph' : 'by the shard writers'} (${QUANT_ROUTE_ENV}=${inGraph ? 'host' : 'graph'} for the other route; same bytes)`);
   const setupSeconds = (Date.now() - t0) / 1000;
   const timings: ContextTiming[] = [];
   const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
@@ -256,7 +257,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
 
   const sink = new ShardSink({ workers: o.writers });
   const buffers = inGraph
-    ? new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, 'int8', spec.hiddenSize / quantBlock!)
+    ? new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, compact.quant === 'int8' ? 'int8' : 'uint8', spec.hiddenSize / quantBlock!)
     : new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipAttnInputType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
   // stream position of each context's first token (subsampled stores keep the held-out positions of the whole stream)
   const doneByIndex = store.manifest.shards.map((s) => ({ index: s.index, tokens: s.contextTokens ?? s.tokens }));
@@ -287,7 +288,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
         contextId: ctx.id,
         options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id, ...shardForm },
         attnInput: res.attnInput,
-        attnInputDtype: inGraph ? 'int8' : baseDtype,
+        attnInputDtype: inGraph ? hiddenDtype : baseDtype,
         ...(inGraph ? { attnScales: res.attnScales! } : {}),
         scores: res.scores,
         record: { meta, lock: store.manifestLock },

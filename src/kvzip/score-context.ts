@@ -6,7 +6,7 @@ import { attnInputFetches, type AttnInputTarget } from './attn-input-buffers.js'
 
 export interface ContextScores {
   /** per scored layer: attention inputs [ctx_len, D], fp16 bits (Uint16Array) or fp32; int8 graphs: codes [rows, D] (the kept rows) */
-  attnInput: (Uint16Array | Float32Array | Int8Array)[];
+  attnInput: (Uint16Array | Float32Array | Int8Array | Uint8Array)[];
   /** int8 graphs: per scored layer the fp32 scales [rows, D / block] */
   attnScales?: Float32Array[];
   /** per scored layer: KVzip scores [H, ctx_len], head-major */
@@ -36,7 +36,7 @@ export async function scoreContext(session: ort.InferenceSession, feeds: KvzipFe
   const out = into
     ? await session.run(feedsToTensors(feeds), { ...attnInputFetches(into, rows), scores: null } as unknown as ort.InferenceSession.FetchesType)
     : await session.run(feedsToTensors(feeds));
-  const attnInput = into?.arrays ?? Array.from({ length: numScored }, (_, s) => out[`hidden.${s}`]!.data as Uint16Array | Float32Array | Int8Array);
+  const attnInput = into?.arrays ?? Array.from({ length: numScored }, (_, s) => out[`hidden.${s}`]!.data as Uint16Array | Float32Array | Int8Array | Uint8Array);
   const scaled = into ? into.scales : out['scale.0'] ? Array.from({ length: numScored }, (_, s) => out[`scale.${s}`]!.data as Float32Array) : undefined;
   const raw = out.scores!;
   const [nPass, L, H, C] = raw.dims as number[];

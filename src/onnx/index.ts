@@ -43,7 +43,7 @@ function envChoice<T extends string>(env: NodeJS.ProcessEnv, name: string, choic
 }
 
 /**
- * Environment variable choosing where int8 stores are quantised: 'graph' (default: in the KVzip
+ * Environment variable choosing where 8-bit stores are quantised: 'graph' (default: in the KVzip
  * graph, on the device, kept rows only) or 'host' (the shard writers quantise 16-bit rows). Both
  * give the same bytes; an A/B switch for the GPU stages (issue 16).
  */
@@ -102,7 +102,7 @@ export interface EnsureGraphsOptions {
   kvzipScoring?: KvzipScoring;
   /** the bf16 graphs' bit route (default: bf16BitsRoute(), i.e. FASTKVZIP_BF16_BITS or the default) */
   bf16Bits?: Bf16BitsRoute;
-  /** the int8 kinds' channels per scale (default: the hidden size) */
+  /** the 8-bit kinds' channels per scale (default: the hidden size) */
   quantBlock?: number;
   log?: (line: string) => void;
 }

@@ -17,7 +17,7 @@
 // With `quant` (int8 stores, issue 16) the attention inputs leave as the store's int8 form:
 //   keep_rows     [n_p, k_max] int64   (with quant.keep) per prefill chunk, the chunk-local rows kept (padded)
 //   keep_index    [K]          int64   (with quant.keep) the real ones of [n_p·k_max], in context order
-//   hidden.<s>    [N - P or K, D]       int8 codes (src/onnx/quant-graph.ts)
+//   hidden.<s>    [N - P or K, D]       int8 codes, or e4m3fn codes as uint8 (src/onnx/quant-graph.ts)
 //   scale.<s>     [N - P or K, D/block] fp32 scales
 //   scores        [n_r, L_s, H, C_max]  fp32, chunk i's scores in [:, :, :chunk_lens[i]]
 import { Graph, ONNX_DTYPE, type DType } from './builder.js';
@@ -26,7 +26,7 @@ import { attnInputIoDtype } from './step-graph.js';
 import type { ComputeDType } from './weights.js';
 import type { ModelSpec } from '../model/config.js';
 import { bf16Bits } from './bf16-bits.js';
-import { quantizeInt8, type GraphQuant } from './quant-graph.js';
+import { quantizeInt8, quantizeFp8, type GraphQuant } from './quant-graph.js';
 
 export interface KvzipGraphOptions {
   /** false: the chunked prefill with attention-input capture only (no reconstruction, no scores) */
@@ -45,7 +45,7 @@ export interface KvzipGraphOptions {
    * 100k tokens), 2·N·L_s·(D + 4·D/block) B as int8 (29.5 GB), ×≈0.46 more with keep 0.45
    * (13.4 GB); BENCHMARKS.md (issue 16) has the whole peak.
    */
-  quant?: GraphQuant & { keep: boolean };
+  quant?: GraphQuant & { dtype: 'int8' | 'float8e4m3'; keep: boolean };
 }
 
 /**
@@ -107,6 +107,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     { name: `v.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
   ]);
   const quant = opts.quant;
+  const codeDtype: 'int8' | 'uint8' = quant?.dtype === 'float8e4m3' ? 'uint8' : 'int8';
   const D = spec.hiddenSize;
   const keepRows = quant?.keep ? g.input('keep_rows', 'int64', ['n_prefill', 'kept_per_chunk']) : null;
   const keepIndex = quant?.keep ? g.input('keep_index', 'int64', ['kept']) : null;
@@ -128,9 +129,10 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     if (quant) {
       // this chunk's kept rows only (all of them without keep), as int8 codes and fp32 scales
       const rows = keepRows ? b.gather(keepRows, i, 0) : null;
-      const q = captured.map((x) => quantizeInt8(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D));
+      const quantize = quant.dtype === 'int8' ? quantizeInt8 : quantizeFp8;
+      const q = captured.map((x) => quantize(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D));
       const scans = [
-        ...q.map((c, s) => ({ value: c.codes, name: `hidden_scan.${s}`, dtype: 'int8' as DType })),
+        ...q.map((c, s) => ({ value: c.codes, name: `hidden_scan.${s}`, dtype: codeDtype })),
         ...q.map((c, s) => ({ value: c.scales, name: `scale_scan.${s}`, dtype: 'float32' as DType })),
       ];
       return { carried: present, scans };
@@ -150,7 +152,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       return keepIndex ? g.gather(flat, keepIndex, 0) : g.slice(flat, [prefixLen], [numTokens], [0]);
     };
     const dim = keepIndex ? 'kept' : 'ctx_len';
-    g.output(viaPinnedHost(g, rows(prefill.scans[s]!, D), `hidden.${s}`, 'int8'), `hidden.${s}`, 'int8', [dim, D]);
+    g.output(viaPinnedHost(g, rows(prefill.scans[s]!, D), `hidden.${s}`, codeDtype), `hidden.${s}`, codeDtype, [dim, D]);
     g.output(rows(prefill.scans[scored.length + s]!, D / quant.block), `scale.${s}`, 'float32', [dim, D / quant.block]);
   });
   scored.forEach((_, s) => {
@@ -250,9 +252,10 @@ export function buildKvzipScoreGraph(spec: ScoreContext['spec'], dtype: ComputeD
  * full speed), and the CPU node then writes the output. On an H200 this took a 0.6B-shaped 20k
  * context from 2.48 to 2.08 s (BENCHMARKS.md). Give `name` when the result is a graph output.
  */
-export function viaPinnedHost(g: Graph, x: string, name?: string, dtype: 'uint16' | 'int8' = 'uint16'): string {
+export function viaPinnedHost(g: Graph, x: string, name?: string, dtype: 'uint16' | 'int8' | 'uint8' = 'uint16'): string {
+  const ones = { uint16: 0xffff, int8: -1, uint8: 0xff }[dtype];
   // named like the graph output it feeds, so no (CUDA) Identity sits between it and the caller
-  return g.node('BitwiseAnd', [x, g.constant(dtype === 'uint16' ? 0xffff : -1, dtype)], {}, name ? { outputs: [name] } : {})[0]!;
+  return g.node('BitwiseAnd', [x, g.constant(ones, dtype)], {}, name ? { outputs: [name] } : {})[0]!;
 }
 
 /**

@@ -17,7 +17,7 @@ import { writeFileAtomicSync } from '../util/atomic.js';
  * step_compressed / step_compressed_full: a compacted cache with per-layer, per-head lengths (compressed
  * generation and `eval --cache compressed`), last-token logits + scored layers' attention inputs / all logits;
  * step_compressed_decode: step_compressed for one token at a time (decoding), all heads in one attention node
- * kvzip_int8 / kvzip_int8_keep: kvzip with the attention inputs quantised to int8 in the graph (all rows / the kept rows; issue 16)
+ * kvzip_int8 / kvzip_int8_keep / kvzip_fp8 / kvzip_fp8_keep: kvzip with the attention inputs quantised to int8 (e4m3fn) in the graph (all rows / the kept rows; issue 16)
  */
 export type GraphKind =
   | 'step'
@@ -26,6 +26,8 @@ export type GraphKind =
   | 'kvzip_bf16'
   | 'kvzip_int8'
   | 'kvzip_int8_keep'
+  | 'kvzip_fp8'
+  | 'kvzip_fp8_keep'
   | 'prefill'
   | 'prefill_bf16'
   | 'step_masked'
@@ -48,13 +50,13 @@ export const WEIGHT_FILE = 'weights.bin';
 export interface GraphVariants {
   scoring?: KvzipScoring;
   bf16Bits?: Bf16BitsRoute;
-  /** the int8 kinds: channels per scale (undefined: the whole row, D) */
+  /** the 8-bit kinds: channels per scale (undefined: the whole row, D) */
   quantBlock?: number;
 }
 
 /** Graph kinds whose file depends on the KVzip scoring form, and on the bf16 bit route. */
-const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16', 'kvzip_int8', 'kvzip_int8_keep'];
-const INT8_KINDS: GraphKind[] = ['kvzip_int8', 'kvzip_int8_keep'];
+const QUANT_KINDS: GraphKind[] = ['kvzip_int8', 'kvzip_int8_keep', 'kvzip_fp8', 'kvzip_fp8_keep'];
+const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16', ...QUANT_KINDS];
 const BF16_KINDS: GraphKind[] = ['kvzip_bf16', 'prefill_bf16'];
 
 /** `<kind>.onnx`, with `.<variant>` before `.onnx` for each non-default variant the kind depends on. */
@@ -64,7 +66,7 @@ export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
   const parts: string[] = [kind];
   if (SCORING_KINDS.includes(kind) && scoring !== DEFAULT_KVZIP_SCORING) parts.push(scoring);
   if (BF16_KINDS.includes(kind) && bits !== DEFAULT_BF16_BITS_ROUTE) parts.push(bits);
-  if (INT8_KINDS.includes(kind) && v.quantBlock !== undefined) parts.push(`b${v.quantBlock}`);
+  if (QUANT_KINDS.includes(kind) && v.quantBlock !== undefined) parts.push(`b${v.quantBlock}`);
   return `${parts.join('.')}.onnx`;
 }
 
@@ -88,8 +90,10 @@ export function writeModelGraphs(
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
     ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring })],
-    ['kvzip_int8', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, quant: { ...quant, keep: false } })],
-    ['kvzip_int8_keep', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, quant: { ...quant, keep: true } })],
+    ['kvzip_int8', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, quant: { ...quant, dtype: 'int8', keep: false } })],
+    ['kvzip_int8_keep', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, quant: { ...quant, dtype: 'int8', keep: true } })],
+    ['kvzip_fp8', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, quant: { ...quant, dtype: 'float8e4m3', keep: false } })],
+    ['kvzip_fp8_keep', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, quant: { ...quant, dtype: 'float8e4m3', keep: true } })],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
     ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits })],
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],

@@ -28,7 +28,7 @@ export interface LoadModelOptions {
   requireTokenizer?: boolean;
   /** run the model with this RoPE instead of its config's (part of the graphs' identity) */
   ropeOverride?: RopeOverride | null;
-  /** the int8 graph kinds' channels per scale (default: the hidden size) */
+  /** the 8-bit graph kinds' channels per scale (default: the hidden size) */
   quantBlock?: number;
   log?: (line: string) => void;
 }

@@ -38,7 +38,7 @@ const INT8B = ['--hidden-dtype', 'int8', '--quant-block', '16', '--keep-fraction
 const summaries: Record<string, { quant?: string }> = {};
 
 beforeAll(() => {
-  // int8 codes are made in the KVzip graph by default; the *-host stores by the shard writers (FASTKVZIP_QUANT=host)
+  // 8-bit codes are made in the KVzip graph by default; the *-host stores by the shard writers (FASTKVZIP_QUANT=host)
   for (const [name, flags, quant] of [
     ['bf16', [], undefined],
     ['int8', ['--hidden-dtype', 'int8'], undefined],
@@ -48,6 +48,7 @@ beforeAll(() => {
     ['int8k-host', INT8K, 'host'],
     ['int8b', INT8B, 'graph'],
     ['int8b-host', INT8B, 'host'],
+    ['fp8b-host', ['--hidden-dtype', 'float8e4m3', '--quant-block', '16'], 'host'],
   ] as const) {
     const e = fkz([...EXTRACT, ...flags, '--out', store(name), '--json'], quant ? { FASTKVZIP_QUANT: quant } : {});
     if (e.code !== 0) throw new Error(`extract ${name}: ${e.stderr}`);
@@ -102,14 +103,14 @@ describe('compact extraction (issue 16)', () => {
     }
   });
 
-  it('int8 codes made in the KVzip graph give the very bytes of the host quantiser (same shard checksums), with and without kept rows and blocks', async () => {
+  it('8-bit codes made in the KVzip graph give the very bytes of the host quantiser (same shard checksums), with and without kept rows and blocks', async () => {
     expect(summaries['int8']!.quant).toBe('graph');
     expect(summaries['int8k']!.quant).toBe('graph');
     expect(summaries['int8b']!.quant).toBe('graph');
-    expect(summaries['fp8b']!.quant).toBe('host'); // fp8 is quantised on the host
+    expect(summaries['fp8b']!.quant).toBe('graph');
     expect(summaries['int8-host']!.quant).toBe('host');
     expect(summaries['bf16']!.quant).toBeUndefined();
-    for (const name of ['int8', 'int8k', 'int8b']) {
+    for (const name of ['int8', 'int8k', 'int8b', 'fp8b']) {
       const [graph, host] = [await readManifest(store(name)), await readManifest(store(`${name}-host`))];
       expect(graph.shards.length).toBeGreaterThan(0);
       expect(graph.shards.map((x) => [x.contextId, x.sha256, x.bytes])).toEqual(host.shards.map((x) => [x.contextId, x.sha256, x.bytes]));
@@ -117,7 +118,7 @@ describe('compact extraction (issue 16)', () => {
     }
     // the graphs were really the in-graph kinds (and the block is part of the file name)
     const graphs = readdirSync(path.join(tmp, 'cache', 'graphs')).flatMap((d) => readdirSync(path.join(tmp, 'cache', 'graphs', d)));
-    expect(graphs).toEqual(expect.arrayContaining(['kvzip_int8.onnx', 'kvzip_int8_keep.onnx', 'kvzip_int8_keep.b16.onnx']));
+    expect(graphs).toEqual(expect.arrayContaining(['kvzip_int8.onnx', 'kvzip_int8_keep.onnx', 'kvzip_int8_keep.b16.onnx', 'kvzip_fp8.b16.onnx']));
   });
 
   it('train reads every form; the held-out positions are the same tokens in each', () => {

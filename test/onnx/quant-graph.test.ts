@@ -4,7 +4,7 @@
 import { describe, it, expect } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import { Graph, encodeModel, type DType } from '../../src/onnx/builder.js';
-import { quantizeInt8, INT8_QMAX } from '../../src/onnx/quant-graph.js';
+import { quantizeInt8, quantizeFp8, INT8_QMAX, FP8_QMAX } from '../../src/onnx/quant-graph.js';
 import { viaPinnedHost } from '../../src/onnx/kvzip-graph.js';
 import { QMAX, quantize16 } from '../../src/features/quant.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../../src/util/half.js';
@@ -12,15 +12,15 @@ import { Rng } from '../../src/util/random.js';
 import { keepFeeds } from '../../src/kvzip/inputs.js';
 import { keptPositions } from '../../src/features/keep.js';
 
-async function graphQuant(x: Float32Array, D: number, block: number, source: 'bfloat16' | 'float16', compute: DType = 'float32') {
+async function graphQuant(x: Float32Array, D: number, block: number, source: 'bfloat16' | 'float16', compute: DType = 'float32', fp8 = false) {
   const g = new Graph('q');
   const input = g.input('x', 'float32', ['rows', D]);
-  const q = quantizeInt8(g, compute === 'float32' ? input : g.cast(input, compute), compute, { block, source }, D);
-  g.output(q.codes, 'codes', 'int8', ['rows', D]);
+  const q = (fp8 ? quantizeFp8 : quantizeInt8)(g, compute === 'float32' ? input : g.cast(input, compute), compute, { block, source }, D);
+  g.output(q.codes, 'codes', fp8 ? 'uint8' : 'int8', ['rows', D]);
   g.output(q.scales, 'scales', 'float32', ['rows', D / block]);
   const s = await ort.InferenceSession.create(encodeModel(g));
   const out = await s.run({ x: new ort.Tensor('float32', x, [x.length / D, D]) });
-  return { codes: out.codes!.data as Int8Array, scales: out.scales!.data as Float32Array };
+  return { codes: out.codes!.data as Int8Array | Uint8Array, scales: out.scales!.data as Float32Array };
 }
 
 function rows(D: number): Float32Array {
@@ -75,6 +75,52 @@ describe('quantizeInt8 (in-graph int8)', () => {
     expect(got.scales[1]).toBe(Math.fround(8 / 127));
     expect(Number.isFinite(got.scales[2])).toBe(false);
     expect(Number.isFinite(got.scales[3])).toBe(false);
+  });
+});
+
+describe('quantizeFp8 (in-graph e4m3fn)', () => {
+  it('agrees with QMAX.float8e4m3 of the host quantiser', () => expect(FP8_QMAX).toBe(QMAX.float8e4m3));
+
+  // every e4m3 tie: with amax 448 the scale is 448 / 448 = 1, so y = v; midpoints between codes are bf16/fp16 values
+  function fp8Rows(D: number): Float32Array {
+    const out: number[] = [];
+    const vals: number[] = [];
+    for (let c = 0; c < 126; c++) {
+      const lo = c < 8 ? c * 2 ** -9 : (1 + (c % 8) / 8) * 2 ** ((c >> 3) - 7);
+      const c1 = c + 1;
+      const hi = c1 < 8 ? c1 * 2 ** -9 : (1 + (c1 % 8) / 8) * 2 ** ((c1 >> 3) - 7);
+      vals.push(lo, (lo + hi) / 2, -(lo + hi) / 2, lo * 1.01);
+    }
+    vals.push(-0, 0, 2 ** -12, -(2 ** -12), 2 ** -10, 3 * 2 ** -11);
+    for (let i = 0; i < vals.length; i += D - 1) {
+      const row = [448, ...vals.slice(i, i + D - 1)];
+      while (row.length < D) row.push(0);
+      out.push(...row);
+    }
+    return Float32Array.from([...out, ...rows(D)]);
+  }
+
+  for (const source of ['bfloat16', 'float16'] as const) {
+    for (const block of [64, 16]) {
+      it(`gives the host quantiser's codes and scales bit for bit (${source} from fp32, block ${block} of 64)`, async () => {
+        const D = 64;
+        const x = fp8Rows(D);
+        const bits = source === 'bfloat16' ? f32ArrayToBf16(x) : f32ArrayToF16(x);
+        const want = quantize16('float8e4m3', bits, source, D, block);
+        const got = await graphQuant(x, D, block, source, 'float32', true);
+        let differ = 0;
+        for (let i = 0; i < want.codes.length; i++) if (got.codes[i] !== want.codes[i]) differ++;
+        expect(differ).toBe(0);
+        expect(Array.from(got.scales)).toEqual(Array.from(want.scales));
+      });
+    }
+  }
+
+  it('a NaN or infinite input shows as a non-finite scale', async () => {
+    const x = Float32Array.from([1, 2, Infinity, 0, 1, NaN, 3, 0, 1, 2, 3, 4]);
+    const got = await graphQuant(x, 4, 4, 'bfloat16', 'float32', true);
+    expect([0, 1].map((i) => Number.isFinite(got.scales[i]))).toEqual([false, false]);
+    expect(got.scales[2]).toBe(Math.fround(4 / 448));
   });
 });
 
