@@ -14,7 +14,7 @@
 //   chunk_lens    [n_r]      int64  its length
 // Outputs:
 //   hidden.<s>    [N - P, D]            attention input of scored layer s (fp16, or fp32 for fp32 graphs)
-// With `quant` (int8 stores, issue 16) the attention inputs leave as the store's int8 form:
+// With `quant` (8-bit stores, issue 16) the attention inputs leave in the store's 8-bit form:
 //   keep_rows     [n_p, k_max] int64   (with quant.keep) per prefill chunk, the chunk-local rows kept (padded)
 //   keep_index    [K]          int64   (with quant.keep) the real ones of [n_p·k_max], in context order
 //   hidden.<s>    [N - P or K, D]       int8 codes, or e4m3fn codes as uint8 (src/onnx/quant-graph.ts)
@@ -38,11 +38,11 @@ export interface KvzipGraphOptions {
   /** with bf16Hidden: how the bit patterns are made (same bits); default DEFAULT_BF16_BITS_ROUTE */
   bf16Bits?: Bf16BitsRoute;
   /**
-   * int8 codes and scales instead of 16-bit rows, quantised per prefill chunk inside the Loop;
+   * 8-bit codes (int8 or e4m3fn) and scales instead of 16-bit rows, quantised per prefill chunk inside the Loop;
    * with keep, only the kept rows (inputs keep_rows / keep_index) are quantised and scanned.
    * Why: ONNX Runtime's Loop holds every chunk's scan output and concatenates them at the end
    * (2x), so the scan is 2·N·L_s·D·2 B of device memory with 16-bit rows (59 GB for Qwen3-8B at
-   * 100k tokens), 2·N·L_s·(D + 4·D/block) B as int8 (29.5 GB), ×≈0.46 more with keep 0.45
+   * 100k tokens), 2·N·L_s·(D + 4·D/block) B as 8-bit codes (29.5 GB), ×≈0.46 more with keep 0.45
    * (13.4 GB); BENCHMARKS.md (issue 16) has the whole peak.
    */
   quant?: GraphQuant & { dtype: 'int8' | 'float8e4m3'; keep: boolean };
@@ -127,7 +127,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       if (scored.includes(l)) captured.push(out.attnInput);
     }
     if (quant) {
-      // this chunk's kept rows only (all of them without keep), as int8 codes and fp32 scales
+      // this chunk's kept rows only (all of them without keep), as 8-bit codes and fp32 scales
       const rows = keepRows ? b.gather(keepRows, i, 0) : null;
       const quantize = quant.dtype === 'int8' ? quantizeInt8 : quantizeFp8;
       const q = captured.map((x) => quantize(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D));
