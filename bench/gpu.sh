@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks, fastkvzip (ONNX Runtime CUDA EP) side by side with the PyTorch reference in the
 # same call. Run from the repo root on the GPU machine after `source .device/env.sh`, with dist/
-# built. Stages (any subset, in order): smoke host prefill8b extract8b extract06b gpus00 train8b evalcuda compressed8b profile8b
+# built. Stages (any subset, in order): smoke host quantab prefill8b extract8b extract06b gpus00 train8b evalcuda compressed8b profile8b
 # profile06b profilex8b profiletrain8b scoring8b scoring06b abextract8b abextract06b (profile* stages run with CUDA_LAUNCH_BLOCKING=1 so ORT's
 # per-node times are GPU times, not launch times; absolute speed there is not representative)
 # (the device tool returns at most 8 files: tar OUTDIR afterwards)
@@ -11,7 +11,11 @@
 # reference's score precisions to time, default "tf32,bf16": see bench/torch_extract.py),
 # COMPACT_FORMS (compact8b: store forms to compare, default "bf16 int8 int8-k45"), RECIPE_FLAGS
 # (recipe8b: the store form, default "--hidden-dtype int8 --keep-fraction 0.45"), RECIPE_PHASES (recipe8b: "extract", "train"
-# or both, the default, so each half fits one device call), SCORING_FORMS (scoring*/abextract*:
+# or both, the default, so each half fits one device call), QUANT_ROUTES (compact8b: where int8 forms are quantised,
+# "graph" (default: in the KVzip graph), "host" (the shard writers) or "host graph" for the A/B in one call; each
+# int8 result is compact8b-<form>-<route>.json with a storeDigest that must agree between routes), RECIPE_QUANT
+# (recipe8b: graph (default) or host; FASTKVZIP_QUANT in src/onnx/index.ts), QUANTAB_FORMS (quantab: default
+# "int8 int8-k45 fp8"), SCORING_FORMS (scoring*/abextract*:
 # the KVzip graph variants to compare, default "classic fused"; abextract* also takes "+" flags after the form:
 # "+bitcast" (the bf16 attention inputs bit-cast on the CPU, FASTKVZIP_BF16_BITS), "+hostbounds" (the reconstruction
 # passes' Slice/Pad bounds computed on the CPU, FASTKVZIP_KVZIP_BOUNDS=host), "+gqaroom" (no Concat of empty slots
@@ -126,6 +130,9 @@ for stage in "$@"; do
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -2
       [ -f $work/docs20k.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 12 --out $work/docs20k.jsonl
       for form in ${COMPACT_FORMS:-bf16 int8 int8-k45}; do
+      # int8 forms once per quantiser route (QUANT_ROUTES); the others once
+      case $form in int8*) routes=${QUANT_ROUTES:-graph} ;; *) routes=host ;; esac
+      for route in $routes; do
         case $form in
           bf16) flags="--hidden-dtype bfloat16" ;;
           int8) flags="--hidden-dtype int8" ;;
@@ -133,28 +140,32 @@ for stage in "$@"; do
           int8-k*) flags="--hidden-dtype int8 --keep-fraction 0.${form#int8-k} --keep-seed 0" ;;
           *) echo "unknown form $form"; continue ;;
         esac
-        store=$work/store-compact-$form
+        tag=$form; case $form in int8*) tag=$form-$route ;; esac
+        store=$work/store-compact-$tag
         rm -rf $store; sync
-        gpu_peak compact8b-$form-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k.jsonl --out $store --device cuda \
+        FASTKVZIP_QUANT=$route gpu_peak compact8b-$tag-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k.jsonl --out $store --device cuda \
           --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 $flags ${EXTRACT_FLAGS:-} --json \
-          > "$out/compact8b-$form-extract.json" 2> "$out/compact8b-$form-extract.log"
-        tail -2 "$out/compact8b-$form-extract.log"
-        gpu_peak compact8b-$form-train $FKZ train --features $store --out $work/gates-compact-$form --device cuda --steps 5000 --json \
-          > "$out/compact8b-$form-train.json" 2> "$out/compact8b-$form-train.log"
-        python3 - "$store" "$out/compact8b-$form-extract.json" "$out/compact8b-$form-train.json" "$form" <<'PY' | tee "$out/compact8b-$form.json"
-import json, sys
+          > "$out/compact8b-$tag-extract.json" 2> "$out/compact8b-$tag-extract.log"
+        tail -2 "$out/compact8b-$tag-extract.log"
+        gpu_peak compact8b-$tag-train $FKZ train --features $store --out $work/gates-compact-$tag --device cuda --steps 5000 --json \
+          > "$out/compact8b-$tag-train.json" 2> "$out/compact8b-$tag-train.log"
+        python3 - "$store" "$out/compact8b-$tag-extract.json" "$out/compact8b-$tag-train.json" "$tag" <<'PY' | tee "$out/compact8b-$tag.json"
+import hashlib, json, sys
 store, ex, tr, form = sys.argv[1:]
 m = json.load(open(f"{store}/manifest.json")); e = json.load(open(ex)); t = json.load(open(tr))
 ctx = sum(s.get("contextTokens", s["tokens"]) for s in m["shards"])
 steady = [x for x in e["timings"][3:]] or e["timings"]
-print(json.dumps({"form": form, "hiddenDtype": m["hiddenDtype"], "extract": {k: m["extract"].get(k) for k in ("quantBlock", "keepFraction")},
+# the shards' checksums in order: equal between quantiser routes when they write the same bytes
+digest = hashlib.sha256("".join(s["sha256"] for s in m["shards"]).encode()).hexdigest()
+print(json.dumps({"form": form, "quant": e.get("quant"), "storeDigest": digest, "hiddenDtype": m["hiddenDtype"], "extract": {k: m["extract"].get(k) for k in ("quantBlock", "keepFraction")},
   "contextTokens": ctx, "rows": m["totals"]["tokens"], "storeBytes": m["totals"]["bytes"], "bytesPerContextToken": m["totals"]["bytes"] / ctx,
   "extractSeconds": e["seconds"], "extractTokPerS": e["tokensPerSecond"], "setupSeconds": e["setupSeconds"],
   "steadyTokPerS": sum(x["tokens"] for x in steady) / sum(x["seconds"] for x in steady), "writeSecondsPerContext": sum((x["write"] or 0) for x in e["timings"]) / len(e["timings"]),
   "waitForWriter": e["time"]["waitForWriter"], "peakRssMiB": e["peakRssMiB"], "trainSeconds": t["seconds"], "trainPeakRssMiB": t["peakRssMiB"],
   "heldOut": t["mean"]}))
 PY
-        rm -rf $store $work/gates-compact-$form
+        rm -rf $store $work/gates-compact-$tag
+      done
       done
       ;;
     recipe8b)
@@ -166,7 +177,7 @@ PY
       # RECIPE_PHASES (default "extract train") runs either half alone, so each fits one device call
       if [[ " ${RECIPE_PHASES:-extract train} " == *" extract "* ]]; then
       rm -rf $store; sync; df -B1 $work | tee "$out/recipe8b-df.txt"
-      gpu_peak recipe8b-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k-30.jsonl --out $store --device cuda \
+      FASTKVZIP_QUANT=${RECIPE_QUANT:-graph} gpu_peak recipe8b-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k-30.jsonl --out $store --device cuda \
         --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count 0 --cat-count 5 --cat-min-tokens 100000 --max-tokens 1000000 \
         ${RECIPE_FLAGS:---hidden-dtype int8 --keep-fraction 0.45} --writers 1 ${EXTRACT_FLAGS:-} --json > "$out/recipe8b-extract.json" 2> "$out/recipe8b-extract.log"
       tail -2 "$out/recipe8b-extract.log"; df -B1 $work | tee -a "$out/recipe8b-df.txt"; du -sb $store | tee -a "$out/recipe8b-df.txt"
@@ -175,6 +186,31 @@ PY
       gpu_peak recipe8b-train $FKZ train --features $store --out $work/gates-recipe8b --device cuda --steps 5000 --json > "$out/recipe8b-train.json" 2> "$out/recipe8b-train.log"
       tail -3 "$out/recipe8b-train.log"
       [ -n "${KEEP_STORE:-}" ] || rm -rf $store
+      ;;
+    quantab)
+      # issue 16: do the CUDA kernels give the host quantiser's int8 bytes? The embedded default model
+      # (real, bf16) on the GPU, int8, int8 keep 0.45 and fp8 (QUANTAB_FORMS), quantised in the graph and by the writers:
+      # the shard checksums must be equal (quantab.json: "equal": true per form). About a minute.
+      for form in ${QUANTAB_FORMS:-int8 int8-k45 fp8}; do
+        case $form in int8) flags="--hidden-dtype int8" ;; fp8) flags="--hidden-dtype float8e4m3" ;; *) flags="--hidden-dtype int8 --keep-fraction 0.45 --keep-seed 0" ;; esac
+        for route in host graph; do
+          rm -rf $work/store-quantab-$form-$route
+          FASTKVZIP_QUANT=$route $FKZ extract --model data/default-model --template fastkvzip-tiny --data sotu --exclude-docs data/default-model/heldout.json \
+            --min-doc-tokens 1500 --max-doc-tokens 4000 --ten-k-count 30 --cat-count 5 --cat-min-tokens 4000 --max-tokens 30000 \
+            --prefill-chunk 4096 --score-chunk 500 --device cuda $flags --quiet --json \
+            --out $work/store-quantab-$form-$route > "$out/quantab-$form-$route.json" 2> "$out/quantab-$form-$route.log" || tail -3 "$out/quantab-$form-$route.log"
+        done
+      done
+      python3 - $work "${QUANTAB_FORMS:-int8 int8-k45 fp8}" <<'PY' | tee "$out/quantab.json"
+import json, sys
+w = sys.argv[1]
+res = {}
+for form in sys.argv[2].split():
+    sha = {r: [s["sha256"] for s in json.load(open(f"{w}/store-quantab-{form}-{r}/manifest.json"))["shards"]] for r in ("host", "graph")}
+    res[form] = {"shards": len(sha["host"]), "equal": sha["host"] == sha["graph"], "differing": sum(a != b for a, b in zip(sha["host"], sha["graph"]))}
+print(json.dumps(res))
+PY
+      rm -rf $work/store-quantab-*
       ;;
     evalcuda)
       # the embedded default model (a real, trained model) and its gates, on the GPU

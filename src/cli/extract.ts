@@ -79,7 +79,7 @@ export function extractCommand(): Command {
     .option('--rope-override <spec>', `run the model with another RoPE: none, or yarn:<factor>:<original positions> (${QWEN3_PUBLIC_YARN} is the public extraction's Qwen3 setup: max positions 131,072); recorded in the store`, 'none')
     .option('--allow-long-contexts', "score contexts needing more positions than the model was trained on (refused by default: RoPE extrapolates and the scores are not the model's)", false)
     .addOption(
-      new Option('--hidden-dtype <dtype>', 'stored attention-input dtype (default: the model dtype, exact public parity); int8 / float8e4m3: 8-bit codes with fp32 scales, half the size').choices(['float16', 'bfloat16', 'int8', 'float8e4m3']),
+      new Option('--hidden-dtype <dtype>', 'stored attention-input dtype (default: the model dtype, exact public parity); int8 / float8e4m3: 8-bit codes with fp32 scales, half the size (quantised in the KVzip graph; FASTKVZIP_QUANT=host: by the shard writers, same bytes)').choices(['float16', 'bfloat16', 'int8', 'float8e4m3']),
     )
     .option('--quant-block <n>', '8-bit dtypes: channels per scale (default: the hidden size, one scale per token)', (v) => positiveInt(v, '--quant-block'))
     .option('--keep-fraction <p>', "store this seeded uniform fraction of each context's token positions (the held-out 1 % always kept; default 1)", (v) => floatArg(v, '--keep-fraction'))

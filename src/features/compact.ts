@@ -23,17 +23,36 @@ export function contextRows(spec: CompactSpec, contextId: string, tokens: number
  * Returns the stored hidden values, the head-major scores of the kept rows and the extra columns.
  */
 export function compactLayer(spec: CompactSpec, rows: Int32Array | null, bits: Uint16Array, scores: Float32Array, D: number, H: number): { hidden: StoredHidden; scores: Float32Array; extra: CompactColumns } {
-  const T = bits.length / D;
   let h = bits;
-  let s = scores;
   if (rows) {
     h = new Uint16Array(rows.length * D);
     for (let i = 0; i < rows.length; i++) h.set(bits.subarray(rows[i]! * D, (rows[i]! + 1) * D), i * D);
-    s = new Float32Array(H * rows.length);
-    for (let k = 0; k < H; k++) for (let i = 0; i < rows.length; i++) s[k * rows.length + i] = scores[k * T + rows[i]!]!;
   }
+  const s = keptScores(rows, scores, H);
   const extra: CompactColumns = rows ? { positions: rows } : {};
   if (!spec.quant) return { hidden: h, scores: s, extra };
   const q = quantize16(spec.quant.dtype, h, spec.quant.source, D, spec.quant.block);
   return { hidden: q.codes, scores: s, extra: { ...extra, scales: q.scales } };
+}
+
+/** The head-major scores [H, T] of the kept rows [H, rows] (all of them when rows is null). */
+export function keptScores(rows: Int32Array | null, scores: Float32Array, H: number): Float32Array {
+  if (!rows) return scores;
+  const T = scores.length / H;
+  const s = new Float32Array(H * rows.length);
+  for (let k = 0; k < H; k++) for (let i = 0; i < rows.length; i++) s[k * rows.length + i] = scores[k * T + rows[i]!]!;
+  return s;
+}
+
+/**
+ * One layer whose 8-bit codes and scales the KVzip graph already made from the kept rows
+ * (src/onnx/quant-graph.ts): only the scores are subsampled here.
+ */
+export function precompactedLayer(rows: Int32Array | null, codes: Int8Array | Uint8Array, scales: Float32Array, scores: Float32Array, D: number, H: number): { hidden: StoredHidden; scores: Float32Array; extra: CompactColumns } {
+  const T = scores.length / H;
+  const want = rows ? rows.length : T;
+  if (codes.length !== want * D) throw new Error(`graph-quantised attention input has ${codes.length / D} rows, expected ${want}`);
+  // the host quantiser refuses non-finite values; the graph passes them on as non-finite scales
+  for (let i = 0; i < scales.length; i++) if (!Number.isFinite(scales[i])) throw new Error(`attention input row ${Math.floor(i / (scales.length / want))} holds a non-finite value (scale ${scales[i]}): cannot quantise it`);
+  return { hidden: codes, scores: keptScores(rows, scores, H), extra: { ...(rows ? { positions: rows } : {}), scales } };
 }

@@ -5,6 +5,7 @@ export { openShardWriter, type ShardWriter, type ShardWriterOptions } from './sh
 export { openStore, acquireLock, type FeatureStore, type OpenStoreOptions, type ShardMeta, type StoreInit } from './store.js';
 export { readLayer, type LayerChunk, type ReadLayerOptions } from './reader.js';
 export { layerBlocks, type ByteRange, type LayerBlock } from './blocks.js';
+export { keptPositions } from './keep.js';
 export { verifyStore, sha256File, type VerifyOptions, type VerifyReport } from './verify.js';
 export { mergeStores, type MergeOptions } from './merge.js';
 export {

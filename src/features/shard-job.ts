@@ -6,16 +6,18 @@ import { openShardWriter, type ShardWriterOptions } from './shard-writer.js';
 import type { AttnInputDtype, ShardInfo, ShardMeta } from './types.js';
 import { recordShard } from './manifest.js';
 import { f16ArrayToBf16, f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
-import { compactLayer, contextRows, type CompactSpec } from './compact.js';
+import { compactLayer, contextRows, precompactedLayer, type CompactSpec } from './compact.js';
 
 export interface ShardJob {
   storeDir: string;
   contextId: string;
   options: ShardWriterOptions;
-  /** per scored layer: [T, D] as the graph returned it */
-  attnInput: (Uint16Array | Float32Array)[];
-  /** what the Uint16Array attnInput arrays hold: fp16 or bf16 bit patterns */
-  attnInputDtype: Extract<AttnInputDtype, 'float16' | 'bfloat16'>;
+  /** per scored layer: [T, D] as the graph returned it; int8: the codes of the kept rows [rows, D] */
+  attnInput: (Uint16Array | Float32Array | Int8Array | Uint8Array)[];
+  /** what the attnInput arrays hold: fp16 or bf16 bit patterns (or fp32), or 8-bit codes made by the graph (with attnScales) */
+  attnInputDtype: AttnInputDtype;
+  /** 8-bit codes made by the graph: per scored layer the fp32 scales [rows, D / block] */
+  attnScales?: Float32Array[];
   /** per scored layer: [H, T] head-major */
   scores: Float32Array[];
   /** worker: send the attnInput buffers back once written (they are recycled by the sender) */
@@ -40,7 +42,7 @@ export function toStoreBits(h: Uint16Array | Float32Array, bits: 'float16' | 'bf
 export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
   const spec = job.compact ?? {};
   const D = job.options.D;
-  const tokens = job.attnInput[0]!.length / D;
+  const tokens = job.scores[0]!.length / job.options.H; // the context's length (attnInput may hold the kept rows only)
   const rows = contextRows(spec, job.contextId, tokens);
   const writer = await openShardWriter(job.storeDir, job.contextId, { ...job.options, contextTokens: tokens });
   // the 16-bit form the store holds, or the 8-bit codes are made from
@@ -48,7 +50,13 @@ export async function runShardJob(job: ShardJob): Promise<ShardInfo> {
   let info: ShardInfo;
   try {
     for (let s = 0; s < job.attnInput.length; s++) {
-      const bits = toStoreBits(job.attnInput[s]!, job.attnInputDtype, base);
+      if (job.attnInputDtype === 'int8' || job.attnInputDtype === 'float8e4m3') {
+        if (job.options.hiddenDtype !== job.attnInputDtype || !job.attnScales) throw new Error(`shard ${job.contextId}: ${job.attnInputDtype} codes from the graph need a ${job.attnInputDtype} store and their scales`);
+        const c = precompactedLayer(rows, job.attnInput[s] as Int8Array | Uint8Array, job.attnScales[s]!, job.scores[s]!, D, job.options.H);
+        await writer.writeLayer(job.options.layers[s]!, c.hidden, c.scores, c.extra);
+        continue;
+      }
+      const bits = toStoreBits(job.attnInput[s] as Uint16Array | Float32Array, job.attnInputDtype as 'float16' | 'bfloat16', base);
       if (!job.compact) {
         await writer.writeLayer(job.options.layers[s]!, bits, job.scores[s]!);
         continue;

@@ -60,14 +60,14 @@ export class ShardSink {
 
   /** Waits until the job may start (worker free, memory budget), then starts it. */
   async submit(job: ShardJob, onDone: OnShardWritten, recycling?: Recycling): Promise<void> {
-    const bytes = [...job.attnInput, ...job.scores].reduce((a, x) => a + x.byteLength, 0);
+    const bytes = [...job.attnInput, ...(job.attnScales ?? []), ...job.scores].reduce((a, x) => a + x.byteLength, 0);
     while (this.inflight.length > 0 && (this.inflight.length >= this.maxWorkers || this.bytesInFlight() + bytes > this.maxBytes)) {
       await this.inflight.shift()!.done;
     }
     if (!this.background) {
       const t = process.hrtime.bigint();
       const info = await runShardJob(job);
-      recycling?.recycle(job.attnInput.map((h) => h.buffer as ArrayBuffer));
+      recycling?.recycle([...job.attnInput, ...(job.attnScales ?? [])].map((h) => h.buffer as ArrayBuffer));
       await onDone(info, Number(process.hrtime.bigint() - t) / 1e9);
       return;
     }
@@ -110,10 +110,11 @@ export class ShardSink {
     // Hand whole buffers over without copying (the caller must not touch them afterwards);
     // a view into a larger buffer (e.g. Node's pool) is copied first, so nothing else moves,
     // unless the caller owns the whole buffer (recycling): then the view travels as it is.
-    const own = <T extends Uint16Array | Float32Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
-    const sent: ShardJob = { ...job, attnInput: recycling ? job.attnInput : job.attnInput.map(own), scores: job.scores.map(own), returnAttnInput: !!recycling };
+    const own = <T extends Uint16Array | Float32Array | Int8Array | Uint8Array>(a: T): T => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : (a.slice() as T));
+    const scales = job.attnScales && (recycling ? job.attnScales : job.attnScales.map(own));
+    const sent: ShardJob = { ...job, attnInput: recycling ? job.attnInput : job.attnInput.map(own), ...(scales ? { attnScales: scales } : {}), scores: job.scores.map(own), returnAttnInput: !!recycling };
     slot.busy = true;
-    const m = await request<{ ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }>(slot.worker, sent, buffersOf([...sent.attnInput, ...sent.scores]));
+    const m = await request<{ ok: boolean; info?: ShardInfo; seconds?: number; error?: string; buffers?: ArrayBuffer[] }>(slot.worker, sent, buffersOf([...sent.attnInput, ...(sent.attnScales ?? []), ...sent.scores]));
     slot.busy = false;
     if (m.buffers && recycling) recycling.recycle(m.buffers);
     if (!m.ok) throw new Error(m.error);

@@ -16,5 +16,5 @@ parentPort!.on('message', async (job: ShardJob) => {
 });
 
 function returned(job: ShardJob): ArrayBuffer[] {
-  return job.returnAttnInput ? buffersOf(job.attnInput) : [];
+  return job.returnAttnInput ? buffersOf([...job.attnInput, ...(job.attnScales ?? [])]) : [];
 }

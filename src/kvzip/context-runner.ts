@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { createSession, type DeviceOptions } from '../runtime/session.js';
 import { scoreContext, type ContextScores } from './score-context.js';
 import type { KvzipFeeds } from './inputs.js';
-import type { AttnInputTarget } from './attn-input-buffers.js';
+import { targetArrays, type AttnInputTarget } from './attn-input-buffers.js';
 import { UserError } from '../util/errors.js';
 import { request, buffersOf } from '../util/worker-request.js';
 
@@ -63,7 +63,7 @@ export async function workerRunner(spec: RunnerSpec): Promise<ContextRunner> {
   await call({ kind: 'init', spec });
   return {
     run(feeds, into) {
-      const p = busy.then(() => call({ kind: 'run', feeds, into }, into ? buffersOf(into.arrays) : [])).then((r) => (r as { res: RunResult }).res);
+      const p = busy.then(() => call({ kind: 'run', feeds, into }, into ? buffersOf(targetArrays(into)) : [])).then((r) => (r as { res: RunResult }).res);
       busy = p.catch(() => undefined);
       return p;
     },

@@ -7,12 +7,12 @@ import * as path from 'node:path';
 import { openCorpus, runRecipe, resolveRecipeOptions, type RecipeOptions, type RecipeSummary, type ScoringContext } from '../data/index.js';
 import { modelPrompts } from './prompts.js';
 import { resolveDatasetFile } from '../hub/index.js';
-import { openStore, estimateStoreBytes, checkDiskSpace, fmtBytes, type FeatureManifest, type AttnInputDtype, type PartInfo } from '../features/index.js';
+import { openStore, estimateStoreBytes, keptPositions, checkDiskSpace, fmtBytes, type FeatureManifest, type AttnInputDtype, type PartInfo } from '../features/index.js';
 import { loadModel, type LoadedModel } from '../runtime/model-session.js';
-import type { GraphKind } from '../onnx/index.js';
+import { quantRoute, QUANT_ROUTE_ENV, type GraphKind, type QuantRoute } from '../onnx/index.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
-import { kvzipFeeds } from './inputs.js';
+import { kvzipFeeds, keepFeeds } from './inputs.js';
 import { inProcessRunner, workerRunner, workerRunnersAvailable, type ContextRunner, type RunResult } from './context-runner.js';
 import { ShardSink, defaultShardWriters } from '../features/shard-sink.js';
 import { AttnInputBuffers } from './attn-input-buffers.js';
@@ -97,6 +97,8 @@ export interface ExtractSummary {
   timings: ContextTiming[];
   /** sums over `timings` (where the time went) */
   time: { run: number; waitForWriter: number; write: number; writers: number };
+  /** 8-bit stores: where the codes were made (FASTKVZIP_QUANT): in the KVzip graph, or by the shard writers */
+  quant?: QuantRoute;
 }
 
 export interface ContextTiming {
@@ -128,9 +130,13 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   // 8-bit stores are made from the model's 16-bit values (src/features/compact.ts)
   const sixteen = (torchDtype: string) => (torchDtype === 'bfloat16' ? 'bfloat16' : 'float16') as 'bfloat16' | 'float16';
   const compact = compactOptions(o);
-  const kind = (hd: AttnInputDtype): GraphKind => (hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
+  // 8-bit codes are made in the KVzip graph (kept rows only), unless FASTKVZIP_QUANT=host
+  const route: QuantRoute | undefined = compact.quant ? quantRoute() : undefined;
+  const inGraph = route === 'graph';
+  const quantKind = `kvzip_${compact.quant === 'int8' ? 'int8' : 'fp8'}${compact.keep ? '_keep' : ''}` as GraphKind;
+  const kind = (hd: AttnInputDtype): GraphKind => (inGraph ? quantKind : hd === 'bfloat16' ? 'kvzip_bf16' : 'kvzip');
   const storeDtypeOf = (torchDtype: string): AttnInputDtype => (compact.quant ? sixteen(torchDtype) : (o.hiddenDtype ?? sixteen(torchDtype)));
-  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], ropeOverride: o.ropeOverride, log });
+  const m: LoadedModel = await loadModel(o.model, { revision: o.revision, device: o.device, dtype: o.dtype, kinds: (s) => [kind(storeDtypeOf(s.torchDtype))], quantBlock: inGraph ? o.quantBlock : undefined, ropeOverride: o.ropeOverride, log });
   const { spec, tokenizer } = m.model;
   if (!tokenizer) throw new UserError(`${m.model.dir}: tokenizer.json is required for extraction`);
   const { template, reconstruction: rec, ids: prompts, encode } = modelPrompts(tokenizer, spec, m.id, o.template);
@@ -236,6 +242,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
     await store.release();
     throw e;
   }
+  if (route) log(`${hiddenDtype} codes: made ${inGraph ? 'in the KVzip graph' : 'by the shard writers'} (${QUANT_ROUTE_ENV}=${inGraph ? 'host' : 'graph'} for the other route; same bytes)`);
   const setupSeconds = (Date.now() - t0) / 1000;
   const timings: ContextTiming[] = [];
   const run = runRecipe(corpus, { encode }, recipe, { shard: o.shard, select: (c) => !store.completed.has(c.id) });
@@ -249,7 +256,9 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
   process.once('SIGTERM', onSignal);
 
   const sink = new ShardSink({ workers: o.writers });
-  const buffers = new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipAttnInputType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
+  const buffers = inGraph
+    ? new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, compact.quant === 'int8' ? 'int8' : 'uint8', spec.hiddenSize / quantBlock!)
+    : new AttnInputBuffers(spec.scoredLayers.length, spec.hiddenSize, kvzipAttnInputType(m.dtype, kind(baseDtype) === 'kvzip_bf16'));
   // stream position of each context's first token (subsampled stores keep the held-out positions of the whole stream)
   const doneByIndex = store.manifest.shards.map((s) => ({ index: s.index, tokens: s.contextTokens ?? s.tokens }));
   let yieldedTokens = 0;
@@ -279,7 +288,8 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
         contextId: ctx.id,
         options: { D: spec.hiddenSize, H: spec.numKvHeads, layers: spec.scoredLayers, hiddenDtype, modelId: m.id, ...shardForm },
         attnInput: res.attnInput,
-        attnInputDtype: baseDtype,
+        attnInputDtype: inGraph ? hiddenDtype : baseDtype,
+        ...(inGraph ? { attnScales: res.attnScales! } : {}),
         scores: res.scores,
         record: { meta, lock: store.manifestLock },
         ...(compact.quant || compact.keep
@@ -320,9 +330,12 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       // Every runner busy: the oldest context (on the runner we are about to reuse) finishes first.
       if (inFlight.length >= runners.length) await finishOldest();
       const runner = runners[next++ % runners.length]!;
-      const result = runner.run(feeds, buffers.take(ctx.tokenIds.length));
+      const offset = streamOffset(ctx.index);
+      // kept rows are gathered in the graph: it takes them per prefill chunk (src/kvzip/inputs.ts)
+      if (inGraph && compact.keep) feeds.keep = keepFeeds(keptPositions(ctx.tokenIds.length, offset, compact.keep.fraction, compact.keep.seed, ctx.id), feeds.prefixLen, feeds.prefillShape);
+      const result = runner.run(feeds, buffers.take(feeds.keep ? feeds.keep.index.length : ctx.tokenIds.length));
       result.catch(() => undefined); // awaited in order by finishOldest
-      inFlight.push({ ctx, offset: streamOffset(ctx.index), started: Date.now(), result });
+      inFlight.push({ ctx, offset, started: Date.now(), result });
       yieldedTokens += ctx.tokenIds.length;
     }
     while (inFlight.length) await finishOldest();
@@ -371,6 +384,7 @@ export async function extract(o: ExtractOptions): Promise<ExtractSummary> {
       write: +timings.reduce((a, t) => a + (Number.isFinite(t.write) ? t.write : 0), 0).toFixed(3),
       writers,
     },
+    ...(route ? { quant: route } : {}),
   };
 }
 

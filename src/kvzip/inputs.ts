@@ -71,6 +71,39 @@ export interface KvzipFeeds {
   chunkLens: BigInt64Array;
   passes: RepeatPass[];
   maxChunk: number;
+  /** int8 graphs with kept rows (kvzip_int8_keep): see keepFeeds */
+  keep?: KeepFeeds;
+}
+
+/** The kept rows of a context as the kvzip_int8_keep graph takes them. */
+export interface KeepFeeds {
+  /** [n_p, k_max]: per prefill chunk, the chunk-local rows of its kept context positions (padded with 0) */
+  rows: BigInt64Array;
+  shape: [number, number];
+  /** [K]: where each kept position lands in the flattened [n_p·k_max] scan, in position order */
+  index: BigInt64Array;
+}
+
+/**
+ * Kept context positions (ascending, context coordinates) -> the graph's per-chunk gather rows and
+ * the flat index of each in the Loop's scan: so the scan holds ≈ K rows, not every chunk's c_p.
+ */
+export function keepFeeds(kept: Int32Array, prefixLen: number, prefillShape: [number, number]): KeepFeeds {
+  const [chunks, chunkLen] = prefillShape;
+  const counts = new Int32Array(chunks);
+  for (const t of kept) counts[Math.floor((prefixLen + t) / chunkLen)]!++;
+  const width = Math.max(1, ...counts);
+  const rows = new BigInt64Array(chunks * width);
+  const index = new BigInt64Array(kept.length);
+  counts.fill(0);
+  kept.forEach((t, j) => {
+    const r = prefixLen + t;
+    const c = Math.floor(r / chunkLen);
+    const slot = c * width + counts[c]!++;
+    rows[slot] = BigInt(r - c * chunkLen);
+    index[j] = BigInt(slot);
+  });
+  return { rows, shape: [chunks, width], index };
 }
 
 /** Everything the KVzip graph needs for one context, as flat int64 arrays. */

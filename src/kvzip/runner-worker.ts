@@ -3,7 +3,7 @@
 import { parentPort } from 'node:worker_threads';
 import { inProcessRunner, type ContextRunner, type RunnerSpec } from './context-runner.js';
 import type { KvzipFeeds } from './inputs.js';
-import type { AttnInputTarget } from './attn-input-buffers.js';
+import { targetArrays, type AttnInputTarget } from './attn-input-buffers.js';
 import { UserError } from '../util/errors.js';
 import { buffersOf } from '../util/worker-request.js';
 
@@ -19,7 +19,7 @@ parentPort!.on('message', async (m: Msg) => {
     } else if (m.kind === 'run') {
       const res = await runner!.run(m.feeds, m.into);
       // the attention-input arrays are the caller's buffers when given (ORT's own outputs are copied instead)
-      parentPort!.postMessage({ ok: true, res }, buffersOf([...(m.into ? res.attnInput : []), ...res.scores]));
+      parentPort!.postMessage({ ok: true, res }, buffersOf([...(m.into ? targetArrays({ arrays: res.attnInput, scales: res.attnScales }) : []), ...res.scores]));
     } else {
       await runner?.release();
       runner = null;

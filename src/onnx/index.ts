@@ -14,7 +14,7 @@ import { UserError } from '../util/errors.js';
 import { waitForLockSync } from '../util/wait-lock.js';
 
 /** Bump when graph code changes in a way that changes the files. */
-export const BUILDER_VERSION = '10'; // 8: host bounds / gqa room variants; 9: per-head compressed cache
+export const BUILDER_VERSION = '11'; // 8: host bounds / gqa room variants; 9: per-head compressed cache; 10: both; 11: in-graph 8-bit quantisation
 
 export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom };
 
@@ -60,6 +60,19 @@ function envChoice<T extends string>(env: NodeJS.ProcessEnv, name: string, choic
   if (!v) return fallback;
   if (!(choices as readonly string[]).includes(v)) throw new UserError(`${name}=${v}: expected one of ${choices.join(', ')}`);
   return v as T;
+}
+
+/**
+ * Environment variable choosing where 8-bit stores are quantised: 'graph' (default: in the KVzip
+ * graph, on the device, kept rows only) or 'host' (the shard writers quantise 16-bit rows). Both
+ * give the same bytes; an A/B switch for the GPU stages (issue 16).
+ */
+export const QUANT_ROUTE_ENV = 'FASTKVZIP_QUANT';
+export type QuantRoute = 'graph' | 'host';
+export const QUANT_ROUTES: readonly QuantRoute[] = ['graph', 'host'];
+
+export function quantRoute(env: NodeJS.ProcessEnv = process.env): QuantRoute {
+  return envChoice(env, QUANT_ROUTE_ENV, QUANT_ROUTES, 'graph');
 }
 
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
@@ -113,6 +126,8 @@ export interface EnsureGraphsOptions {
   kvzipBounds?: KvzipBounds;
   /** how the KVzip graphs make room for the passes' keys (default: kvzipRoom(), i.e. FASTKVZIP_KVZIP_ROOM or the default) */
   kvzipRoom?: KvzipRoom;
+  /** the 8-bit kinds' channels per scale (default: the hidden size) */
+  quantBlock?: number;
   log?: (line: string) => void;
 }
 
@@ -122,7 +137,9 @@ export interface EnsureGraphsOptions {
  */
 export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphFiles {
   const kinds = o.kinds ?? ALL_GRAPHS;
-  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds(), room: o.kvzipRoom ?? kvzipRoom() };
+  // a block of the whole row is the default form: no file-name suffix for it
+  const quantBlock = o.quantBlock === undefined || o.quantBlock === model.spec.hiddenSize ? undefined : o.quantBlock;
+  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds(), room: o.kvzipRoom ?? kvzipRoom(), quantBlock };
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);

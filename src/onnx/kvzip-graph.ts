@@ -14,6 +14,11 @@
 //   chunk_lens    [n_r]      int64  its length
 // Outputs:
 //   hidden.<s>    [N - P, D]            attention input of scored layer s (fp16, or fp32 for fp32 graphs)
+// With `quant` (8-bit stores, issue 16) the attention inputs leave in the store's 8-bit form:
+//   keep_rows     [n_p, k_max] int64   (with quant.keep) per prefill chunk, the chunk-local rows kept (padded)
+//   keep_index    [K]          int64   (with quant.keep) the real ones of [n_p·k_max], in context order
+//   hidden.<s>    [N - P or K, D]       int8 codes, or e4m3fn codes as uint8 (src/onnx/quant-graph.ts)
+//   scale.<s>     [N - P or K, D/block] fp32 scales
 //   scores        [n_r, L_s, H, C_max]  fp32, chunk i's scores in [:, :, :chunk_lens[i]]
 import { Graph, ONNX_DTYPE, type DType } from './builder.js';
 import { makeEmbedding, makeLayer, gqaLengths, type DecoderContext, type ForwardInputs } from './decoder.js';
@@ -21,6 +26,7 @@ import { attnInputIoDtype } from './step-graph.js';
 import type { ComputeDType } from './weights.js';
 import type { ModelSpec } from '../model/config.js';
 import { bf16Bits } from './bf16-bits.js';
+import { quantizeInt8, quantizeFp8, type GraphQuant } from './quant-graph.js';
 
 export interface KvzipGraphOptions {
   /** false: the chunked prefill with attention-input capture only (no reconstruction, no scores) */
@@ -35,6 +41,15 @@ export interface KvzipGraphOptions {
   bounds?: KvzipBounds;
   /** how the prefill chunks and reconstruction passes give each layer's cache room for their keys (same values); default DEFAULT_KVZIP_ROOM */
   room?: KvzipRoom;
+  /**
+   * 8-bit codes (int8 or e4m3fn) and scales instead of 16-bit rows, quantised per prefill chunk inside the Loop;
+   * with keep, only the kept rows (inputs keep_rows / keep_index) are quantised and scanned.
+   * Why: ONNX Runtime's Loop holds every chunk's scan output and concatenates them at the end
+   * (2x), so the scan is 2·N·L_s·D·2 B of device memory with 16-bit rows (59 GB for Qwen3-8B at
+   * 100k tokens), 2·N·L_s·(D + 4·D/block) B as 8-bit codes (29.5 GB), ×≈0.46 more with keep 0.45
+   * (13.4 GB); BENCHMARKS.md (issue 16) has the whole peak.
+   */
+  quant?: GraphQuant & { dtype: 'int8' | 'float8e4m3'; keep: boolean };
 }
 
 /**
@@ -128,6 +143,11 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     { name: `k.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
     { name: `v.${l}`, dtype, shape: [1, H, 'past', d], init: empty },
   ]);
+  const quant = opts.quant;
+  const codeDtype: 'int8' | 'uint8' = quant?.dtype === 'float8e4m3' ? 'uint8' : 'int8';
+  const D = spec.hiddenSize;
+  const keepRows = quant?.keep ? g.input('keep_rows', 'int64', ['n_prefill', 'kept_per_chunk']) : null;
+  const keepIndex = quant?.keep ? g.input('keep_index', 'int64', ['kept']) : null;
   const prefill = g.loop('prefill', nPrefill, carried, (b, i, pastFlat) => {
     const ids = b.unsqueeze(b.gather(prefillIds, i, 0), [0]); // [1, c]
     const c = b.reshape(b.shape(ids, 1, 2), []);
@@ -143,12 +163,35 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       present.push(out.presentKey, out.presentValue);
       if (scored.includes(l)) captured.push(out.attnInput);
     }
+    if (quant) {
+      // this chunk's kept rows only (all of them without keep), as 8-bit codes and fp32 scales
+      const rows = keepRows ? b.gather(keepRows, i, 0) : null;
+      const quantize = quant.dtype === 'int8' ? quantizeInt8 : quantizeFp8;
+      const q = captured.map((x) => quantize(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D));
+      const scans = [
+        ...q.map((c, s) => ({ value: c.codes, name: `hidden_scan.${s}`, dtype: codeDtype })),
+        ...q.map((c, s) => ({ value: c.scales, name: `scale_scan.${s}`, dtype: 'float32' as DType })),
+      ];
+      return { carried: present, scans };
+    }
     const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }));
     return { carried: present, scans };
   });
   const firstN = (x: string) => (numTokensEnd ? g.sliceVec(x, g.constant([0], 'int64', undefined, 'idx'), numTokensEnd, [2]) : g.slice(x, [0], [numTokens], [2]));
   const cache = layers.map((l) => ({ key: firstN(prefill.carried[2 * l]!), value: firstN(prefill.carried[2 * l + 1]!) }));
   scored.forEach((_, s) => {
+    if (!quant) return;
+    // [n_p, c_p or k_max, ·] -> the context's rows (or the kept ones)
+    const rows = (scan: string, width: number) => {
+      const flat = g.reshape(scan, [-1, width]);
+      return keepIndex ? g.gather(flat, keepIndex, 0) : numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
+    };
+    const dim = keepIndex ? 'kept' : 'ctx_len';
+    g.output(viaPinnedHost(g, rows(prefill.scans[s]!, D), `hidden.${s}`, codeDtype), `hidden.${s}`, codeDtype, [dim, D]);
+    g.output(rows(prefill.scans[scored.length + s]!, D / quant.block), `scale.${s}`, 'float32', [dim, D / quant.block]);
+  });
+  scored.forEach((_, s) => {
+    if (quant) return;
     const scan = prefill.scans[s]!; // [n_p, c_p, D]
     const flat = g.reshape(scan, [-1, spec.hiddenSize]);
     const hidden = numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
@@ -325,9 +368,10 @@ export function buildKvzipScoreGraph(spec: ScoreContext['spec'], dtype: ComputeD
  * full speed), and the CPU node then writes the output. On an H200 this took a 0.6B-shaped 20k
  * context from 2.48 to 2.08 s (BENCHMARKS.md). Give `name` when the result is a graph output.
  */
-export function viaPinnedHost(g: Graph, x: string, name?: string): string {
+export function viaPinnedHost(g: Graph, x: string, name?: string, dtype: 'uint16' | 'int8' | 'uint8' = 'uint16'): string {
+  const ones = { uint16: 0xffff, int8: -1, uint8: 0xff }[dtype];
   // named like the graph output it feeds, so no (CUDA) Identity sits between it and the caller
-  return g.node('BitwiseAnd', [x, g.constant(0xffff, 'uint16')], {}, name ? { outputs: [name] } : {})[0]!;
+  return g.node('BitwiseAnd', [x, g.constant(ones, dtype)], {}, name ? { outputs: [name] } : {})[0]!;
 }
 
 /**

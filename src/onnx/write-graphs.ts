@@ -19,13 +19,18 @@ import { writeFileAtomicSync } from '../util/atomic.js';
  * length (compressed generation and `eval --cache compressed`), last-token logits + scored layers' attention
  * inputs / all logits; step_compressed_decode: step_compressed without the SnapKV outputs (decoding);
  * step_compressed_block: up to `steps` greedy decode steps over that cache in one ONNX Loop (the cache
- * crosses to the device once per block)
+ * crosses to the device once per block);
+ * kvzip_int8 / kvzip_int8_keep / kvzip_fp8 / kvzip_fp8_keep: kvzip with the attention inputs quantised to int8 (e4m3fn) in the graph (all rows / the kept rows; issue 16)
  */
 export type GraphKind =
   | 'step'
   | 'step_full'
   | 'kvzip'
   | 'kvzip_bf16'
+  | 'kvzip_int8'
+  | 'kvzip_int8_keep'
+  | 'kvzip_fp8'
+  | 'kvzip_fp8_keep'
   | 'prefill'
   | 'prefill_bf16'
   | 'step_masked'
@@ -51,10 +56,13 @@ export interface GraphVariants {
   bf16Bits?: Bf16BitsRoute;
   bounds?: KvzipBounds;
   room?: KvzipRoom;
+  /** the 8-bit kinds: channels per scale (undefined: the whole row, D) */
+  quantBlock?: number;
 }
 
-/** Graph kinds whose file depends on the KVzip scoring form (and bounds), and on the bf16 bit route. */
-const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16'];
+/** Graph kinds whose file depends on the KVzip scoring form (and bounds, room), and on the bf16 bit route. */
+const QUANT_KINDS: GraphKind[] = ['kvzip_int8', 'kvzip_int8_keep', 'kvzip_fp8', 'kvzip_fp8_keep'];
+const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16', ...QUANT_KINDS];
 const BF16_KINDS: GraphKind[] = ['kvzip_bf16', 'prefill_bf16'];
 
 /** `<kind>.onnx`, with `.<variant>` before `.onnx` for each non-default variant the kind depends on. */
@@ -66,6 +74,7 @@ export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
   if (SCORING_KINDS.includes(kind) && (v.bounds ?? DEFAULT_KVZIP_BOUNDS) !== DEFAULT_KVZIP_BOUNDS) parts.push(`${v.bounds}bounds`);
   if (SCORING_KINDS.includes(kind) && (v.room ?? DEFAULT_KVZIP_ROOM) !== DEFAULT_KVZIP_ROOM) parts.push(`${v.room}room`);
   if (BF16_KINDS.includes(kind) && bits !== DEFAULT_BF16_BITS_ROUTE) parts.push(bits);
+  if (QUANT_KINDS.includes(kind) && v.quantBlock !== undefined) parts.push(`b${v.quantBlock}`);
   return `${parts.join('.')}.onnx`;
 }
 
@@ -78,6 +87,8 @@ export function writeModelGraphs(
   variants: GraphVariants = {},
 ): GraphFiles {
   const { scoring, bf16Bits, bounds, room } = variants;
+  // int8 codes are made from the store's 16-bit dtype: bf16 for bf16 models, fp16 otherwise (as extract stores them)
+  const quant = { block: variants.quantBlock ?? spec.hiddenSize, source: spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16' } as const;
   mkdirSync(dir, { recursive: true });
   const weights = new WeightFile(dir, WEIGHT_FILE, dtype);
   const ctx = { spec, dtype, weights, source };
@@ -87,6 +98,10 @@ export function writeModelGraphs(
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
     ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room })],
+    ['kvzip_int8', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room, quant: { ...quant, dtype: 'int8', keep: false } })],
+    ['kvzip_int8_keep', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room, quant: { ...quant, dtype: 'int8', keep: true } })],
+    ['kvzip_fp8', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room, quant: { ...quant, dtype: 'float8e4m3', keep: false } })],
+    ['kvzip_fp8_keep', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room, quant: { ...quant, dtype: 'float8e4m3', keep: true } })],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
     ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits, bounds, room })],
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],

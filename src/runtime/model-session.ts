@@ -28,6 +28,8 @@ export interface LoadModelOptions {
   requireTokenizer?: boolean;
   /** run the model with this RoPE instead of its config's (part of the graphs' identity) */
   ropeOverride?: RopeOverride | null;
+  /** the 8-bit graph kinds' channels per scale (default: the hidden size) */
+  quantBlock?: number;
   log?: (line: string) => void;
 }
 
@@ -44,7 +46,7 @@ export async function loadModel(idOrDir: string, o: LoadModelOptions): Promise<L
   const model = openModel(resolved.dir, { requireTokenizer: o.requireTokenizer ?? true, ropeOverride: o.ropeOverride });
   const dtype = o.dtype ?? defaultComputeDtype(o.device.device, model.spec.torchDtype);
   const kinds = typeof o.kinds === 'function' ? o.kinds(model.spec) : o.kinds;
-  const graphs = ensureGraphs(model, { dtype, kinds, log: o.log ?? ((l) => process.stderr.write(l + '\n')) });
+  const graphs = ensureGraphs(model, { dtype, kinds, quantBlock: o.quantBlock, log: o.log ?? ((l) => process.stderr.write(l + '\n')) });
   return { model, id: resolved.repoId ?? idOrDir, revision: resolved.revision, commit: resolved.commit, graphs, dtype, cacheDtype: cacheIoDtype(dtype) };
 }
 

@@ -3,7 +3,7 @@
 // run, and `train` reads every form with the same held-out positions.
 import { describe, it, expect, beforeAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,8 +19,8 @@ const env = { ...process.env, FASTKVZIP_CACHE: path.join(tmp, 'cache'), HF_HUB_O
 const EXTRACT = ['extract', '--model', modelDir('qwen3'), '--data', 'sotu', '--min-doc-tokens', '3000', '--max-doc-tokens', '9000',
   '--ten-k-count', '2', '--cat-count', '1', '--cat-min-tokens', '9000', '--max-tokens', '25000', '--prefill-chunk', '2048', '--score-chunk', '512', '--threads', '1', '--allow-long-contexts'];
 
-function fkz(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8', cwd: tmp });
+function fkz(args: string[], extraEnv: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...env, ...extraEnv }, encoding: 'utf8', cwd: tmp });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -32,17 +32,29 @@ async function layerChunks(store: string, layer: number): Promise<LayerChunk[]> 
 
 const store = (name: string) => path.join(tmp, name);
 
+const INT8K = ['--hidden-dtype', 'int8', '--keep-fraction', '0.3', '--keep-seed', '5'];
+const INT8B = ['--hidden-dtype', 'int8', '--quant-block', '16', '--keep-fraction', '0.5'];
+/** extract --json summaries by store name */
+const summaries: Record<string, { quant?: string }> = {};
+
 beforeAll(() => {
-  for (const [name, flags] of [
-    ['bf16', []],
-    ['int8', ['--hidden-dtype', 'int8']],
-    ['fp8b', ['--hidden-dtype', 'float8e4m3', '--quant-block', '16']],
-    ['int8k', ['--hidden-dtype', 'int8', '--keep-fraction', '0.3', '--keep-seed', '5']],
+  // 8-bit codes are made in the KVzip graph by default; the *-host stores by the shard writers (FASTKVZIP_QUANT=host)
+  for (const [name, flags, quant] of [
+    ['bf16', [], undefined],
+    ['int8', ['--hidden-dtype', 'int8'], undefined],
+    ['fp8b', ['--hidden-dtype', 'float8e4m3', '--quant-block', '16'], undefined],
+    ['int8k', INT8K, undefined],
+    ['int8-host', ['--hidden-dtype', 'int8'], 'host'],
+    ['int8k-host', INT8K, 'host'],
+    ['int8b', INT8B, 'graph'],
+    ['int8b-host', INT8B, 'host'],
+    ['fp8b-host', ['--hidden-dtype', 'float8e4m3', '--quant-block', '16'], 'host'],
   ] as const) {
-    const e = fkz([...EXTRACT, ...flags, '--out', store(name), '--json']);
+    const e = fkz([...EXTRACT, ...flags, '--out', store(name), '--json'], quant ? { FASTKVZIP_QUANT: quant } : {});
     if (e.code !== 0) throw new Error(`extract ${name}: ${e.stderr}`);
+    summaries[name] = JSON.parse(e.stdout);
   }
-}, 240_000);
+}, 400_000);
 
 describe('compact extraction (issue 16)', () => {
   it('int8 and fp8 stores hold exactly the quantised rows of the 16-bit store; about half its size', async () => {
@@ -89,6 +101,24 @@ describe('compact extraction (issue 16)', () => {
         offset += w.tokens;
       });
     }
+  });
+
+  it('8-bit codes made in the KVzip graph give the very bytes of the host quantiser (same shard checksums), with and without kept rows and blocks', async () => {
+    expect(summaries['int8']!.quant).toBe('graph');
+    expect(summaries['int8k']!.quant).toBe('graph');
+    expect(summaries['int8b']!.quant).toBe('graph');
+    expect(summaries['fp8b']!.quant).toBe('graph');
+    expect(summaries['int8-host']!.quant).toBe('host');
+    expect(summaries['bf16']!.quant).toBeUndefined();
+    for (const name of ['int8', 'int8k', 'int8b', 'fp8b']) {
+      const [graph, host] = [await readManifest(store(name)), await readManifest(store(`${name}-host`))];
+      expect(graph.shards.length).toBeGreaterThan(0);
+      expect(graph.shards.map((x) => [x.contextId, x.sha256, x.bytes])).toEqual(host.shards.map((x) => [x.contextId, x.sha256, x.bytes]));
+      expect(graph.totals).toEqual(host.totals);
+    }
+    // the graphs were really the in-graph kinds (and the block is part of the file name)
+    const graphs = readdirSync(path.join(tmp, 'cache', 'graphs')).flatMap((d) => readdirSync(path.join(tmp, 'cache', 'graphs', d)));
+    expect(graphs).toEqual(expect.arrayContaining(['kvzip_int8.onnx', 'kvzip_int8_keep.onnx', 'kvzip_int8_keep.b16.onnx', 'kvzip_fp8.b16.onnx']));
   });
 
   it('train reads every form; the held-out positions are the same tokens in each', () => {
