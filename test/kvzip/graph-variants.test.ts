@@ -14,7 +14,8 @@ import { ensureGraphs, kvzipBounds, KVZIP_BOUNDS_ENV, kvzipRoom, KVZIP_ROOM_ENV 
 import { hostReads } from '../../src/onnx/host-reads.js';
 import { KVZIP_SCORINGS, type KvzipBounds, type KvzipRoom, type KvzipScoring } from '../../src/onnx/kvzip-graph.js';
 import { createSession } from '../../src/runtime/session.js';
-import { kvzipFeeds } from '../../src/kvzip/inputs.js';
+import { kvzipFeeds, keepFeeds } from '../../src/kvzip/inputs.js';
+import { keptPositions } from '../../src/features/keep.js';
 import { scoreContext } from '../../src/kvzip/score-context.js';
 import { UserError } from '../../src/util/errors.js';
 import { seededRandom } from '../helpers/random-model.js';
@@ -52,6 +53,33 @@ describe('KVzip graph variants', () => {
       });
     }
     expect(Math.max(...base.res.scores[0]!)).toBeGreaterThan(0.01);
+  });
+
+  it.each(['kvzip_int8', 'kvzip_int8_keep'] as const)('%s (in-graph 8-bit codes): host bounds, gqa room and both give the default graph\'s codes, scales and scores (default model, fp32, CPU)', async (kind) => {
+    const model = openModel(MODEL);
+    const rand = seededRandom(12);
+    const ids = (n: number) => Array.from({ length: n }, () => Math.floor(((rand() + 1) / 2) * (model.spec.vocabSize - 1)));
+    const prompts = { prefixIds: ids(21), postfixIds: ids(5), repeatFirstIds: ids(9), repeatNextIds: ids(13), prevPostfixTokens: 8 };
+    const feeds = kvzipFeeds(ids(900), prompts, { prefillChunk: 512, scoreChunk: 400 });
+    if (kind === 'kvzip_int8_keep') feeds.keep = keepFeeds(keptPositions(900, 0, 0.45, 3, 'ctx-a'), feeds.prefixLen, feeds.prefillShape);
+    const run = async (bounds: KvzipBounds, room: KvzipRoom) => {
+      const files = ensureGraphs(model, { dtype: 'float32', kinds: [kind], cacheDir, kvzipBounds: bounds, kvzipRoom: room });
+      const session = await createSession(files.paths[kind]!, { device: 'cpu' });
+      const res = await scoreContext(session, feeds, model.spec.scoredLayers.length, model.spec.numKvHeads);
+      await session.release();
+      return res;
+    };
+    const base = await run('device', 'concat');
+    expect(base.attnScales).toBeDefined();
+    if (kind === 'kvzip_int8_keep') expect(base.attnInput[0]!.length).toBe(feeds.keep!.index.length * model.spec.hiddenSize);
+    for (const v of VARIANTS) {
+      const other = await run(v.bounds, v.room);
+      base.scores.forEach((d, s) => {
+        expect(Buffer.from(other.scores[s]!.buffer).equals(Buffer.from(d.buffer)), `${v.file} scores ${s}`).toBe(true);
+        expect(Buffer.from(other.attnInput[s]!.buffer).equals(Buffer.from(base.attnInput[s]!.buffer)), `${v.file} codes ${s}`).toBe(true);
+        expect(Buffer.from(other.attnScales![s]!.buffer).equals(Buffer.from(base.attnScales![s]!.buffer)), `${v.file} scales ${s}`).toBe(true);
+      });
+    }
   });
 
   it.each(KVZIP_SCORINGS)('%s scoring: no bound computed on the device is read on the host (bf16 graph)', (scoring: KvzipScoring) => {
