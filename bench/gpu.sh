@@ -171,6 +171,8 @@ PY
     recipe8b)
       # issue 16: the recipe's 5 concatenated 100k-token contexts (Qwen3-8B shape) with a compact store ON
       # THE DISK, then `train` (5,000 steps) on it; df before and after shows what the disk held.
+      # Qwen3-8B's config stops at 40,960 positions: the public extraction runs it with YaRN 4 × 32,768
+      # (RECIPE_ROPE), which extract otherwise refuses for 100k-token contexts.
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -2
       [ -f $work/docs20k-30.jsonl ] || $TSX bench/make_docs.ts --tokens 20000 --count 30 --out $work/docs20k-30.jsonl
       store=$work/store-recipe8b
@@ -179,7 +181,7 @@ PY
       rm -rf $store; sync; df -B1 $work | tee "$out/recipe8b-df.txt"
       FASTKVZIP_QUANT=${RECIPE_QUANT:-graph} gpu_peak recipe8b-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k-30.jsonl --out $store --device cuda \
         --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count 0 --cat-count 5 --cat-min-tokens 100000 --max-tokens 1000000 \
-        ${RECIPE_FLAGS:---hidden-dtype int8 --keep-fraction 0.45} --writers 1 ${EXTRACT_FLAGS:-} --json > "$out/recipe8b-extract.json" 2> "$out/recipe8b-extract.log"
+        --rope-override ${RECIPE_ROPE:-yarn:4:32768} ${RECIPE_FLAGS:---hidden-dtype int8 --keep-fraction 0.45} --writers 1 ${EXTRACT_FLAGS:-} --json > "$out/recipe8b-extract.json" 2> "$out/recipe8b-extract.log"
       tail -2 "$out/recipe8b-extract.log"; df -B1 $work | tee -a "$out/recipe8b-df.txt"; du -sb $store | tee -a "$out/recipe8b-df.txt"
       fi
       [[ " ${RECIPE_PHASES:-extract train} " == *" train "* ]] || continue
