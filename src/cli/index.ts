@@ -12,6 +12,7 @@ import { evalCommand } from './eval.js';
 import { TOOL_VERSION } from '../version.js';
 import { redact } from '../util/redact.js';
 import { systemError } from '../util/system-error.js';
+import { memoryError } from '../util/memory-error.js';
 import { addEnvAndExitHelp } from './env-help.js';
 import { EXIT_CODES_HELP } from './exit-codes.js';
 
@@ -39,7 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     // --help / --version end with code 0; every other commander error is a bad command line
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT.usage;
     if (e instanceof SilentExit) return e.exitCode;
-    const err = e instanceof UserError ? e : systemError(e);
+    const err = e instanceof UserError ? e : (systemError(e) ?? memoryError(e));
     if (err) {
       process.stderr.write(`fastkvzip: ${redact(err.message)}\n`);
       return err.exitCode;
