@@ -178,8 +178,10 @@ PY
       store=$work/store-recipe8b
       # RECIPE_PHASES (default "extract train") runs either half alone, so each fits one device call
       if [[ " ${RECIPE_PHASES:-extract train} " == *" extract "* ]]; then
-      rm -rf $store; sync; df -B1 $work | tee "$out/recipe8b-df.txt"
-      FASTKVZIP_QUANT=${RECIPE_QUANT:-graph} gpu_peak recipe8b-extract $FKZ extract --model $models/qwen3-8b --data $work/docs20k-30.jsonl --out $store --device cuda \
+      # RECIPE_RESUME=1 keeps the store of an earlier call (extract resumes it); RECIPE_TIMEOUT=S stops the
+      # extraction gracefully (SIGINT: the context in hand is finished, the store stays resumable) after S seconds
+      [ -n "${RECIPE_RESUME:-}" ] || rm -rf $store; sync; df -B1 $work | tee -a "$out/recipe8b-df.txt"
+      FASTKVZIP_QUANT=${RECIPE_QUANT:-graph} gpu_peak recipe8b-extract ${RECIPE_TIMEOUT:+timeout -s INT $RECIPE_TIMEOUT} $FKZ extract --model $models/qwen3-8b --data $work/docs20k-30.jsonl --out $store --device cuda \
         --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count 0 --cat-count 5 --cat-min-tokens 100000 --max-tokens 1000000 \
         --rope-override ${RECIPE_ROPE:-yarn:4:32768} ${RECIPE_FLAGS:---hidden-dtype int8 --keep-fraction 0.45} --writers 1 ${EXTRACT_FLAGS:-} --json > "$out/recipe8b-extract.json" 2> "$out/recipe8b-extract.log"
       tail -2 "$out/recipe8b-extract.log"; df -B1 $work | tee -a "$out/recipe8b-df.txt"; du -sb $store | tee -a "$out/recipe8b-df.txt"
