@@ -1,7 +1,7 @@
 // ONNX Runtime's out-of-memory failures (its BFC arena, CUDA, cuBLAS/cuDNN) are the machine's
 // limit, not our bug: one line saying so, what the run asked for, and what lowers the need; exit 1.
 // Seen on the H100 (session 7): the Qwen3-8B KVzip graph at 100k tokens with 16-bit attention
-// inputs stopped in the prefill Loop asking for 195 MiB at 79.6 GB used.
+// inputs stopped in the prefill Loop asking for 195 MiB at 79,673 of 81,559 MiB used.
 import { UserError } from './errors.js';
 
 const OOM_PATTERNS: RegExp[] = [
