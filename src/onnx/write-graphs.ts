@@ -94,16 +94,18 @@ export function writeModelGraphs(
   const ctx = { spec, dtype, weights, source };
   const paths: Partial<Record<GraphKind, string>> = {};
   const metadata = { family: spec.family, dtype, builder: 'fastkvzip' };
+  // every reconstructing KVzip kind takes the same variants (the merge of two branches once left the 8-bit kinds without bounds/room)
+  const kvzip = { reconstruct: true, scoring, bounds, room } as const;
   const graphs: [GraphKind, () => ReturnType<typeof buildStepGraph>][] = [
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
-    ['kvzip', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room })],
-    ['kvzip_int8', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room, quant: { ...quant, dtype: 'int8', keep: false } })],
-    ['kvzip_int8_keep', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room, quant: { ...quant, dtype: 'int8', keep: true } })],
-    ['kvzip_fp8', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room, quant: { ...quant, dtype: 'float8e4m3', keep: false } })],
-    ['kvzip_fp8_keep', () => buildKvzipGraph(ctx, { reconstruct: true, scoring, bounds, room, quant: { ...quant, dtype: 'float8e4m3', keep: true } })],
+    ['kvzip', () => buildKvzipGraph(ctx, kvzip)],
+    ['kvzip_int8', () => buildKvzipGraph(ctx, { ...kvzip, quant: { ...quant, dtype: 'int8', keep: false } })],
+    ['kvzip_int8_keep', () => buildKvzipGraph(ctx, { ...kvzip, quant: { ...quant, dtype: 'int8', keep: true } })],
+    ['kvzip_fp8', () => buildKvzipGraph(ctx, { ...kvzip, quant: { ...quant, dtype: 'float8e4m3', keep: false } })],
+    ['kvzip_fp8_keep', () => buildKvzipGraph(ctx, { ...kvzip, quant: { ...quant, dtype: 'float8e4m3', keep: true } })],
     ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
-    ['kvzip_bf16', () => buildKvzipGraph(ctx, { reconstruct: true, bf16Hidden: true, scoring, bf16Bits, bounds, room })],
+    ['kvzip_bf16', () => buildKvzipGraph(ctx, { ...kvzip, bf16Hidden: true, bf16Bits })],
     ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
