@@ -234,7 +234,7 @@ PY
       ctxs=${COMPRESSED_CTX:-32768}
       gpu_peak compressed8b-${ctxs//,/-} $TSX bench/compressed-generate.ts --model $models/qwen3-8b --random-gates --prompt random \
         --device cuda --dtype ${COMPRESSED_DTYPE:-float16} --ctx $ctxs --ratios ${COMPRESSED_RATIOS:-full,1,0.5,0.3,0.1} \
-        --decode-paths ${COMPRESSED_DECODE_PATHS:-step,block} --new-tokens ${COMPRESSED_NEW_TOKENS:-256} --out "$out/compressed8b-${ctxs//,/-}.json" 2>&1 | tail -16
+        --decode-paths ${COMPRESSED_DECODE_PATHS:-step,block} --new-tokens ${COMPRESSED_NEW_TOKENS:-256} --out "$out/compressed8b-${ctxs//,/-}.json" 2>&1 | tee "$out/compressed8b.log" | tail -16
       ;;
     profile8b)
       make_model qwen3-8b $models/qwen3-8b 2>&1 | tail -1
