@@ -54,10 +54,39 @@ function logLevel(): 0 | 1 | 2 | 3 | 4 {
   return (Number.isInteger(v) && v >= 0 && v <= 4 ? v : 3) as 0 | 1 | 2 | 3 | 4;
 }
 
+export const ORT_CONFIG_ENV = 'FASTKVZIP_ORT_CONFIG';
+
+/**
+ * ONNX Runtime session config entries from FASTKVZIP_ORT_CONFIG="key=value,key=value", e.g.
+ * `session.use_device_allocator_for_initializers=1` (weights outside the CUDA arena, whose
+ * power-of-two growth the Node binding cannot change: it passes only deviceId to the CUDA EP).
+ * For benchmarks and A/B runs; returned nested, as the binding's `extra` joins the keys with '.'.
+ */
+export function ortConfigEntries(value = process.env[ORT_CONFIG_ENV]): Record<string, unknown> | undefined {
+  if (!value?.trim()) return undefined;
+  const root: Record<string, unknown> = {};
+  for (const item of value.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const eq = item.indexOf('=');
+    const key = eq > 0 ? item.slice(0, eq).trim() : '';
+    if (!key || key.split('.').some((k) => !k)) throw new UsageError(`${ORT_CONFIG_ENV}: "${item}" is not key=value (e.g. session.use_device_allocator_for_initializers=1)`);
+    const parts = key.split('.');
+    let node = root;
+    for (const k of parts.slice(0, -1)) {
+      if (typeof node[k] === 'string') throw new UsageError(`${ORT_CONFIG_ENV}: "${key}" clashes with a shorter key set before it`);
+      node = (node[k] ??= {}) as Record<string, unknown>;
+    }
+    if (typeof node[parts.at(-1)!] === 'object') throw new UsageError(`${ORT_CONFIG_ENV}: "${key}" clashes with a longer key set before it`);
+    node[parts.at(-1)!] = item.slice(eq + 1).trim();
+  }
+  return root;
+}
+
 export function sessionOptions(opts: DeviceOptions): ort.InferenceSession.SessionOptions {
   const o: ort.InferenceSession.SessionOptions = { executionProviders: [providerFor(opts)], graphOptimizationLevel: 'all', logSeverityLevel: logLevel() };
   // onnxruntime-node rejects an explicit undefined here
   if (opts.device === 'cpu' && opts.threads) o.intraOpNumThreads = opts.threads;
+  const extra = ortConfigEntries();
+  if (extra) o.extra = extra;
   return o;
 }
 
