@@ -110,7 +110,14 @@ export async function createSession(
       );
     }
     if (opts.device === 'webgpu') {
-      throw new UserError(`--device webgpu: could not create a WebGPU session for ${modelPath}: ${msg}. A Vulkan-capable GPU and driver are required.`);
+      if (/Failed to get a WebGPU adapter/.test(msg)) {
+        // ORT's message is a source path and an assertion; the user needs the cause and the fix
+        throw new UserError(
+          '--device webgpu: no WebGPU adapter (ONNX Runtime\'s WebGPU EP found no Vulkan device). Install the GPU\'s Vulkan driver; ' +
+            'without a GPU, Mesa\'s software Vulkan driver lavapipe (Debian/Ubuntu: mesa-vulkan-drivers, Mesa 25 checked) gives a slow adapter for correctness checks (README "GPUs").',
+        );
+      }
+      throw new UserError(`--device webgpu: could not create a WebGPU session for ${modelPath}: ${msg}`);
     }
     throw new UserError(`${modelPath}: ONNX Runtime could not load the model: ${msg}`);
   }

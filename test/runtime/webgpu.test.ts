@@ -145,3 +145,14 @@ describe.skipIf(!probe.ok)(`--device webgpu against --device cpu (default model)
     }
   });
 });
+
+describe('--device webgpu without an adapter', () => {
+  it('exits 1 with one line naming the cause and the fix', () => {
+    // no Vulkan driver to load: Dawn finds no adapter (as on CI, or a machine without a GPU driver)
+    const env = { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json', HF_HUB_OFFLINE: '1', FASTKVZIP_CACHE: mkdtempSync(path.join(os.tmpdir(), 'fkz-webgpu-none-')) };
+    const r = spawnSync(process.execPath, [BIN, 'generate', '--model', MODEL, '--prompt', 'The', '--max-new-tokens', '2', '--device', 'webgpu'], { env, encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    const line = r.stderr.trim().split('\n').at(-1)!;
+    expect(line).toMatch(/^fastkvzip: --device webgpu: no WebGPU adapter .*lavapipe/);
+  });
+});
