@@ -1,6 +1,6 @@
 // `--device webgpu` (onnxruntime-node's WebGPU EP, fp16 graphs) against `--device cpu` (fp32) on
 // the embedded default model, through the real commands: generate (plain and compressed, both
-// decode paths), eval (masked and compressed cache) and extract. Runs only where a WebGPU adapter
+// decode paths), eval (masked and compressed cache), extract and train. Runs only where a WebGPU adapter
 // exists (one probe session); CI has none and skips in well under a second. Verified on lavapipe
 // (Mesa 25.0.7, software Vulkan), where it takes about three minutes on 2 cores.
 //
@@ -16,6 +16,7 @@
 //   the same tokens; the tokens themselves may leave the CPU's after a few (a different kept set);
 // - eval's reconstruction accuracy is within 2 % (5 of 256 tokens) of the CPU's, and the
 //   compressed cache matches the masked simulation on WebGPU within 1 token;
+// - train's losses (40 steps on the CPU's store) are within 0.1 % of the CPU's (measured: 4e-5);
 // - extract's KVzip scores are within 0.03 of the CPU's (probabilities: a max over queries of
 //   softmaxes of fp16 keys and queries; measured on lavapipe: at most 0.013, mean 4e-4), and its
 //   stored bf16 attention inputs within 2 % of the CPU's largest magnitude per layer (measured:
@@ -144,9 +145,26 @@ describe.skipIf(!probe.ok)(`--device webgpu against --device cpu (default model)
       });
     }
   });
+
+  it('train: the CPU losses within 0.1 % (fp16 projections on WebGPU by default; a bf16 MatMul would have no provider)', () => {
+    const args = (device: string) => ['train', '--features', path.join(tmp, 'features-cpu'), '--out', path.join(tmp, `train-${device}`), '--steps', '40', '--batch', '200', '--quiet', '--device', device];
+    const [cpu, gpu] = [json(args('cpu')), json(args('webgpu'))];
+    gpu.layers.forEach((l: { layer: number; testLoss: number; trainLoss: number }, i: number) => {
+      const k = cpu.layers[i];
+      expect(l.layer).toBe(k.layer);
+      expect(Math.abs(l.testLoss - k.testLoss)).toBeLessThan(1e-3 * Math.max(1, k.testLoss));
+      expect(Math.abs(l.trainLoss - k.trainLoss)).toBeLessThan(1e-3 * Math.max(1, k.trainLoss));
+    });
+  });
 });
 
 describe('--device webgpu without an adapter', () => {
+  it('train --matmul-dtype bfloat16 on webgpu is refused as a usage error (no bf16 kernels there)', () => {
+    const r = spawnSync(process.execPath, [BIN, 'train', '--features', path.join(os.tmpdir(), 'fkz-none'), '--out', path.join(os.tmpdir(), 'fkz-none-out'), '--device', 'webgpu', '--matmul-dtype', 'bfloat16'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^fastkvzip: --matmul-dtype bfloat16 cannot run on --device webgpu/);
+  });
+
   it('exits 1 with one line naming the cause and the fix', () => {
     // no Vulkan driver to load: Dawn finds no adapter (as on CI, or a machine without a GPU driver)
     const env = { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json', HF_HUB_OFFLINE: '1', FASTKVZIP_CACHE: mkdtempSync(path.join(os.tmpdir(), 'fkz-webgpu-none-')) };
