@@ -18,6 +18,7 @@ import { GQA_ROUTES, type GqaRoute } from './decoder.js';
 export const BUILDER_VERSION = '11'; // 8: host bounds / gqa room variants; 9: per-head compressed cache; 10: both; 11: in-graph 8-bit quantisation
 
 export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom, type GqaRoute };
+export { headGatherModel, headDownloadModel } from './head-gather-graph.js';
 
 /**
  * Environment variable choosing the KVzip graphs' scoring form (an A/B switch for benchmarks;

@@ -50,8 +50,8 @@ export async function loadModel(idOrDir: string, o: LoadModelOptions): Promise<L
   return { model, id: resolved.repoId ?? idOrDir, revision: resolved.revision, commit: resolved.commit, graphs, dtype, cacheDtype: cacheIoDtype(dtype) };
 }
 
-export async function sessionFor(m: LoadedModel, kind: GraphKind, device: DeviceOptions): Promise<ort.InferenceSession> {
+export async function sessionFor(m: LoadedModel, kind: GraphKind, device: DeviceOptions, extra: Partial<ort.InferenceSession.SessionOptions> = {}): Promise<ort.InferenceSession> {
   const p = m.graphs.paths[kind];
   if (!p) throw new Error(`graph ${kind} was not built`);
-  return createSession(p, device);
+  return createSession(p, device, extra);
 }

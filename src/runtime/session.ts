@@ -90,18 +90,19 @@ export function sessionOptions(opts: DeviceOptions): ort.InferenceSession.Sessio
   return o;
 }
 
-/** Create a session for `modelPath`; EP failures become one clear UserError. */
+/** Create a session for `modelPath` (a file, or an in-memory model with its name); EP failures become one clear UserError. */
 export async function createSession(
-  modelPath: string,
+  model: string | { bytes: Uint8Array; name: string },
   opts: DeviceOptions,
   extra: Partial<ort.InferenceSession.SessionOptions> = {},
 ): Promise<ort.InferenceSession> {
   const options = { ...sessionOptions(opts), ...profiling(), ...extra };
   try {
-    const session = await ort.InferenceSession.create(modelPath, options);
+    const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model.bytes, options);
     if (options.enableProfiling) profiled.push(session);
     return session;
   } catch (e) {
+    const modelPath = typeof model === 'string' ? model : model.name;
     const msg = (e as Error).message.split('\n')[0];
     if (opts.device === 'cuda') {
       throw new UserError(

@@ -30,6 +30,9 @@ import { fileURLToPath } from 'node:url';
 import { probeWebgpu } from '../helpers/webgpu.js';
 import { readLayer } from '../../src/features/index.js';
 import { bf16ArrayToF32, f16ArrayToF32 } from '../../src/util/half.js';
+import { loadModel, sessionFor } from '../../src/runtime/model-session.js';
+import { CompressedCache, deviceOutputs } from '../../src/runtime/compressed-cache.js';
+import { deviceResidency } from '../../src/eval/compressed-generate.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = path.join(ROOT, 'bin', 'fastkvzip.js');
@@ -72,9 +75,12 @@ describe.skipIf(!probe.ok)(`--device webgpu against --device cpu (default model)
   it('generate --gates --kv-ratio 0.3 in fp32: the CPU run exactly, on both decode paths', () => {
     const cpu = json([...compressed(), '--device', 'cpu']);
     expect(cpu.evicted.decode).toBeGreaterThan(0);
+    expect(cpu.cacheLocation).toBe('host');
     for (const decode of ['block', 'step']) {
       const gpu = json([...compressed(), '--device', 'webgpu', '--dtype', 'float32', '--decode', decode]);
       expect(same(gpu)).toEqual(same(cpu));
+      // one run per token keeps the cache in device memory; the block's Loop runs on the CPU provider
+      expect(gpu.cacheLocation).toBe(decode === 'step' ? 'device' : 'host');
     }
   });
 
@@ -90,6 +96,44 @@ describe.skipIf(!probe.ok)(`--device webgpu against --device cpu (default model)
       expect(k.layer).toBe(cpu.keptPerLayer[i].layer);
       expect(Math.abs(k.kept - cpu.keptPerLayer[i].kept)).toBeLessThan(0.01);
     });
+  });
+
+  it('a device-resident cache (gpu-buffer tensors) holds the host cache\'s bits through prefill chunks, evictions and decode steps', async () => {
+    const device = { device: 'webgpu' as const };
+    process.env.FASTKVZIP_CACHE = env.FASTKVZIP_CACHE; // the graphs go where the CLI runs put theirs
+    const m = await loadModel(MODEL, { device, kinds: ['step_compressed', 'step_compressed_decode'], log: () => {} });
+    const spec = m.model.spec;
+    const ids = m.model.tokenizer!.encode(readFileSync(promptFile, 'utf8'), { addSpecialTokens: true }).slice(0, 300);
+    const hostCache = new CompressedCache({ step: await sessionFor(m, 'step_compressed', device), decode: await sessionFor(m, 'step_compressed_decode', device) }, spec, m.cacheDtype);
+    const dev = { preferredOutputLocation: deviceOutputs(spec) };
+    const devCache = new CompressedCache(
+      { step: await sessionFor(m, 'step_compressed', device, dev), decode: await sessionFor(m, 'step_compressed_decode', device, dev), device: await deviceResidency(m.cacheDtype, spec.headDim, device) },
+      spec,
+      m.cacheDtype,
+    );
+    expect(devCache.location).toBe('device');
+    const both = async (chunk: number[]) => {
+      const [a, b] = [await hostCache.forward(chunk), await devCache.forward(chunk)];
+      expect(Array.from(b.logits)).toEqual(Array.from(a.logits));
+    };
+    await both(ids.slice(0, 4));
+    await both(ids.slice(4, 200));
+    // heads keep different counts: head h of scored layer s loses every (h + s + 2)-th position
+    spec.scoredLayers.forEach((_, s) => {
+      for (let h = 0; h < spec.numKvHeads; h++) for (let p = 4; p < 190; p++) if (p % (h + s + 2) === 0) for (const c of [hostCache, devCache]) c.evict(s, h, p);
+    });
+    await both(ids.slice(200, 300));
+    for (const id of ids.slice(0, 5)) await both([id]);
+    expect(devCache.footprint()).toEqual(hostCache.footprint());
+    for (let l = 0; l < spec.numLayers; l++) {
+      for (let h = 0; h < spec.numKvHeads; h++) {
+        const [a, b] = [await hostCache.hostBuffers(l, h), await devCache.hostBuffers(l, h)];
+        expect(b.len).toBe(a.len);
+        expect(Buffer.from(b.key.buffer, b.key.byteOffset, b.key.byteLength).equals(Buffer.from(a.key.buffer, a.key.byteOffset, a.key.byteLength))).toBe(true);
+        expect(Buffer.from(b.value.buffer, b.value.byteOffset, b.value.byteLength).equals(Buffer.from(a.value.buffer, a.value.byteOffset, a.value.byteLength))).toBe(true);
+      }
+    }
+    devCache.dispose();
   });
 
   it('eval: masked and compressed cache on WebGPU agree with each other and with the CPU', () => {
