@@ -13,7 +13,7 @@ import { DecodeEviction, type DecodeBudget } from './decode-eviction.js';
 import type { EvictionLevel, WindowOptions } from './eviction.js';
 import { gateScorer, type Scorer } from './scorers.js';
 import { loadGates, gateSession } from './gates.js';
-import { loadModel, sessionFor } from '../runtime/model-session.js';
+import { loadModel, sessionFor, type LoadedModel } from '../runtime/model-session.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { attnInputIoDtype } from '../onnx/step-graph.js';
@@ -261,6 +261,19 @@ export interface GenerateWithGatesResult extends CompressedGenerateResult {
   text: string;
 }
 
+/**
+ * The sessions of compressedGenerate for a decode path (the model loaded with step_compressed and
+ * that path's kind). On WebGPU with 'step' the cache stays in device memory between runs; the
+ * block's Loop runs on the CPU provider there, so 'block' keeps it on the host.
+ */
+export async function compressedSessions(m: LoadedModel, decodePath: DecodePath, device: DeviceOptions): Promise<CompressedSessions> {
+  const onDevice = device.device === 'webgpu' && decodePath === 'step';
+  const extra = onDevice ? { preferredOutputLocation: deviceOutputs(m.model.spec) } : {};
+  const step = await sessionFor(m, 'step_compressed', device, extra);
+  if (decodePath === 'block') return { step, block: await sessionFor(m, 'step_compressed_block', device) };
+  return { step, decode: await sessionFor(m, 'step_compressed_decode', device, extra), ...(onDevice ? { device: await deviceResidency(m.cacheDtype, m.model.spec.headDim, device) } : {}) };
+}
+
 /** `generate --gates`: load the model and gates, run compressedGenerate, decode the text. */
 export async function generateWithGates(o: GenerateWithGatesOptions): Promise<GenerateWithGatesResult> {
   const decodeKind = (o.decodePath ?? 'step') === 'block' ? 'step_compressed_block' : 'step_compressed_decode';
@@ -272,12 +285,8 @@ export async function generateWithGates(o: GenerateWithGatesOptions): Promise<Ge
   const g = await loadGates(o.gates, spec);
   const hiddenDtype = attnInputIoDtype(m.dtype) as 'float32' | 'float16';
   const gates = await gateSession(g.gates, o.device, hiddenDtype);
-  // WebGPU, one run per token: the cache stays in device memory (the block's Loop runs on the CPU provider there)
-  const onDevice = o.device.device === 'webgpu' && decodeKind === 'step_compressed_decode';
-  const open = (kind: 'step_compressed' | typeof decodeKind) => (onDevice ? sessionFor(m, kind, o.device, { preferredOutputLocation: deviceOutputs(spec) }) : sessionFor(m, kind, o.device));
-  const decode = await open(decodeKind);
-  const sessions: CompressedSessions = { step: await open('step_compressed'), ...(decodeKind === 'step_compressed_block' ? { block: decode } : { decode }) };
-  if (onDevice) sessions.device = await deviceResidency(m.cacheDtype, spec.headDim, o.device);
+  const sessions = await compressedSessions(m, o.decodePath ?? 'step', o.device);
+  const decode = (sessions.block ?? sessions.decode)!;
   const stopIds = [...new Set([...spec.eosTokenIds, ...(tok.eosTokenId !== null ? [tok.eosTokenId] : [])])];
   const out: number[] = [];
   let shown = '';
