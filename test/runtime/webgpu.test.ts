@@ -2,7 +2,7 @@
 // the embedded default model, through the real commands: generate (plain and compressed, both
 // decode paths), eval (masked and compressed cache), extract and train. Runs only where a WebGPU adapter
 // exists (one probe session); CI has none and skips in well under a second. Verified on lavapipe
-// (Mesa 25.0.7, software Vulkan), where it takes about three minutes on 2 cores.
+// (Mesa 25.0.7, software Vulkan), where it takes about 2 minutes on 2 idle cores (3 under load).
 //
 // Tolerances, and why: the WebGPU EP computes in fp16 with fp16 accumulation (its MatMul differs
 // from the CPU's fp16 by ~5 ulp), so values agree to fp16 noise, not bits:
