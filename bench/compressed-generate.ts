@@ -26,7 +26,7 @@ import { loadModel, sessionFor } from '../src/runtime/model-session.js';
 import { parseDevice } from '../src/runtime/session.js';
 import { StepRunner } from '../src/runtime/step.js';
 import { argmax } from '../src/runtime/generate.js';
-import { compressedGenerate, DECODE_PATHS, type DecodePath } from '../src/eval/compressed-generate.js';
+import { compressedGenerate, compressedSessions, DECODE_PATHS, type DecodePath } from '../src/eval/compressed-generate.js';
 import { loadGates, gateSession } from '../src/eval/gates.js';
 import { PUBLIC_WINDOW } from '../src/eval/eviction.js';
 import { initLayer } from '../src/gate/state.js';
@@ -112,10 +112,7 @@ async function one(spec: string): Promise<Record<string, unknown>> {
   const g = a['random-gates'] ? randomGates(sp) : (await loadGates(a.gates!, sp)).gates;
   const hiddenDtype = attnInputIoDtype(m.dtype) as 'float32' | 'float16';
   const gates = await gateSession(g, device, hiddenDtype);
-  const sessions =
-    decodePath === 'block'
-      ? { step: await sessionFor(m, 'step_compressed', device), block: await sessionFor(m, 'step_compressed_block', device) }
-      : { step: await sessionFor(m, 'step_compressed', device), decode: await sessionFor(m, 'step_compressed_decode', device) };
+  const sessions = await compressedSessions(m, decodePath, device); // on WebGPU, step keeps the cache on the device
   const r = await compressedGenerate(sessions, gates, sp, m.cacheDtype, ids, {
     ratio,
     level: a.level as 'pair',

@@ -13,6 +13,7 @@ export const ENV_VARS = {
   FASTKVZIP_HOST_MALLOC: 'auto|on|off: re-run once with glibc keeping freed memory (auto: with --device cuda; README "GPUs")',
   FASTKVZIP_ORT_LOG_LEVEL: "0..4: ONNX Runtime's log level (2 shows nodes placed off the chosen execution provider; default 3)",
   FASTKVZIP_ORT_PROFILE: "PREFIX: write ONNX Runtime's per-node profile of every session to PREFIX*.json",
+  FASTKVZIP_GQA: "flash|sink: how graphs call GroupQueryAttention (default sink on --device webgpu, where it avoids a kernel lavapipe gets wrong; flash elsewhere; same softmax)",
   SLURM_ARRAY_TASK_ID: '--shard auto: the part of a Slurm job array (with SLURM_ARRAY_TASK_COUNT, or SLURM_ARRAY_TASK_MIN/MAX)',
   JOB_COMPLETION_INDEX: '--shard auto: the part of a Kubernetes Indexed Job (the count: --shard-count or FASTKVZIP_SHARD_COUNT)',
   FASTKVZIP_SHARD_COUNT: "--shard auto: the part count of a Kubernetes Indexed Job (its completions)",
@@ -23,7 +24,7 @@ export const ENV_VARS = {
 export type EnvVar = keyof typeof ENV_VARS;
 
 const HUB: EnvVar[] = ['HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'HF_HOME', 'HF_HUB_CACHE'];
-const ORT: EnvVar[] = ['FASTKVZIP_ORT_LOG_LEVEL', 'FASTKVZIP_ORT_PROFILE'];
+const ORT: EnvVar[] = ['FASTKVZIP_ORT_LOG_LEVEL', 'FASTKVZIP_ORT_PROFILE', 'FASTKVZIP_GQA'];
 const SHARD: EnvVar[] = ['SLURM_ARRAY_TASK_ID', 'JOB_COMPLETION_INDEX', 'FASTKVZIP_SHARD_COUNT', 'RANK', 'CUDA_VISIBLE_DEVICES'];
 
 /** Which variables each command reads. */

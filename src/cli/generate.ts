@@ -95,9 +95,10 @@ export function generateCommand(): Command {
         keptPerLayer: r.keptPerLayer,
         // onnxruntime-node returns outputs to host memory: the cache lives there between runs
         // (on CUDA each run copies it to the device and back: every token with --decode step,
-        // every --evict-interval tokens with --decode block)
+        // every --evict-interval tokens with --decode block); on WebGPU with --decode step it
+        // stays in device memory (gpu-buffer tensors)
         cacheBytes: f.bytes,
-        cacheLocation: 'host',
+        cacheLocation: r.cacheLocation,
         cacheDtype: r.cacheDtype,
         fullCacheBytes: f.fullBytes,
         paddingBytes: f.paddingBytes,

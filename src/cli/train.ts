@@ -25,7 +25,7 @@ export function trainCommand(): Command {
     .option('--max-tokens <n>', 'train on the first n tokens of the store', (v) => positiveInt(v, '--max-tokens'))
     .option('--subsample <fraction>', 'keep this random fraction of the training positions, in (0, 1]', (v) => fractionArg(v, '--subsample', { min: 0, minOpen: true, max: 1 }))
     .option('--memory-gb <x>', 'device memory for one group of layers\' features (default: 8 on CPU, 40 on GPUs)', (v) => positiveFloat(v, '--memory-gb'))
-    .addOption(new Option('--matmul-dtype <dtype>', 'projection matmul dtype (default: float32 on CPU, the features\' dtype on GPUs)').choices(['float32', 'float16', 'bfloat16']))
+    .addOption(new Option('--matmul-dtype <dtype>', 'projection matmul dtype (default: float32 on CPU, the features\' dtype on CUDA, float16 on WebGPU)').choices(['float32', 'float16', 'bfloat16']))
     .option('--checkpoint-every <seconds>', 'seconds between checkpoints', (v) => positiveFloat(v, '--checkpoint-every'), TRAIN_DEFAULTS.checkpointEvery)
     .option('--no-resume', 'refuse to continue an earlier training in --out (default: continue it from its checkpoints)')
     .option('--restart', 'discard an earlier training in --out and start afresh')
@@ -39,6 +39,8 @@ export function trainCommand(): Command {
     .option('--json', 'print a JSON summary on stdout');
   addDeviceOptions(cmd);
   return cmd.action(async (o, self: Command) => {
+    // ONNX Runtime's WebGPU EP has no bf16 kernels (nor does the CPU EP have a bf16 MatMul): the session could never be made
+    if (o.device === 'webgpu' && o.matmulDtype === 'bfloat16') throw new UsageError('--matmul-dtype bfloat16 cannot run on --device webgpu (ONNX Runtime\'s WebGPU provider has no bf16 MatMul); use float16 (its default there) or float32');
     const slots = workerSlotsFrom({ ...o, shard: o.layerShard }, self, '--layer-shard');
     if (slots) {
       const summary = await trainWithWorkers({

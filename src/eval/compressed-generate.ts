@@ -3,7 +3,7 @@
 // every chunk, then decoding with the new tokens' attention inputs buffered, scored every
 // `interval` tokens, and the lowest entries evicted once the budget is exceeded. Evicted entries
 // leave the buffers (runtime/compressed-cache.ts).
-import { CompressedCache, type CacheFootprint, type CompressedSessions } from '../runtime/compressed-cache.js';
+import { CompressedCache, deviceOutputs, type CacheFootprint, type CompressedSessions, type DeviceResidency } from '../runtime/compressed-cache.js';
 import { argmax } from '../runtime/generate.js';
 import { ort } from '../runtime/session.js';
 import type { ModelSpec } from '../model/config.js';
@@ -13,11 +13,21 @@ import { DecodeEviction, type DecodeBudget } from './decode-eviction.js';
 import type { EvictionLevel, WindowOptions } from './eviction.js';
 import { gateScorer, type Scorer } from './scorers.js';
 import { loadGates, gateSession } from './gates.js';
-import { loadModel, sessionFor } from '../runtime/model-session.js';
+import { loadModel, sessionFor, type LoadedModel } from '../runtime/model-session.js';
 import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { attnInputIoDtype } from '../onnx/step-graph.js';
 import { UserError, UsageError } from '../util/errors.js';
+import { createSession } from '../runtime/session.js';
+import { headGatherModel, headDownloadModel } from '../onnx/index.js';
+
+/** The gather and download sessions of a device-resident cache (WebGPU). */
+export async function deviceResidency(cacheDtype: DType, headDim: number, device: DeviceOptions): Promise<DeviceResidency> {
+  return {
+    gather: await createSession({ bytes: headGatherModel(cacheDtype, headDim), name: 'head gather graph' }, device, { preferredOutputLocation: { key_kept: 'gpu-buffer', value_kept: 'gpu-buffer' } }),
+    download: await createSession({ bytes: headDownloadModel(cacheDtype, headDim), name: 'head download graph' }, device),
+  };
+}
 
 export interface CompressedGenerateOptions {
   ratio: number;
@@ -56,6 +66,8 @@ export interface CompressedGenerateResult {
   footprint: CacheFootprint;
   /** the same right after prefill */
   prefillFootprint: CacheFootprint;
+  /** where the cache lived between runs: host memory, or the device's (WebGPU, --decode step) */
+  cacheLocation: 'host' | 'device';
   timings: {
     prefillSeconds: number;
     /** time to the first generated token (prefill + its eviction) */
@@ -106,7 +118,7 @@ export async function compressedGenerate(
 
   const t0 = process.hrtime.bigint();
   const pre = await compressedPrefill(null, spec, cacheDtype, prefix, ctx, scorer, { ratio: o.ratio, level: o.level, prefillChunk: o.prefillChunk, window: o.window, cache });
-  cache.compact();
+  await cache.compactAny();
   const prefillSeconds = seconds(t0);
   const prefillFootprint = cache.footprint();
   const prefillEvicted = cache.removed;
@@ -158,7 +170,7 @@ export async function compressedGenerate(
     // the step path copies the cache on the host now; the block path only settles the
     // bookkeeping, and the next block gathers the held entries on the device
     if (block) cache.settle();
-    else cache.compact();
+    else await cache.compactAny();
     evictNs += process.hrtime.bigint() - e0;
     bufferStart += n;
     buffer = [];
@@ -195,16 +207,19 @@ export async function compressedGenerate(
     }
   }
   const decodeSeconds = seconds(td);
-  cache.compact(); // the last round's evicted entries leave the host buffers too
+  await cache.compactAny(); // the last round's evicted entries leave the buffers too
   const footprint = cache.footprint();
+  const cacheLocation = cache.location;
   const N = cache.length;
   const keptPerLayer = spec.scoredLayers.map((layer, s) => {
     let held = 0;
     for (let h = 0; h < H; h++) held += cache.countVisible(s, h, P, N);
     return { layer, kept: N > P ? held / (H * (N - P)) : 1 };
   });
+  cache.dispose();
   return {
     tokens: out,
+    cacheLocation,
     keptPerLayer,
     kept: keptPerLayer.reduce((a, b) => a + b.kept, 0) / Math.max(1, L),
     window: pre.window,
@@ -246,6 +261,19 @@ export interface GenerateWithGatesResult extends CompressedGenerateResult {
   text: string;
 }
 
+/**
+ * The sessions of compressedGenerate for a decode path (the model loaded with step_compressed and
+ * that path's kind). On WebGPU with 'step' the cache stays in device memory between runs; the
+ * block's Loop runs on the CPU provider there, so 'block' keeps it on the host.
+ */
+export async function compressedSessions(m: LoadedModel, decodePath: DecodePath, device: DeviceOptions): Promise<CompressedSessions> {
+  const onDevice = device.device === 'webgpu' && decodePath === 'step';
+  const extra = onDevice ? { preferredOutputLocation: deviceOutputs(m.model.spec) } : {};
+  const step = await sessionFor(m, 'step_compressed', device, extra);
+  if (decodePath === 'block') return { step, block: await sessionFor(m, 'step_compressed_block', device) };
+  return { step, decode: await sessionFor(m, 'step_compressed_decode', device, extra), ...(onDevice ? { device: await deviceResidency(m.cacheDtype, m.model.spec.headDim, device) } : {}) };
+}
+
 /** `generate --gates`: load the model and gates, run compressedGenerate, decode the text. */
 export async function generateWithGates(o: GenerateWithGatesOptions): Promise<GenerateWithGatesResult> {
   const decodeKind = (o.decodePath ?? 'step') === 'block' ? 'step_compressed_block' : 'step_compressed_decode';
@@ -257,8 +285,8 @@ export async function generateWithGates(o: GenerateWithGatesOptions): Promise<Ge
   const g = await loadGates(o.gates, spec);
   const hiddenDtype = attnInputIoDtype(m.dtype) as 'float32' | 'float16';
   const gates = await gateSession(g.gates, o.device, hiddenDtype);
-  const decode = await sessionFor(m, decodeKind, o.device);
-  const sessions: CompressedSessions = { step: await sessionFor(m, 'step_compressed', o.device), ...(decodeKind === 'step_compressed_block' ? { block: decode } : { decode }) };
+  const sessions = await compressedSessions(m, o.decodePath ?? 'step', o.device);
+  const decode = (sessions.block ?? sessions.decode)!;
   const stopIds = [...new Set([...spec.eosTokenIds, ...(tok.eosTokenId !== null ? [tok.eosTokenId] : [])])];
   const out: number[] = [];
   let shown = '';
@@ -278,6 +306,6 @@ export async function generateWithGates(o: GenerateWithGatesOptions): Promise<Ge
     });
     return { ...r, model: m.id, gates: g.file, dtype: m.dtype, cacheDtype: m.cacheDtype, promptTokens: ids.length, text: visible() };
   } finally {
-    await Promise.all([sessions.step.release(), decode.release(), gates.release()]);
+    await Promise.all([sessions.step.release(), decode.release(), gates.release(), sessions.device?.gather.release(), sessions.device?.download.release()]);
   }
 }

@@ -170,7 +170,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainSummary> {
   if (warning) process.stderr.write(`${warning}\n`);
   await verifyShards(o.features, plan.usedShards, o.verify ?? 'full');
 
-  const mm: DType = o.matmulDtype ?? (o.device.device === 'cpu' ? 'float32' : halfTypeOf(plan.m));
+  const mm: DType = o.matmulDtype ?? defaultMatmulDtype(o.device.device, plan.m);
   const logPath = path.join(o.out, 'log.jsonl');
   if (!resume && existsSync(logPath)) rmSync(logPath);
 
@@ -703,6 +703,16 @@ async function trainGraph(storeDir: string, m: FeatureManifest, group: number[],
 }
 
 /** The 16-bit type of the features' model: the store's own, or for 8-bit stores the one they were made from. */
+/**
+ * fp32 on the CPU; the features' half type on CUDA; fp16 on WebGPU, whose ONNX Runtime provider has
+ * no bf16 kernels (a bf16 MatMul there has no provider at all and the session cannot be made).
+ */
+export function defaultMatmulDtype(device: DeviceOptions['device'], m: FeatureManifest): DType {
+  if (device === 'cpu') return 'float32';
+  if (device === 'webgpu') return 'float16';
+  return halfTypeOf(m);
+}
+
 function halfTypeOf(m: FeatureManifest): DType {
   if (m.hiddenDtype === 'float16' || m.hiddenDtype === 'bfloat16') return m.hiddenDtype;
   return m.extract.quantSource ?? (m.extract.modelDtype === 'float16' ? 'float16' : 'bfloat16');

@@ -12,6 +12,26 @@ export interface DecoderContext {
   dtype: ComputeDType;
   weights: WeightFile;
   source: TensorSource;
+  /** how GroupQueryAttention is called (GqaRoute; default 'flash') */
+  gqa?: GqaRoute;
+}
+
+/**
+ * 'flash' (default): plain GroupQueryAttention. 'sink': every GroupQueryAttention gets
+ * smooth_softmax = 1 and a head sink of −∞ per query head, i.e. the same softmax exactly
+ * (exp(−∞) = 0 joins the denominator). Why: the WebGPU EP of ONNX Runtime 1.29 takes its subgroup
+ * flash-attention kernel for chunks of more than one token unless smooth softmax is on, and on
+ * lavapipe (Mesa's software Vulkan) that kernel returns wrong attention (errors up to 0.2 on
+ * outputs of magnitude 1, changing with the subgroup width); its other kernel is right there.
+ */
+export type GqaRoute = 'flash' | 'sink';
+export const GQA_ROUTES: readonly GqaRoute[] = ['flash', 'sink'];
+
+/** GroupQueryAttention's optional inputs from 7 on (attention bias at 10, head sink at 11) and attributes for `ctx.gqa`. */
+function gqaOptional(g: Graph, ctx: DecoderContext, numHeads: number, attentionBias?: string): { inputs: string[]; attrs: { smooth_softmax?: number } } {
+  if (ctx.gqa !== 'sink') return { inputs: attentionBias ? ['', '', '', attentionBias] : [], attrs: {} };
+  const sink = g.constant(new Array(numHeads).fill(-Infinity), ctx.dtype, [numHeads], 'head_sink');
+  return { inputs: ['', '', '', attentionBias ?? '', sink], attrs: { smooth_softmax: 1 } };
 }
 
 /** Per-graph values shared by all layers of one forward (positions, rope tables, lengths). */
@@ -183,11 +203,12 @@ export function makeAttention(
         })();
   // Optional additive bias on Q·Kᵀ [1, Hq, T, past + T] (input 10; 7-9 are cos/sin caches and
   // position_ids, unused because RoPE is applied above). GQA still applies causality itself.
-  const biasInputs = attentionBias ? ['', '', '', attentionBias] : [];
+  const opt = gqaOptional(g, ctx, spec.numHeads, attentionBias);
   const [attn, presentKey, presentValue] = g.ms(
     'GroupQueryAttention',
-    [g.reshape(query, [0, 0, -1]), g.reshape(key, [0, 0, -1]), v, room(past.key), room(past.value), fwd.seqlensK, fwd.totalLength, ...biasInputs],
+    [g.reshape(query, [0, 0, -1]), g.reshape(key, [0, 0, -1]), v, room(past.key), room(past.value), fwd.seqlensK, fwd.totalLength, ...opt.inputs],
     {
+      ...opt.attrs,
       num_heads: spec.numHeads,
       kv_num_heads: spec.numKvHeads,
       scale: { float: spec.attnScale },
@@ -228,6 +249,7 @@ function kvHeadAttention(
   const vs = split(v); // H × [1, T, d]
   const T = g.cast(g.shape(query, 1, 2), 'int32'); // [1]
   let empty: string | undefined;
+  let opt: ReturnType<typeof gqaOptional> | undefined;
   const outs: string[] = [];
   const presents: HeadCache[] = [];
   heads.forEach((head, h) => {
@@ -247,10 +269,12 @@ function kvHeadAttention(
       seqlensK = g.sub(g.add(n, T), g.constant([1], 'int32'));
       total = g.reshape(g.add(seqlensK, g.constant([1], 'int32')), []);
     }
+    opt ??= gqaOptional(g, ctx, G);
     const [attn, pk, pv] = g.ms(
       'GroupQueryAttention',
-      [qs[h]!, ks[h]!, vs[h]!, past.key, past.value, seqlensK, total],
+      [qs[h]!, ks[h]!, vs[h]!, past.key, past.value, seqlensK, total, ...opt.inputs],
       {
+        ...opt.attrs,
         num_heads: G,
         kv_num_heads: 1,
         scale: { float: spec.attnScale },

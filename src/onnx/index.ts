@@ -12,11 +12,13 @@ import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { waitForLockSync } from '../util/wait-lock.js';
+import { GQA_ROUTES, type GqaRoute } from './decoder.js';
 
 /** Bump when graph code changes in a way that changes the files. */
 export const BUILDER_VERSION = '11'; // 8: host bounds / gqa room variants; 9: per-head compressed cache; 10: both; 11: in-graph 8-bit quantisation
 
-export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom };
+export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom, type GqaRoute };
+export { headGatherModel, headDownloadModel } from './head-gather-graph.js';
 
 /**
  * Environment variable choosing the KVzip graphs' scoring form (an A/B switch for benchmarks;
@@ -75,6 +77,17 @@ export function quantRoute(env: NodeJS.ProcessEnv = process.env): QuantRoute {
   return envChoice(env, QUANT_ROUTE_ENV, QUANT_ROUTES, 'graph');
 }
 
+/**
+ * Environment variable choosing how the graphs call GroupQueryAttention: 'flash' (plain) or 'sink'
+ * (smooth softmax with a −∞ head sink: the same softmax, which keeps ONNX Runtime's WebGPU EP off
+ * its subgroup flash-attention kernel; see GqaRoute). Unset: 'sink' on WebGPU, 'flash' elsewhere.
+ */
+export const GQA_ENV = 'FASTKVZIP_GQA';
+
+export function gqaRoute(device?: string, env: NodeJS.ProcessEnv = process.env): GqaRoute {
+  return envChoice(env, GQA_ENV, GQA_ROUTES, device === 'webgpu' ? 'sink' : 'flash');
+}
+
 export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
   return env.FASTKVZIP_CACHE ?? path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'fastkvzip');
 }
@@ -128,6 +141,8 @@ export interface EnsureGraphsOptions {
   kvzipRoom?: KvzipRoom;
   /** the 8-bit kinds' channels per scale (default: the hidden size) */
   quantBlock?: number;
+  /** how the graphs call GroupQueryAttention (default: gqaRoute(), i.e. FASTKVZIP_GQA or 'flash') */
+  gqa?: GqaRoute;
   log?: (line: string) => void;
 }
 
@@ -139,7 +154,7 @@ export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphF
   const kinds = o.kinds ?? ALL_GRAPHS;
   // a block of the whole row is the default form: no file-name suffix for it
   const quantBlock = o.quantBlock === undefined || o.quantBlock === model.spec.hiddenSize ? undefined : o.quantBlock;
-  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds(), room: o.kvzipRoom ?? kvzipRoom(), quantBlock };
+  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds(), room: o.kvzipRoom ?? kvzipRoom(), quantBlock, gqa: o.gqa ?? gqaRoute() };
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);

@@ -8,6 +8,7 @@ import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, DEFAUL
 import { buildCompressedGraph } from './compressed-graph.js';
 import { buildDecodeBlockGraph } from './decode-block-graph.js';
 import type { ModelSpec } from '../model/config.js';
+import type { GqaRoute } from './decoder.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 
 /**
@@ -58,6 +59,8 @@ export interface GraphVariants {
   room?: KvzipRoom;
   /** the 8-bit kinds: channels per scale (undefined: the whole row, D) */
   quantBlock?: number;
+  /** how every kind calls GroupQueryAttention (default 'flash'; 'sink' adds a `.sink` file-name part) */
+  gqa?: GqaRoute;
 }
 
 /** Graph kinds whose file depends on the KVzip scoring form (and bounds, room), and on the bf16 bit route. */
@@ -75,6 +78,7 @@ export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
   if (SCORING_KINDS.includes(kind) && (v.room ?? DEFAULT_KVZIP_ROOM) !== DEFAULT_KVZIP_ROOM) parts.push(`${v.room}room`);
   if (BF16_KINDS.includes(kind) && bits !== DEFAULT_BF16_BITS_ROUTE) parts.push(bits);
   if (QUANT_KINDS.includes(kind) && v.quantBlock !== undefined) parts.push(`b${v.quantBlock}`);
+  if ((v.gqa ?? 'flash') !== 'flash') parts.push(v.gqa!);
   return `${parts.join('.')}.onnx`;
 }
 
@@ -91,7 +95,7 @@ export function writeModelGraphs(
   const quant = { block: variants.quantBlock ?? spec.hiddenSize, source: spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16' } as const;
   mkdirSync(dir, { recursive: true });
   const weights = new WeightFile(dir, WEIGHT_FILE, dtype);
-  const ctx = { spec, dtype, weights, source };
+  const ctx = { spec, dtype, weights, source, gqa: variants.gqa };
   const paths: Partial<Record<GraphKind, string>> = {};
   const metadata = { family: spec.family, dtype, builder: 'fastkvzip' };
   // every reconstructing KVzip kind takes the same variants (the merge of two branches once left the 8-bit kinds without bounds/room)

@@ -5,7 +5,10 @@
 // Kept entries keep the RoPE of their original positions and new tokens continue at the
 // original token count. onnxruntime-node returns outputs in host memory, so the cache lives
 // there between runs (the same as StepRunner's); the decode-block graph
-// (src/onnx/decode-block-graph.ts) takes it to the device once per block of decode steps.
+// (src/onnx/decode-block-graph.ts) takes it to the device once per block of decode steps. On
+// WebGPU the cache can stay in device memory instead (`DeviceResidency`): the sessions return
+// their presents as gpu-buffer tensors, fed back as they are, and compaction gathers the held
+// slots on the device.
 import { ort } from './session.js';
 import type { ModelSpec } from '../model/config.js';
 import type { DType } from '../onnx/builder.js';
@@ -19,6 +22,26 @@ export interface CompressedSessions {
   decode?: ort.InferenceSession;
   /** step_compressed_block: greedy decode steps in one run (decodeBlock); optional */
   block?: ort.InferenceSession;
+  /** keep the buffers in device memory between runs (WebGPU; not with `block`) */
+  device?: DeviceResidency;
+}
+
+/**
+ * Keep the buffers in device memory between runs (WebGPU's gpu-buffer tensors): the step
+ * sessions must return every present_key/present_value as 'gpu-buffer' (deviceOutputs()).
+ */
+export interface DeviceResidency {
+  /** headGatherModel's session (gpu-buffer outputs): compaction on the device */
+  gather: ort.InferenceSession;
+  /** headDownloadModel's session (host outputs): hostBuffers() (onnxruntime-node 1.29 aborts the process on a gpu-buffer tensor's getData()) */
+  download: ort.InferenceSession;
+}
+
+/** preferredOutputLocation for the step_compressed sessions of a device-resident cache. */
+export function deviceOutputs(spec: ModelSpec): Record<string, 'gpu-buffer'> {
+  const o: Record<string, 'gpu-buffer'> = {};
+  for (let l = 0; l < spec.numLayers; l++) for (let h = 0; h < spec.numKvHeads; h++) o[`present_key.${l}.${h}`] = o[`present_value.${l}.${h}`] = 'gpu-buffer';
+  return o;
 }
 
 /** What one decode block produced. */
@@ -66,10 +89,10 @@ export interface CacheFootprint {
 
 type Data = Float32Array | Uint16Array;
 
-/** One KV head's buffers [1, 1, n, d] (n = len). */
+/** One KV head's buffers [1, 1, n, d] (n = len): host arrays, or device tensors (DeviceResidency). */
 export interface HeadBuffers {
-  key: Data;
-  value: Data;
+  key: Data | ort.Tensor;
+  value: Data | ort.Tensor;
   len: number;
   /**
    * slots of the buffers still held, ascending, when an eviction round dropped some and the
@@ -79,6 +102,11 @@ export interface HeadBuffers {
 }
 
 const held = (b: HeadBuffers) => (b.keep ? b.keep.length : b.len);
+
+/** Free a head's device buffers (host arrays need nothing). */
+function release(b: HeadBuffers): void {
+  for (const x of [b.key, b.value]) if (!ArrayBuffer.isView(x) && x.location === 'gpu-buffer') x.dispose();
+}
 
 /** Original positions of head h's slots, ascending (scored layers only). */
 class Positions {
@@ -130,6 +158,7 @@ export class CompressedCache {
   private position = 0;
   private readonly elemBytes: number;
   private readonly scoredOf: Map<number, number>;
+  private readonly device?: DeviceResidency;
   /** compactions done and entries removed by them (for reports) */
   compactions = 0;
   removed = 0;
@@ -140,6 +169,8 @@ export class CompressedCache {
     private readonly cacheDtype: DType,
   ) {
     if (cacheDtype !== 'float32' && cacheDtype !== 'float16') throw new Error(`compressed cache: unsupported cache dtype ${cacheDtype}`);
+    this.device = sessions.device;
+    if (this.device && sessions.block) throw new Error('compressed cache: the decode block (an ONNX Loop, on the CPU provider) cannot take a device-resident cache');
     this.elemBytes = cacheDtype === 'float32' ? 4 : 2;
     const H = spec.numKvHeads;
     this.layers = Array.from({ length: spec.numLayers }, () => Array.from({ length: H }, () => ({ key: this.alloc(0), value: this.alloc(0), len: 0 })));
@@ -153,6 +184,21 @@ export class CompressedCache {
   private identity(n: number): Int32Array {
     if (this.ids.length < n) this.ids = Int32Array.from({ length: Math.max(n, 2 * this.ids.length) }, (_, i) => i);
     return this.ids.subarray(0, n);
+  }
+
+  /** the buffer as a feed [1, 1, n, d] */
+  private tensor(x: Data | ort.Tensor, n: number): ort.Tensor {
+    return ArrayBuffer.isView(x) ? new ort.Tensor(this.cacheDtype as 'float32' | 'float16', x, [1, 1, n, this.spec.headDim]) : x;
+  }
+
+  /** where the buffers live between runs */
+  get location(): 'host' | 'device' {
+    return this.device ? 'device' : 'host';
+  }
+
+  /** Free the device buffers (a device-resident cache; the host arrays are garbage-collected). */
+  dispose(): void {
+    for (const heads of this.layers) for (const b of heads) release(b);
   }
 
   private alloc(n: number): Data {
@@ -191,7 +237,7 @@ export class CompressedCache {
 
   /** original positions held by scored layer s, head h (ascending; a copy) */
   heldPositions(s: number, h: number): Int32Array {
-    this.compact();
+    this.settle(); // the positions follow the evictions at once; the buffers may wait
     const p = this.positions[s]![h]!;
     return p.data.slice(0, p.size);
   }
@@ -230,11 +276,13 @@ export class CompressedCache {
 
   /** Drop the evicted entries from the host buffers (only the heads that lost entries are copied). */
   compact(): void {
+    if (this.device) throw new Error('compact: a device-resident cache compacts with compactOnDevice()');
     this.settle();
     const d = this.spec.headDim;
     for (const heads of this.layers) {
       heads.forEach((b, h) => {
         if (!b.keep) return;
+        if (!ArrayBuffer.isView(b.key) || !ArrayBuffer.isView(b.value)) throw new Error('compact: host buffers expected');
         const n = b.keep.length;
         const key = this.alloc(n * d);
         const value = this.alloc(n * d);
@@ -252,6 +300,22 @@ export class CompressedCache {
     }
   }
 
+  /** Drop the evicted entries: on the host, or (device-resident) gathered on the device. */
+  async compactAny(): Promise<void> {
+    if (!this.device) return this.compact();
+    this.settle();
+    const gather = this.device.gather;
+    for (const heads of this.layers) {
+      for (let h = 0; h < heads.length; h++) {
+        const b = heads[h]!;
+        if (!b.keep) continue;
+        const out = await gather.run({ key: this.tensor(b.key, b.len), value: this.tensor(b.value, b.len), keep: new ort.Tensor('int32', b.keep, [b.keep.length]) });
+        release(b);
+        heads[h] = { key: out.key_kept!, value: out.value_kept!, len: b.keep.length };
+      }
+    }
+  }
+
   footprint(): CacheFootprint {
     const H = this.spec.numKvHeads;
     let entries = 0;
@@ -260,10 +324,19 @@ export class CompressedCache {
     return { bytes: entries * perEntry, paddingBytes: 0, fullBytes: this.spec.numLayers * H * this.position * perEntry, entries, paddingEntries: 0 };
   }
 
-  /** The buffers of layer l, KV head h (compacted; read-only). */
+  /** The buffers of layer l, KV head h (compacted; read-only; a host cache). */
   buffers(l: number, h: number): HeadBuffers {
     this.compact();
     return this.layers[l]![h]!;
+  }
+
+  /** The buffers of layer l, KV head h as host arrays (compacted; copied from the device when device-resident). */
+  async hostBuffers(l: number, h: number): Promise<{ key: Data; value: Data; len: number }> {
+    await this.compactAny();
+    const b = this.layers[l]![h]!;
+    if (!this.device) return { key: b.key as Data, value: b.value as Data, len: b.len };
+    const out = await this.device.download.run({ key: this.tensor(b.key, b.len), value: this.tensor(b.value, b.len) });
+    return { key: out.key_host!.data as Data, value: out.value_host!.data as Data, len: b.len };
   }
 
   /**
@@ -277,6 +350,7 @@ export class CompressedCache {
       for (let h = 0; h < H; h++) {
         const b = next(l, h);
         if (b.len !== held(heads[h]!) + count || b.keep) throw new Error(`append: layer ${l} head ${h} got ${b.len} entries, expected ${held(heads[h]!) + count}`);
+        release(heads[h]!);
         heads[h] = b;
       }
       const s = this.scoredOf.get(l);
@@ -305,8 +379,8 @@ export class CompressedCache {
     };
     this.layers.forEach((heads, l) =>
       heads.forEach((b, h) => {
-        feeds[`past_key.${l}.${h}`] = new ort.Tensor(type, b.key, [1, 1, b.len, d]);
-        feeds[`past_value.${l}.${h}`] = new ort.Tensor(type, b.value, [1, 1, b.len, d]);
+        feeds[`past_key.${l}.${h}`] = this.tensor(b.key, b.len);
+        feeds[`past_value.${l}.${h}`] = this.tensor(b.value, b.len);
         const keep = b.keep ?? this.identity(b.len);
         feeds[`keep.${l}.${h}`] = new ort.Tensor('int32', keep, [keep.length]);
       }),
@@ -329,9 +403,7 @@ export class CompressedCache {
     const all = o.logits === 'all';
     const session = all ? this.sessions.full : T === 1 && this.sessions.decode && !o.snapWindow ? this.sessions.decode : this.sessions.step;
     if (!session) throw new Error('forward: the step_compressed_full session is needed for logits at every position');
-    this.compact();
-    const d = this.spec.headDim;
-    const type = this.cacheDtype as 'float32' | 'float16';
+    await this.compactAny();
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, T]),
       position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(this.position + i)), [1, T]),
@@ -339,11 +411,13 @@ export class CompressedCache {
     if (session.inputNames.includes('snap_window')) feeds.snap_window = new ort.Tensor('int64', BigInt64Array.of(BigInt(o.snapWindow || 1)), []);
     this.layers.forEach((heads, l) =>
       heads.forEach((b, h) => {
-        feeds[`past_key.${l}.${h}`] = new ort.Tensor(type, b.key, [1, 1, b.len, d]);
-        feeds[`past_value.${l}.${h}`] = new ort.Tensor(type, b.value, [1, 1, b.len, d]);
+        feeds[`past_key.${l}.${h}`] = this.tensor(b.key, b.len);
+        feeds[`past_value.${l}.${h}`] = this.tensor(b.value, b.len);
       }),
     );
     const out = await session.run(feeds);
+    const present = (name: string) => (this.device ? out[name]! : (out[name]!.data as Data));
+    if (this.device && (out['present_key.0.0']?.location !== 'gpu-buffer')) throw new Error('forward: a device-resident cache needs sessions whose presents stay on the device (deviceOutputs)');
     const step: CompressedStep = {
       logits: out.logits!.data as Float32Array,
       attnInputs: all ? [] : this.spec.scoredLayers.map((l) => out[`attn_input.${l}`]!.data as Data),
@@ -351,10 +425,12 @@ export class CompressedCache {
     };
     if (o.keepCache !== false) {
       this.append(T, (l, h) => ({
-        key: out[`present_key.${l}.${h}`]!.data as Data,
-        value: out[`present_value.${l}.${h}`]!.data as Data,
+        key: present(`present_key.${l}.${h}`),
+        value: present(`present_value.${l}.${h}`),
         len: this.layers[l]![h]!.len + T,
       }));
+    } else if (this.device) {
+      for (let l = 0; l < this.spec.numLayers; l++) for (let h = 0; h < this.spec.numKvHeads; h++) release({ key: out[`present_key.${l}.${h}`]!, value: out[`present_value.${l}.${h}`]!, len: 0 });
     }
     return step;
   }

@@ -1,7 +1,7 @@
 // Resolve --model (hub id or folder), open and check it, and create sessions on its graphs.
 import { resolveModel } from '../hub/index.js';
 import { openModel, type OpenedModel } from '../model/load.js';
-import { ensureGraphs, type GraphFiles, type GraphKind } from '../onnx/index.js';
+import { ensureGraphs, gqaRoute, type GraphFiles, type GraphKind } from '../onnx/index.js';
 import { createSession, sessionOptions, type Device, type DeviceOptions, ort } from './session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { cacheIoDtype } from '../onnx/step-graph.js';
@@ -46,12 +46,12 @@ export async function loadModel(idOrDir: string, o: LoadModelOptions): Promise<L
   const model = openModel(resolved.dir, { requireTokenizer: o.requireTokenizer ?? true, ropeOverride: o.ropeOverride });
   const dtype = o.dtype ?? defaultComputeDtype(o.device.device, model.spec.torchDtype);
   const kinds = typeof o.kinds === 'function' ? o.kinds(model.spec) : o.kinds;
-  const graphs = ensureGraphs(model, { dtype, kinds, quantBlock: o.quantBlock, log: o.log ?? ((l) => process.stderr.write(l + '\n')) });
+  const graphs = ensureGraphs(model, { dtype, kinds, quantBlock: o.quantBlock, gqa: gqaRoute(o.device.device), log: o.log ?? ((l) => process.stderr.write(l + '\n')) });
   return { model, id: resolved.repoId ?? idOrDir, revision: resolved.revision, commit: resolved.commit, graphs, dtype, cacheDtype: cacheIoDtype(dtype) };
 }
 
-export async function sessionFor(m: LoadedModel, kind: GraphKind, device: DeviceOptions): Promise<ort.InferenceSession> {
+export async function sessionFor(m: LoadedModel, kind: GraphKind, device: DeviceOptions, extra: Partial<ort.InferenceSession.SessionOptions> = {}): Promise<ort.InferenceSession> {
   const p = m.graphs.paths[kind];
   if (!p) throw new Error(`graph ${kind} was not built`);
-  return createSession(p, device);
+  return createSession(p, device, extra);
 }

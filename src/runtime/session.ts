@@ -90,18 +90,19 @@ export function sessionOptions(opts: DeviceOptions): ort.InferenceSession.Sessio
   return o;
 }
 
-/** Create a session for `modelPath`; EP failures become one clear UserError. */
+/** Create a session for `modelPath` (a file, or an in-memory model with its name); EP failures become one clear UserError. */
 export async function createSession(
-  modelPath: string,
+  model: string | { bytes: Uint8Array; name: string },
   opts: DeviceOptions,
   extra: Partial<ort.InferenceSession.SessionOptions> = {},
 ): Promise<ort.InferenceSession> {
   const options = { ...sessionOptions(opts), ...profiling(), ...extra };
   try {
-    const session = await ort.InferenceSession.create(modelPath, options);
+    const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model.bytes, options);
     if (options.enableProfiling) profiled.push(session);
     return session;
   } catch (e) {
+    const modelPath = typeof model === 'string' ? model : model.name;
     const msg = (e as Error).message.split('\n')[0];
     if (opts.device === 'cuda') {
       throw new UserError(
@@ -110,7 +111,14 @@ export async function createSession(
       );
     }
     if (opts.device === 'webgpu') {
-      throw new UserError(`--device webgpu: could not create a WebGPU session for ${modelPath}: ${msg}. A Vulkan-capable GPU and driver are required.`);
+      if (/Failed to get a WebGPU adapter/.test(msg)) {
+        // ORT's message is a source path and an assertion; the user needs the cause and the fix
+        throw new UserError(
+          '--device webgpu: no WebGPU adapter (ONNX Runtime\'s WebGPU EP found no Vulkan device). Install the GPU\'s Vulkan driver; ' +
+            'without a GPU, Mesa\'s software Vulkan driver lavapipe (Debian/Ubuntu: mesa-vulkan-drivers, Mesa 25 checked) gives a slow adapter for correctness checks (README "GPUs").',
+        );
+      }
+      throw new UserError(`--device webgpu: could not create a WebGPU session for ${modelPath}: ${msg}`);
     }
     throw new UserError(`${modelPath}: ONNX Runtime could not load the model: ${msg}`);
   }
