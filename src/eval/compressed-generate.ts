@@ -5,7 +5,7 @@
 // leave the buffers (runtime/compressed-cache.ts).
 import { CompressedCache, deviceOutputs, type CacheFootprint, type CompressedSessions, type DeviceResidency } from '../runtime/compressed-cache.js';
 import { argmax } from '../runtime/generate.js';
-import { ort } from '../runtime/session.js';
+import { createSession, ort, type DeviceOptions } from '../runtime/session.js';
 import type { ModelSpec } from '../model/config.js';
 import type { DType } from '../onnx/builder.js';
 import { compressedPrefill } from './compressed-prefill.js';
@@ -14,11 +14,9 @@ import type { EvictionLevel, WindowOptions } from './eviction.js';
 import { gateScorer, type Scorer } from './scorers.js';
 import { loadGates, gateSession } from './gates.js';
 import { loadModel, sessionFor, type LoadedModel } from '../runtime/model-session.js';
-import type { DeviceOptions } from '../runtime/session.js';
 import type { ComputeDType } from '../onnx/weights.js';
 import { attnInputIoDtype } from '../onnx/step-graph.js';
 import { UserError, UsageError } from '../util/errors.js';
-import { createSession } from '../runtime/session.js';
 import { headGatherModel, headDownloadModel } from '../onnx/index.js';
 
 /** The gather and download sessions of a device-resident cache (WebGPU). */

@@ -702,7 +702,6 @@ async function trainGraph(storeDir: string, m: FeatureManifest, group: number[],
   return g;
 }
 
-/** The 16-bit type of the features' model: the store's own, or for 8-bit stores the one they were made from. */
 /**
  * fp32 on the CPU; the features' half type on CUDA; fp16 on WebGPU, whose ONNX Runtime provider has
  * no bf16 kernels (a bf16 MatMul there has no provider at all and the session cannot be made).
@@ -713,6 +712,7 @@ export function defaultMatmulDtype(device: DeviceOptions['device'], m: FeatureMa
   return halfTypeOf(m);
 }
 
+/** The 16-bit type of the features' model: the store's own, or for 8-bit stores the one they were made from. */
 function halfTypeOf(m: FeatureManifest): DType {
   if (m.hiddenDtype === 'float16' || m.hiddenDtype === 'bfloat16') return m.hiddenDtype;
   return m.extract.quantSource ?? (m.extract.modelDtype === 'float16' ? 'float16' : 'bfloat16');

@@ -68,8 +68,8 @@ export function ortConfigEntries(value = process.env[ORT_CONFIG_ENV]): Record<st
   for (const item of value.split(',').map((x) => x.trim()).filter(Boolean)) {
     const eq = item.indexOf('=');
     const key = eq > 0 ? item.slice(0, eq).trim() : '';
-    if (!key || key.split('.').some((k) => !k)) throw new UsageError(`${ORT_CONFIG_ENV}: "${item}" is not key=value (e.g. session.use_device_allocator_for_initializers=1)`);
     const parts = key.split('.');
+    if (parts.some((k) => !k)) throw new UsageError(`${ORT_CONFIG_ENV}: "${item}" is not key=value (e.g. session.use_device_allocator_for_initializers=1)`);
     let node = root;
     for (const k of parts.slice(0, -1)) {
       if (typeof node[k] === 'string') throw new UsageError(`${ORT_CONFIG_ENV}: "${key}" clashes with a shorter key set before it`);
