@@ -203,12 +203,37 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     }
     return { hidden: { value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }, scale: undefined };
   };
+  // scored layer s's graph outputs from its scans; returns the output when a CPU node writes it (its device scan is then free)
+  const captureOutputs = (s: number, hiddenScan: string, scaleScan?: string): string | undefined => {
+    if (quant) {
+      // [n_p, c_p or k_max, ·] -> the context's rows (or the kept ones)
+      const rows = (scan: string, width: number) => {
+        const flat = g.reshape(scan, [-1, width]);
+        return keepIndex ? g.gather(flat, keepIndex, 0) : numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
+      };
+      const dim = keepIndex ? 'kept' : 'ctx_len';
+      const codes = g.output(viaPinnedHost(g, rows(hiddenScan, D), `hidden.${s}`, codeDtype), `hidden.${s}`, codeDtype, [dim, D]);
+      g.output(rows(scaleScan!, D / quant.block), `scale.${s}`, 'float32', [dim, D / quant.block]);
+      return codes;
+    }
+    const flat = g.reshape(hiddenScan, [-1, spec.hiddenSize]); // [n_p, c_p, D] -> rows
+    const hidden = numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
+    const name = `hidden.${s}`;
+    const out = bitcast
+      ? g.node('BitCast', [hidden], { to: ONNX_DTYPE.uint16 }, { outputs: [name] })[0]! // named as the output: no (CUDA) Identity after it
+      : hiddenDtype === 'uint16'
+        ? viaPinnedHost(g, hidden, name)
+        : hidden;
+    g.output(out, name, hiddenDtype, ['ctx_len', spec.hiddenSize]);
+    return out === hidden ? undefined : out;
+  };
   // per layer [k, v] as the prefill leaves them ([1, H, n_p·c_p, d]), and per scored layer its scan [n_p, c_p or k_max, ·]
   // (8-bit: the codes' scans, then the scales')
   let cacheOut: string[];
   let hiddenScans: string[];
   let scaleScans: string[];
-  if ((opts.prefill ?? DEFAULT_KVZIP_PREFILL) === 'chunks') {
+  const prefillOrder = opts.prefill ?? DEFAULT_KVZIP_PREFILL;
+  if (prefillOrder === 'chunks') {
     const prefill = g.loop('prefill', nPrefill, carried, (b, i, pastFlat) => {
       const { ids, fwd } = chunkForward(b, i);
       let h = makeEmbedding(b, ctx, ids);
@@ -243,9 +268,10 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     hiddenScans = [];
     scaleScans = [];
     let hiddenIn = ''; // the previous layer's output [n_p, c_p, D]; the embedding for layer 0
+    let trips = nPrefill;
     for (const l of layers) {
       const last = l === lastLayer;
-      const loop = g.loop(`prefill.${l}`, nPrefill, carried.slice(2 * l, 2 * l + 2), (b, i, past) => {
+      const loop = g.loop(`prefill.${l}`, trips, carried.slice(2 * l, 2 * l + 2), (b, i, past) => {
         const { ids, fwd } = chunkForward(b, i);
         const h = l === 0 ? makeEmbedding(b, ctx, ids) : b.unsqueeze(b.gather(hiddenIn, i, 0), [0]); // [1, c, D]
         const out = makeLayer(b, ctx, l, h, fwd, { key: past[0]!, value: past[1]! });
@@ -262,36 +288,20 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
       if (scored.includes(l)) {
         hiddenScans.push(rest[0]!);
         if (quant) scaleScans.push(rest[1]!);
+        // Outputs that a CPU node writes (8-bit codes, bf16 bits) leave the device before the next layer's Loop
+        // starts, which waits for them through its trip count (+ 0, host integers): the device holds one
+        // layer's capture at a time instead of all of them until the end of the run.
+        const host = captureOutputs(scored.indexOf(l), rest[0]!, quant ? rest[1]! : undefined);
+        if (host) trips = g.add(nPrefill, g.reshape(g.mul(g.shape(host, 0, 1), g.constant([0], 'int64')), []));
       }
     }
   }
   const firstN = (x: string) => (numTokensEnd ? g.sliceVec(x, g.constant([0], 'int64', undefined, 'idx'), numTokensEnd, [2]) : g.slice(x, [0], [numTokens], [2]));
   const cache = layers.map((l) => ({ key: firstN(cacheOut[2 * l]!), value: firstN(cacheOut[2 * l + 1]!) }));
-  scored.forEach((_, s) => {
-    if (!quant) return;
-    // [n_p, c_p or k_max, ·] -> the context's rows (or the kept ones)
-    const rows = (scan: string, width: number) => {
-      const flat = g.reshape(scan, [-1, width]);
-      return keepIndex ? g.gather(flat, keepIndex, 0) : numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
-    };
-    const dim = keepIndex ? 'kept' : 'ctx_len';
-    g.output(viaPinnedHost(g, rows(hiddenScans[s]!, D), `hidden.${s}`, codeDtype), `hidden.${s}`, codeDtype, [dim, D]);
-    g.output(rows(scaleScans[s]!, D / quant.block), `scale.${s}`, 'float32', [dim, D / quant.block]);
-  });
-  scored.forEach((_, s) => {
-    if (quant) return;
-    const scan = hiddenScans[s]!; // [n_p, c_p, D]
-    const flat = g.reshape(scan, [-1, spec.hiddenSize]);
-    const hidden = numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
-    const name = `hidden.${s}`;
-    const out = bitcast
-      ? g.node('BitCast', [hidden], { to: ONNX_DTYPE.uint16 }, { outputs: [name] })[0]! // named as the output: no (CUDA) Identity after it
-      : hiddenDtype === 'uint16'
-        ? viaPinnedHost(g, hidden, name)
-        : hidden;
-    g.output(out, name, hiddenDtype, ['ctx_len', spec.hiddenSize]);
-  });
-
+  if (prefillOrder === 'chunks') {
+    scored.forEach((_, s) => quant && captureOutputs(s, hiddenScans[s]!, scaleScans[s]));
+    scored.forEach((_, s) => !quant && captureOutputs(s, hiddenScans[s]!));
+  }
   if (!opts.reconstruct) {
     ctx.weights.register(g);
     return g;
