@@ -23,6 +23,7 @@ const { values: a } = parseArgs({
     forms: { type: 'string', default: 'chunks,layers' },
     kind: { type: 'string', default: 'kvzip' },
     layers: { type: 'string', default: '4' },
+    shape: { type: 'string', default: 'cache' },
     'prefill-chunk': { type: 'string', default: '2048' },
     'score-chunk': { type: 'string', default: '2000' },
     'keep-fraction': { type: 'string', default: '0.45' },
@@ -32,16 +33,22 @@ const { values: a } = parseArgs({
   },
 });
 
-/** A Qwen3-shaped config whose KV cache dominates: 8 KV heads x head_dim 128 (the 8B's cache layout), hidden 128. */
-function config(layers: number): Record<string, unknown> {
+/**
+ * Qwen3-shaped configs. 'cache': the KV cache dominates (8 KV heads x head_dim 128, the 8B's cache layout; hidden 128).
+ * 'capture': the captured attention inputs dominate (hidden 2048 against 8 KV heads x 32), to see how many copies of
+ * them the graph holds.
+ */
+function config(layers: number, shape: string): Record<string, unknown> {
+  const dims = { cache: { hidden_size: 128, head_dim: 128 }, capture: { hidden_size: 2048, head_dim: 32 } }[shape];
+  if (!dims) throw new Error(`--shape ${shape}: expected cache or capture`);
   return {
-    architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', hidden_size: 128, intermediate_size: 256, num_hidden_layers: layers,
-    num_attention_heads: 8, num_key_value_heads: 8, head_dim: 128, vocab_size: 512, rms_norm_eps: 1e-6, rope_theta: 1e6,
+    architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', ...dims, intermediate_size: 256, num_hidden_layers: layers,
+    num_attention_heads: 8, num_key_value_heads: 8, vocab_size: 512, rms_norm_eps: 1e-6, rope_theta: 1e6,
     max_position_embeddings: 131072, tie_word_embeddings: true, torch_dtype: 'bfloat16',
   };
 }
 
-async function makeModel(dir: string, layers: number): Promise<void> {
+async function makeModel(dir: string, layers: number, shape: string): Promise<void> {
   if (existsSync(path.join(dir, 'model.safetensors'))) return;
   const { parseModelConfig } = await import('../src/model/config.js');
   const { expectedWeights } = await import('../src/model/expected-weights.js');
@@ -49,7 +56,7 @@ async function makeModel(dir: string, layers: number): Promise<void> {
   const { f32ToBf16Bits } = await import('../src/util/half.js');
   const { Rng } = await import('../src/util/random.js');
   mkdirSync(dir, { recursive: true });
-  const cfg = config(layers);
+  const cfg = config(layers, shape);
   writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg, null, 2));
   const spec = parseModelConfig(cfg);
   const rng = new Rng(7);
@@ -67,7 +74,9 @@ async function child(): Promise<void> {
   const { ort } = await import('../src/runtime/session.js');
   const { loadModel, sessionFor } = await import('../src/runtime/model-session.js');
   const { kvzipFeeds, keepFeeds } = await import('../src/kvzip/inputs.js');
-  const { feedsToTensors } = await import('../src/kvzip/score-context.js');
+  const { feedsToTensors, scoreContext } = await import('../src/kvzip/score-context.js');
+  const { AttnInputBuffers, attnInputFetches, targetArrays } = await import('../src/kvzip/attn-input-buffers.js');
+  const { kvzipAttnInputType } = await import('../src/onnx/kvzip-graph.js');
   const { Rng } = await import('../src/util/random.js');
   ort.env.logLevel = 'info'; // the BFC arena's "Extended allocation by N bytes" lines (parsed by the parent)
   const n = Number(a.ctx);
@@ -87,31 +96,38 @@ async function child(): Promise<void> {
     feeds.keep = keepFeeds(kept, feeds.prefixLen, feeds.prefillShape);
   }
   const all = feedsToTensors(feeds);
-  // the prefill kind (no reconstruction) takes the prefill inputs only
-  const tensors = kind === 'prefill' ? { prefill_ids: all.prefill_ids!, num_tokens: all.num_tokens!, prefix_len: all.prefix_len! } : all;
+  // the attention inputs go straight into host buffers, as extract has them (no second copy of them on the JS side)
+  const L = spec.scoredLayers.length;
+  const type = kind === 'kvzip_int8_keep' ? 'int8' : kvzipAttnInputType(m.dtype, false);
+  const into = new AttnInputBuffers(L, spec.hiddenSize, type, type === 'int8' ? 1 : 0).take(feeds.keep ? feeds.keep.index.length : feeds.numTokens - feeds.prefixLen);
   const rssBeforeKiB = process.resourceUsage().maxRSS;
   const rssNowKiB = Math.round(process.memoryUsage().rss / 1024);
   const t = process.hrtime.bigint();
-  const out = await session.run(tensors);
+  let scores: Float32Array[] = [];
+  if (kind === 'prefill') {
+    const out = await session.run({ prefill_ids: all.prefill_ids!, num_tokens: all.num_tokens!, prefix_len: all.prefix_len! }, attnInputFetches(into, into.arrays[0]!.length / spec.hiddenSize) as unknown as ort.InferenceSession.FetchesType);
+    for (const v of Object.values(out)) v.dispose?.();
+  } else {
+    scores = (await scoreContext(session, feeds, L, spec.numKvHeads, into)).scores;
+  }
   const seconds = Number(process.hrtime.bigint() - t) / 1e9;
   const peakRssKiB = process.resourceUsage().maxRSS;
   // a digest of the outputs, so forms can be compared bit for bit
   const { createHash } = await import('node:crypto');
   const h = createHash('sha256');
-  for (const name of Object.keys(out).sort()) {
-    const d = out[name]!.data as ArrayBufferView;
-    h.update(name).update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
-  }
+  for (const d of [...scores, ...targetArrays(into)]) h.update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+  // the captured attention inputs as the graph returns them (hidden.<s>, scale.<s>): what its scans hold
+  const captureBytes = targetArrays(into).reduce((n, x) => n + x.byteLength, 0);
   const layersUsed = Math.max(...spec.scoredLayers) + 1;
   const cacheBytes = 2 * layersUsed * spec.numKvHeads * spec.headDim * 4 * feeds.numTokens; // fp32 K and V of every layer at N positions
-  console.log(JSON.stringify({ rssBeforeKiB, rssNowKiB, peakRssKiB, cacheBytes, numTokens: feeds.numTokens, prefill: feeds.prefillShape, passes: feeds.passes.length, seconds, digest: h.digest('hex').slice(0, 16) }));
+  console.log(JSON.stringify({ rssBeforeKiB, rssNowKiB, peakRssKiB, cacheBytes, captureBytes, numTokens: feeds.numTokens, prefill: feeds.prefillShape, passes: feeds.passes.length, seconds, digest: h.digest('hex').slice(0, 16) }));
   await session.release();
 }
 
 async function parent(): Promise<void> {
   const layers = Number(a.layers);
-  const modelDir = a.model ?? path.join(os.tmpdir(), `fkz-peakmem-qwen3-l${layers}`);
-  await makeModel(modelDir, layers);
+  const modelDir = a.model ?? path.join(os.tmpdir(), `fkz-peakmem-qwen3-l${layers}${a.shape === 'cache' ? '' : `-${a.shape}`}`);
+  await makeModel(modelDir, layers, a.shape!);
   const self = fileURLToPath(import.meta.url);
   const tsx = path.join(path.dirname(self), '..', 'node_modules', '.bin', 'tsx');
   const rows: Record<string, unknown>[] = [];
@@ -138,7 +154,7 @@ async function parent(): Promise<void> {
         const extended = [...r.stderr.matchAll(/Extended allocation by (\d+) bytes/g)].map((x) => Number(x[1]));
         const C = res.cacheBytes as number;
         const row = {
-          form, arena, ctx: n, kind: a.kind, layers, prefillChunk: Number(a['prefill-chunk']), ...res,
+          form, arena, ctx: n, kind: a.kind, shape: a.shape, layers, prefillChunk: Number(a['prefill-chunk']), ...res,
           peakAboveBeforeMiB: +((res.peakRssKiB - res.rssBeforeKiB) / 1024).toFixed(1),
           peakAboveNowCacheUnits: +(((res.peakRssKiB - res.rssNowKiB) * 1024) / C).toFixed(3),
           arenaRegions: extended.length,
@@ -149,7 +165,7 @@ async function parent(): Promise<void> {
       }
     }
   }
-  if (a.out) writeFileSync(a.out, JSON.stringify({ machine: `${os.cpus().length}-core ${os.cpus()[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`, model: config(layers), rows }, null, 2) + '\n');
+  if (a.out) writeFileSync(a.out, JSON.stringify({ machine: `${os.cpus().length}-core ${os.cpus()[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`, model: config(layers, a.shape!), rows }, null, 2) + '\n');
 }
 
 await (a.child ? child() : parent());
