@@ -354,19 +354,20 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
 }
 
 /**
- * A layer's forward inputs in the 'layers' pass order (see KvzipPassOrder): its room's shape is
- * computed from its own key, so ONNX Runtime cannot make it before the layer's attention, and
- * (with `after`, a zero that exists once the previous scored layer's scores do) its room and its
- * GroupQueryAttention's total length wait for those scores, which then free that layer's
- * present. Integer shape arithmetic on the host: the same values, no device work.
+ * A layer's forward inputs in the 'layers' pass order (see KvzipPassOrder). 'concat' room: the room's
+ * shape comes from the layer's own key and `after` (a zero that exists once the previous scored layer's
+ * scores do), so ONNX Runtime can make the room neither before the layer's attention nor before those
+ * scores, which then free that layer's present; integer shape values on the host, no device work.
+ * 'gqa' room (no room node): `after` is added to GroupQueryAttention's seqlens_k instead (a device
+ * input: a small host-to-device copy, no device-to-host wait). The same values either way.
  */
 function layerForward(b: Graph, fwd: ForwardInputs, after: string | undefined): ForwardInputs {
-  const total = after ? b.add(fwd.totalLength, b.cast(b.reshape(after, []), 'int32')) : fwd.totalLength;
+  if (fwd.room === 'gqa') return after ? { ...fwd, seqlensK: b.add(fwd.seqlensK, b.cast(after, 'int32')) } : fwd;
   const roomShape = (g: Graph, past: string, key: string) => {
     const T = after ? g.add(g.shape(key, 1, 2), after) : g.shape(key, 1, 2);
     return g.concat([g.shape(past, 0, 2), T, g.shape(past, 3, 4)], 0);
   };
-  return { ...fwd, totalLength: total, roomShape };
+  return { ...fwd, roomShape };
 }
 
 /** One reconstruction pass's scalars (int64), and the loop's carried values. */

@@ -13,6 +13,7 @@ import onnxProto from 'onnx-proto';
 import { openModel } from '../../src/model/load.js';
 import { ensureGraphs, kvzipPrefill, KVZIP_PREFILL_ENV, kvzipPassOrder, KVZIP_PASS_ORDER_ENV } from '../../src/onnx/index.js';
 import { writeModelGraphs } from '../../src/onnx/write-graphs.js';
+import { hostReads } from '../../src/onnx/host-reads.js';
 import type { KvzipPassOrder, KvzipPrefill, KvzipRoom, KvzipScoring, KvzipBounds } from '../../src/onnx/kvzip-graph.js';
 import { createSession } from '../../src/runtime/session.js';
 import { kvzipFeeds, keepFeeds } from '../../src/kvzip/inputs.js';
@@ -121,11 +122,11 @@ describe('KVzip graph memory forms', () => {
     for (const loop of loops.slice(0, layers)) expect(loop.input!.length).toBe(2 + 2); // trip count, cond, K, V
   });
 
-  it('layered passes: ONNX Runtime runs each layer\'s room Concat and attention after the previous layer\'s scores (CPU profile of the repeat loop)', async () => {
+  it.each(['concat', 'gqa'] as KvzipRoom[])('layered passes, %s room: ONNX Runtime runs each layer\'s room Concat and attention after the previous layer\'s scores (CPU profile of the repeat loop)', async (room) => {
     const model = openModel(MODEL);
     const feeds = contextFeeds(model.spec.vocabSize, 24, 500);
     const order = async (passOrder: KvzipPassOrder) => {
-      const file = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip'], cacheDir, kvzipPassOrder: passOrder }).paths.kvzip!;
+      const file = ensureGraphs(model, { dtype: 'float32', kinds: ['kvzip'], cacheDir, kvzipPassOrder: passOrder, kvzipRoom: room }).paths.kvzip!;
       const prefix = path.join(mkdtempSync(path.join(cacheDir, 'prof-')), 'p');
       const session = await createSession(file, { device: 'cpu' }, { enableProfiling: true, profileFilePrefix: prefix });
       await session.run(feedsToTensors(feeds));
@@ -149,11 +150,28 @@ describe('KVzip graph memory forms', () => {
     const later = (o: Awaited<ReturnType<typeof order>>) =>
       [...o.roomConcats, ...o.gqa].filter((n) => o.layerOf(n) > 0).every((n) => o.at(n) > o.lastScoreNode(o.layerOf(n) - 1));
     const layered = await order('layers');
-    expect(layered.roomConcats.length).toBe(2 * layers);
+    expect(layered.roomConcats.length).toBe(room === 'concat' ? 2 * layers : 0);
+    expect(layered.gqa.length).toBe(layers);
     expect(layered.roomConcats.every((n) => layered.at(n) >= 0)).toBe(true);
     expect(later(layered)).toBe(true);
     // the default order is what the form fixes: rooms made early and scores taken at the end
     expect(later(await order('free'))).toBe(false);
+  });
+
+  it('the memory forms add no device-computed bound read on the host (bf16 int8 keep graph; host bounds stay at 0)', () => {
+    const model = openModel(MODEL);
+    const reads = (bounds: KvzipBounds, room: KvzipRoom, prefill: KvzipPrefill, passOrder: KvzipPassOrder) => {
+      const file = ensureGraphs(model, { dtype: 'bfloat16', kinds: ['kvzip_int8_keep'], cacheDir, kvzipBounds: bounds, kvzipRoom: room, kvzipPrefill: prefill, kvzipPassOrder: passOrder }).paths.kvzip_int8_keep!;
+      const graphs = hostReads(onnxProto.onnx.ModelProto.decode(readFileSync(file)).graph!);
+      const of = (name: string) => graphs.filter((g) => g.graph === name || g.graph.startsWith(`${name}.`)).reduce((n, g) => n + g.deviceToHost, 0);
+      return { main: of('fastkvzip_kvzip'), prefill: of('prefill'), repeat: of('repeat') };
+    };
+    for (const room of ['concat', 'gqa'] as KvzipRoom[]) {
+      const base = reads('device', room, 'chunks', 'free');
+      expect(base.repeat).toBeGreaterThan(0);
+      expect(reads('device', room, 'layers', 'layers')).toEqual(base);
+      expect(reads('host', room, 'layers', 'layers')).toEqual({ main: 0, prefill: 0, repeat: 0 });
+    }
   });
 
   it(`${KVZIP_PREFILL_ENV} and ${KVZIP_PASS_ORDER_ENV} pick the forms; a bad value is a one-line user error`, () => {
