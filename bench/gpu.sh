@@ -21,7 +21,9 @@
 # passes' Slice/Pad bounds computed on the CPU, FASTKVZIP_KVZIP_BOUNDS=host), "+gqaroom" (no Concat of empty slots
 # onto the cache per pass and layer, FASTKVZIP_KVZIP_ROOM=gqa), e.g. "classic classic+hostbounds classic+gqaroom
 # classic+hostbounds+gqaroom"; the env variables are in src/onnx/index.ts; "+devinit" puts the weights outside ORT's
-# CUDA arena, FASTKVZIP_ORT_CONFIG=session.use_device_allocator_for_initializers=1, src/runtime/session.ts).
+# CUDA arena, FASTKVZIP_ORT_CONFIG=session.use_device_allocator_for_initializers=1, src/runtime/session.ts), "+layerprefill"
+# (one prefill Loop per layer, FASTKVZIP_KVZIP_PREFILL=layers) and "+layerpasses" (each pass's layers and scores in order,
+# FASTKVZIP_KVZIP_PASS_ORDER=layers): the memory forms of BENCHMARKS.md "KVzip graph peak memory on CPU (issue 16/17)".
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
 set -uo pipefail
@@ -284,15 +286,17 @@ PY
       [ -n "${SKIP_TORCH:-}" ] || gpu_peak $stage-torch python3 bench/torch_extract.py --model $models/$shape --docs $work/docs20k.jsonl --contexts $n \
         --score-dtype tf32 --save-scores $work/$stage-torch-scores.npz --out "$out/$stage-torch.json" 2>&1 | tail -3
       for form in ${SCORING_FORMS:-classic fused}; do
-        scoring=${form%%+*}; bits=arith; bounds=device; room=concat
+        scoring=${form%%+*}; bits=arith; bounds=device; room=concat; prefill=chunks; passes=free
         case "+$form+" in *+bitcast+*) bits=bitcast ;; esac
+        case "+$form+" in *+layerprefill+*) prefill=layers ;; esac
+        case "+$form+" in *+layerpasses+*) passes=layers ;; esac
         case "+$form+" in *+hostbounds+*) bounds=host ;; esac
         case "+$form+" in *+gqaroom+*) room=gqa ;; esac
         # +devinit: the weights allocated outside ORT's CUDA arena (session config, src/runtime/session.ts)
         ortcfg=${FASTKVZIP_ORT_CONFIG:-}; case "+$form+" in *+devinit+*) ortcfg=session.use_device_allocator_for_initializers=1 ;; esac
         rm -rf $stores/store-$shape-$form
-        cmd="FASTKVZIP_ORT_CONFIG=$ortcfg FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits FASTKVZIP_KVZIP_BOUNDS=$bounds FASTKVZIP_KVZIP_ROOM=$room $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json"
-        FASTKVZIP_ORT_CONFIG=$ortcfg FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits FASTKVZIP_KVZIP_BOUNDS=$bounds FASTKVZIP_KVZIP_ROOM=$room FASTKVZIP_ORT_LOG_LEVEL=2 gpu_peak $stage-$form $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form \
+        cmd="FASTKVZIP_ORT_CONFIG=$ortcfg FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits FASTKVZIP_KVZIP_BOUNDS=$bounds FASTKVZIP_KVZIP_ROOM=$room FASTKVZIP_KVZIP_PREFILL=$prefill FASTKVZIP_KVZIP_PASS_ORDER=$passes $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json"
+        FASTKVZIP_ORT_CONFIG=$ortcfg FASTKVZIP_KVZIP_SCORING=$scoring FASTKVZIP_BF16_BITS=$bits FASTKVZIP_KVZIP_BOUNDS=$bounds FASTKVZIP_KVZIP_ROOM=$room FASTKVZIP_KVZIP_PREFILL=$prefill FASTKVZIP_KVZIP_PASS_ORDER=$passes FASTKVZIP_ORT_LOG_LEVEL=2 gpu_peak $stage-$form $FKZ extract --model $models/$shape --data $work/docs20k.jsonl --out $stores/store-$shape-$form \
           --device cuda --min-doc-tokens 15000 --max-doc-tokens 25000 --ten-k-count $n --cat-count 0 --max-tokens 1000000 ${EXTRACT_FLAGS:-} --json \
           > "$out/$stage-$form-ort.json" 2> "$out/$stage-$form-ort.log"
         tail -2 "$out/$stage-$form-ort.log"

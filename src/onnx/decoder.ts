@@ -52,6 +52,8 @@ export interface ForwardInputs {
    * the kernel builds present = past ⧺ new itself (see KvzipRoom in kvzip-graph.ts).
    */
   room?: 'concat' | 'gqa';
+  /** 'concat' room: this layer's empty-slot shape [B, H, T, d] (default: one shape shared by every layer, emptySlotsShape) */
+  roomShape?: (g: Graph, past: string, key: string) => string;
 }
 
 /**
@@ -197,8 +199,8 @@ export function makeAttention(
     fwd.room === 'gqa'
       ? (x: string) => x
       : (() => {
-          fwd.emptySlotsShape ??= roomShape(g, past.key, key);
-          const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), fwd.emptySlotsShape]);
+          const shape = fwd.roomShape ? fwd.roomShape(g, past.key, key) : (fwd.emptySlotsShape ??= roomShape(g, past.key, key));
+          const empty = g.op('Expand', [g.cast(g.constant(0, 'float32'), ctx.dtype), shape]);
           return (x: string) => g.concat([x, empty], 2);
         })();
   // Optional additive bias on Q·Kᵀ [1, Hq, T, past + T] (input 10; 7-9 are cos/sin caches and

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import type { OpenedModel } from '../model/load.js';
 import type { SafetensorsIndex } from '../model/safetensors/index.js';
 import { writeModelGraphs, graphFileName, ALL_GRAPHS, WEIGHT_FILE, type GraphFiles, type GraphKind, type GraphVariants } from './write-graphs.js';
-import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE, KVZIP_BOUNDS, DEFAULT_KVZIP_BOUNDS, KVZIP_ROOMS, DEFAULT_KVZIP_ROOM, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom } from './kvzip-graph.js';
+import { DEFAULT_KVZIP_SCORING, KVZIP_SCORINGS, BF16_BITS_ROUTES, DEFAULT_BF16_BITS_ROUTE, KVZIP_BOUNDS, DEFAULT_KVZIP_BOUNDS, KVZIP_ROOMS, DEFAULT_KVZIP_ROOM, KVZIP_PREFILLS, DEFAULT_KVZIP_PREFILL, KVZIP_PASS_ORDERS, DEFAULT_KVZIP_PASS_ORDER, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom, type KvzipPrefill, type KvzipPassOrder } from './kvzip-graph.js';
 import type { ComputeDType, TensorSource } from './weights.js';
 import { writeFileAtomicSync } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
@@ -17,7 +17,7 @@ import { GQA_ROUTES, type GqaRoute } from './decoder.js';
 /** Bump when graph code changes in a way that changes the files. */
 export const BUILDER_VERSION = '11'; // 8: host bounds / gqa room variants; 9: per-head compressed cache; 10: both; 11: in-graph 8-bit quantisation
 
-export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom, type GqaRoute };
+export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom, type KvzipPrefill, type KvzipPassOrder, type GqaRoute };
 export { headGatherModel, headDownloadModel } from './head-gather-graph.js';
 
 /**
@@ -55,6 +55,26 @@ export const KVZIP_ROOM_ENV = 'FASTKVZIP_KVZIP_ROOM';
 
 export function kvzipRoom(env: NodeJS.ProcessEnv = process.env): KvzipRoom {
   return envChoice(env, KVZIP_ROOM_ENV, KVZIP_ROOMS, DEFAULT_KVZIP_ROOM);
+}
+
+/**
+ * Environment variable choosing the KVzip graphs' prefill loop order ('chunks' or 'layers'; A/B switch,
+ * same values; 'layers' holds one cache where 'chunks' holds two, see KvzipPrefill). Unset: DEFAULT_KVZIP_PREFILL.
+ */
+export const KVZIP_PREFILL_ENV = 'FASTKVZIP_KVZIP_PREFILL';
+
+export function kvzipPrefill(env: NodeJS.ProcessEnv = process.env): KvzipPrefill {
+  return envChoice(env, KVZIP_PREFILL_ENV, KVZIP_PREFILLS, DEFAULT_KVZIP_PREFILL);
+}
+
+/**
+ * Environment variable choosing the order of the KVzip graphs' reconstruction passes ('free' or 'layers';
+ * A/B switch, same values; 'layers' keeps about one layer's room alive, see KvzipPassOrder). Unset: DEFAULT_KVZIP_PASS_ORDER.
+ */
+export const KVZIP_PASS_ORDER_ENV = 'FASTKVZIP_KVZIP_PASS_ORDER';
+
+export function kvzipPassOrder(env: NodeJS.ProcessEnv = process.env): KvzipPassOrder {
+  return envChoice(env, KVZIP_PASS_ORDER_ENV, KVZIP_PASS_ORDERS, DEFAULT_KVZIP_PASS_ORDER);
 }
 
 function envChoice<T extends string>(env: NodeJS.ProcessEnv, name: string, choices: readonly T[], fallback: T): T {
@@ -139,6 +159,10 @@ export interface EnsureGraphsOptions {
   kvzipBounds?: KvzipBounds;
   /** how the KVzip graphs make room for the passes' keys (default: kvzipRoom(), i.e. FASTKVZIP_KVZIP_ROOM or the default) */
   kvzipRoom?: KvzipRoom;
+  /** the KVzip graphs' prefill loop order (default: kvzipPrefill(), i.e. FASTKVZIP_KVZIP_PREFILL or the default) */
+  kvzipPrefill?: KvzipPrefill;
+  /** the order of the KVzip graphs' reconstruction passes (default: kvzipPassOrder(), i.e. FASTKVZIP_KVZIP_PASS_ORDER or the default) */
+  kvzipPassOrder?: KvzipPassOrder;
   /** the 8-bit kinds' channels per scale (default: the hidden size) */
   quantBlock?: number;
   /** how the graphs call GroupQueryAttention (default: gqaRoute(), i.e. FASTKVZIP_GQA or 'flash') */
@@ -154,7 +178,7 @@ export function ensureGraphs(model: OpenedModel, o: EnsureGraphsOptions): GraphF
   const kinds = o.kinds ?? ALL_GRAPHS;
   // a block of the whole row is the default form: no file-name suffix for it
   const quantBlock = o.quantBlock === undefined || o.quantBlock === model.spec.hiddenSize ? undefined : o.quantBlock;
-  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds(), room: o.kvzipRoom ?? kvzipRoom(), quantBlock, gqa: o.gqa ?? gqaRoute() };
+  const variants = { scoring: o.kvzipScoring ?? kvzipScoring(), bf16Bits: o.bf16Bits ?? bf16BitsRoute(), bounds: o.kvzipBounds ?? kvzipBounds(), room: o.kvzipRoom ?? kvzipRoom(), prefill: o.kvzipPrefill ?? kvzipPrefill(), passOrder: o.kvzipPassOrder ?? kvzipPassOrder(), quantBlock, gqa: o.gqa ?? gqaRoute() };
   const key = graphKey(model, o.dtype);
   const name = path.basename(model.dir).replace(/[^A-Za-z0-9._-]/g, '_');
   const dir = path.join(o.cacheDir ?? cacheRoot(), 'graphs', `${name}-${key}`);

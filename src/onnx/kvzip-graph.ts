@@ -41,6 +41,10 @@ export interface KvzipGraphOptions {
   bounds?: KvzipBounds;
   /** how the prefill chunks and reconstruction passes give each layer's cache room for their keys (same values); default DEFAULT_KVZIP_ROOM */
   room?: KvzipRoom;
+  /** the prefill's loop order (same values, less memory with 'layers'); default DEFAULT_KVZIP_PREFILL */
+  prefill?: KvzipPrefill;
+  /** the order of each reconstruction pass's layers and scores (same values, less memory with 'layers'); default DEFAULT_KVZIP_PASS_ORDER */
+  passOrder?: KvzipPassOrder;
   /**
    * 8-bit codes (int8 or e4m3fn) and scales instead of 16-bit rows, quantised per prefill chunk inside the Loop;
    * with keep, only the kept rows (inputs keep_rows / keep_index) are quantised and scanned.
@@ -68,6 +72,37 @@ export interface KvzipGraphOptions {
 export type KvzipRoom = 'concat' | 'gqa';
 export const KVZIP_ROOMS: readonly KvzipRoom[] = ['concat', 'gqa'];
 export const DEFAULT_KVZIP_ROOM: KvzipRoom = 'concat';
+
+/**
+ * The prefill's loop nest. 'chunks': one Loop over the prefill chunks whose body runs every layer,
+ * carrying every layer's cache. ONNX Runtime's Loop keeps the previous iteration's carried values
+ * (its feeds) alive through the whole next iteration and copies the final ones into the Loop's
+ * outputs at the end (loop.cc: "there's no way to avoid a copy"), and it concatenates the scan outputs
+ * only after the last iteration: the last chunk holds ≈ 2 caches (past and present of every layer),
+ * the end 2 caches plus 2 copies of the captured attention inputs. 'layers': one Loop over the
+ * chunks per layer, carrying only that layer's cache, the layer's outputs for every chunk passed
+ * to the next layer's Loop as a scan [n_p, c_p, D]. Each chunk runs the same nodes on the same
+ * values (same results), but only one layer's cache is ever doubled, and each scored layer's
+ * capture only while its own Loop ends. Measured on the CPU: BENCHMARKS.md "KVzip graph peak memory
+ * on CPU (issue 16/17)"; an A/B switch until measured on the GPU (FASTKVZIP_KVZIP_PREFILL).
+ */
+export type KvzipPrefill = 'chunks' | 'layers';
+export const KVZIP_PREFILLS: readonly KvzipPrefill[] = ['chunks', 'layers'];
+export const DEFAULT_KVZIP_PREFILL: KvzipPrefill = 'chunks';
+
+/**
+ * The order of a reconstruction pass's nodes. 'free': ONNX Runtime's own (a reverse depth-first
+ * order from the outputs). Its profile on the CPU shows it making the 'concat' room of every layer
+ * but the last (Concat of the cache with empty slots: a copy of the layer's cache) before layer 0's
+ * attention, since one empty-slot shape serves all layers, and computing every layer's scores after
+ * the last layer, so all rooms (= the presents, on CUDA) live at once: ≈ 1 cache on top of the
+ * context's cache. 'layers': each layer's room waits for its own key and for the previous scored
+ * layer's scores, through integer shape values only (layerForward), so about one layer's room
+ * lives at a time. Same values; an A/B switch until measured on the GPU (FASTKVZIP_KVZIP_PASS_ORDER).
+ */
+export type KvzipPassOrder = 'free' | 'layers';
+export const KVZIP_PASS_ORDERS: readonly KvzipPassOrder[] = ['free', 'layers'];
+export const DEFAULT_KVZIP_PASS_ORDER: KvzipPassOrder = 'free';
 
 /**
  * 'device': the reconstruction loop computes its per-pass bounds (R, N + R, the chunk's key range,
@@ -148,52 +183,40 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   const D = spec.hiddenSize;
   const keepRows = quant?.keep ? g.input('keep_rows', 'int64', ['n_prefill', 'kept_per_chunk']) : null;
   const keepIndex = quant?.keep ? g.input('keep_index', 'int64', ['kept']) : null;
-  const prefill = g.loop('prefill', nPrefill, carried, (b, i, pastFlat) => {
+  // one chunk's forward inputs (positions, GQA lengths, RoPE tables filled lazily): the same nodes in both prefill orders
+  const chunkForward = (b: Graph, i: string) => {
     const ids = b.unsqueeze(b.gather(prefillIds, i, 0), [0]); // [1, c]
     const c = b.reshape(b.shape(ids, 1, 2), []);
     const start = b.mul(i, c);
     const positions = b.unsqueeze(b.op('Range', [start, b.add(start, c), b.constant(1, 'int64')]), [0]);
     const fwd: ForwardInputs = { positions, ...gqaLengths(b, start, c), rope: new Map(), room: opts.room ?? DEFAULT_KVZIP_ROOM };
-    let h = makeEmbedding(b, ctx, ids);
-    const present: string[] = [];
-    const captured: string[] = [];
-    for (const l of layers) {
-      const out = makeLayer(b, ctx, l, h, fwd, { key: pastFlat[2 * l]!, value: pastFlat[2 * l + 1]! });
-      h = out.hidden;
-      present.push(out.presentKey, out.presentValue);
-      if (scored.includes(l)) captured.push(out.attnInput);
-    }
+    return { ids, fwd };
+  };
+  // a scored layer's captured attention input [1, c, D] of chunk i -> its scan outputs (8-bit codes and scales, or 16-bit rows)
+  const captureScans = (b: Graph, i: string, x: string, s: number) => {
     if (quant) {
       // this chunk's kept rows only (all of them without keep), as 8-bit codes and fp32 scales
       const rows = keepRows ? b.gather(keepRows, i, 0) : null;
       const quantize = quant.dtype === 'int8' ? quantizeInt8 : quantizeFp8;
-      const q = captured.map((x) => quantize(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D));
-      const scans = [
-        ...q.map((c, s) => ({ value: c.codes, name: `hidden_scan.${s}`, dtype: codeDtype })),
-        ...q.map((c, s) => ({ value: c.scales, name: `scale_scan.${s}`, dtype: 'float32' as DType })),
-      ];
-      return { carried: present, scans };
+      const q = quantize(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D);
+      return { hidden: { value: q.codes, name: `hidden_scan.${s}`, dtype: codeDtype as DType }, scale: { value: q.scales, name: `scale_scan.${s}`, dtype: 'float32' as DType } };
     }
-    const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }));
-    return { carried: present, scans };
-  });
-  const firstN = (x: string) => (numTokensEnd ? g.sliceVec(x, g.constant([0], 'int64', undefined, 'idx'), numTokensEnd, [2]) : g.slice(x, [0], [numTokens], [2]));
-  const cache = layers.map((l) => ({ key: firstN(prefill.carried[2 * l]!), value: firstN(prefill.carried[2 * l + 1]!) }));
-  scored.forEach((_, s) => {
-    if (!quant) return;
-    // [n_p, c_p or k_max, ·] -> the context's rows (or the kept ones)
-    const rows = (scan: string, width: number) => {
-      const flat = g.reshape(scan, [-1, width]);
-      return keepIndex ? g.gather(flat, keepIndex, 0) : numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
-    };
-    const dim = keepIndex ? 'kept' : 'ctx_len';
-    g.output(viaPinnedHost(g, rows(prefill.scans[s]!, D), `hidden.${s}`, codeDtype), `hidden.${s}`, codeDtype, [dim, D]);
-    g.output(rows(prefill.scans[scored.length + s]!, D / quant.block), `scale.${s}`, 'float32', [dim, D / quant.block]);
-  });
-  scored.forEach((_, s) => {
-    if (quant) return;
-    const scan = prefill.scans[s]!; // [n_p, c_p, D]
-    const flat = g.reshape(scan, [-1, spec.hiddenSize]);
+    return { hidden: { value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }, scale: undefined };
+  };
+  // scored layer s's graph outputs from its scans; returns the output when a CPU node writes it (its device scan is then free)
+  const captureOutputs = (s: number, hiddenScan: string, scaleScan?: string): string | undefined => {
+    if (quant) {
+      // [n_p, c_p or k_max, ·] -> the context's rows (or the kept ones)
+      const rows = (scan: string, width: number) => {
+        const flat = g.reshape(scan, [-1, width]);
+        return keepIndex ? g.gather(flat, keepIndex, 0) : numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
+      };
+      const dim = keepIndex ? 'kept' : 'ctx_len';
+      const codes = g.output(viaPinnedHost(g, rows(hiddenScan, D), `hidden.${s}`, codeDtype), `hidden.${s}`, codeDtype, [dim, D]);
+      g.output(rows(scaleScan!, D / quant.block), `scale.${s}`, 'float32', [dim, D / quant.block]);
+      return codes;
+    }
+    const flat = g.reshape(hiddenScan, [-1, spec.hiddenSize]); // [n_p, c_p, D] -> rows
     const hidden = numTokensEnd ? g.sliceVec(flat, prefixStart!, numTokensEnd, [0]) : g.slice(flat, [prefixLen], [numTokens], [0]);
     const name = `hidden.${s}`;
     const out = bitcast
@@ -202,8 +225,83 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
         ? viaPinnedHost(g, hidden, name)
         : hidden;
     g.output(out, name, hiddenDtype, ['ctx_len', spec.hiddenSize]);
-  });
-
+    return out === hidden ? undefined : out;
+  };
+  // per layer [k, v] as the prefill leaves them ([1, H, n_p·c_p, d]), and per scored layer its scan [n_p, c_p or k_max, ·]
+  // (8-bit: the codes' scans, then the scales')
+  let cacheOut: string[];
+  let hiddenScans: string[];
+  let scaleScans: string[];
+  const prefillOrder = opts.prefill ?? DEFAULT_KVZIP_PREFILL;
+  if (prefillOrder === 'chunks') {
+    const prefill = g.loop('prefill', nPrefill, carried, (b, i, pastFlat) => {
+      const { ids, fwd } = chunkForward(b, i);
+      let h = makeEmbedding(b, ctx, ids);
+      const present: string[] = [];
+      const captured: string[] = [];
+      for (const l of layers) {
+        const out = makeLayer(b, ctx, l, h, fwd, { key: pastFlat[2 * l]!, value: pastFlat[2 * l + 1]! });
+        h = out.hidden;
+        present.push(out.presentKey, out.presentValue);
+        if (scored.includes(l)) captured.push(out.attnInput);
+      }
+      if (quant) {
+        // this chunk's kept rows only (all of them without keep), as 8-bit codes and fp32 scales
+        const rows = keepRows ? b.gather(keepRows, i, 0) : null;
+        const quantize = quant.dtype === 'int8' ? quantizeInt8 : quantizeFp8;
+        const q = captured.map((x) => quantize(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D));
+        const scans = [
+          ...q.map((c, s) => ({ value: c.codes, name: `hidden_scan.${s}`, dtype: codeDtype })),
+          ...q.map((c, s) => ({ value: c.scales, name: `scale_scan.${s}`, dtype: 'float32' as DType })),
+        ];
+        return { carried: present, scans };
+      }
+      const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }));
+      return { carried: present, scans };
+    });
+    cacheOut = prefill.carried;
+    hiddenScans = prefill.scans.slice(0, scored.length);
+    scaleScans = prefill.scans.slice(scored.length);
+  } else {
+    // 'layers': one Loop over the chunks per layer, each carrying only its own layer's cache (see KvzipPrefill)
+    cacheOut = [];
+    hiddenScans = [];
+    scaleScans = [];
+    let hiddenIn = ''; // the previous layer's output [n_p, c_p, D]; the embedding for layer 0
+    let trips = nPrefill;
+    for (const l of layers) {
+      const last = l === lastLayer;
+      const loop = g.loop(`prefill.${l}`, trips, carried.slice(2 * l, 2 * l + 2), (b, i, past) => {
+        const { ids, fwd } = chunkForward(b, i);
+        const h = l === 0 ? makeEmbedding(b, ctx, ids) : b.unsqueeze(b.gather(hiddenIn, i, 0), [0]); // [1, c, D]
+        const out = makeLayer(b, ctx, l, h, fwd, { key: past[0]!, value: past[1]! });
+        const scans: { value: string; name: string; dtype: DType }[] = last ? [] : [{ value: b.squeeze(out.hidden, [0]), name: `layer_out.${l}`, dtype }];
+        if (scored.includes(l)) {
+          const c = captureScans(b, i, out.attnInput, scored.indexOf(l));
+          scans.push(c.hidden, ...(c.scale ? [c.scale] : []));
+        }
+        return { carried: [out.presentKey, out.presentValue], scans };
+      });
+      cacheOut.push(...loop.carried);
+      const rest = last ? loop.scans : loop.scans.slice(1);
+      if (!last) hiddenIn = loop.scans[0]!;
+      if (scored.includes(l)) {
+        hiddenScans.push(rest[0]!);
+        if (quant) scaleScans.push(rest[1]!);
+        // Outputs that a CPU node writes (8-bit codes, bf16 bits) leave the device before the next layer's Loop
+        // starts, which waits for them through its trip count (+ 0, host integers): the device holds one
+        // layer's capture at a time instead of all of them until the end of the run.
+        const host = captureOutputs(scored.indexOf(l), rest[0]!, quant ? rest[1]! : undefined);
+        if (host) trips = g.add(nPrefill, g.reshape(g.mul(g.shape(host, 0, 1), g.constant([0], 'int64')), []));
+      }
+    }
+  }
+  const firstN = (x: string) => (numTokensEnd ? g.sliceVec(x, g.constant([0], 'int64', undefined, 'idx'), numTokensEnd, [2]) : g.slice(x, [0], [numTokens], [2]));
+  const cache = layers.map((l) => ({ key: firstN(cacheOut[2 * l]!), value: firstN(cacheOut[2 * l + 1]!) }));
+  if (prefillOrder === 'chunks') {
+    scored.forEach((_, s) => quant && captureOutputs(s, hiddenScans[s]!, scaleScans[s]));
+    scored.forEach((_, s) => !quant && captureOutputs(s, hiddenScans[s]!));
+  }
   if (!opts.reconstruct) {
     ctx.weights.register(g);
     return g;
@@ -233,8 +331,10 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
         : classicScorer(b, ctx, { R, visibleBefore, bounds });
     let h = makeEmbedding(b, ctx, ids);
     const layerScores: string[] = [];
+    const layered = (opts.passOrder ?? DEFAULT_KVZIP_PASS_ORDER) === 'layers';
+    let after: string | undefined; // 'layers': an int64 [1] zero that exists once the last scored layer's scores do
     for (const l of layers) {
-      const out = makeLayer(b, ctx, l, h, fwd, cache[l]!);
+      const out = makeLayer(b, ctx, l, h, layered ? layerForward(b, fwd, after) : fwd, cache[l]!);
       h = out.hidden;
       if (scored.includes(l)) {
         layerScores.push(
@@ -242,6 +342,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
             score(out.query, out.presentKey),
           ),
         );
+        if (layered) after = b.mul(b.shape(layerScores.at(-1)!, 1, 2), b.constant([0], 'int64'));
       }
     }
     const scores = b.concat(layerScores.map((s) => b.unsqueeze(s, [0])), 0); // [L_s, H, C_max]
@@ -250,6 +351,23 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
   g.output(repeat.scans[0]!, 'scores', 'float32', ['n_repeat', scored.length, H, 'max_chunk']);
   ctx.weights.register(g);
   return g;
+}
+
+/**
+ * A layer's forward inputs in the 'layers' pass order (see KvzipPassOrder). 'concat' room: the room's
+ * shape comes from the layer's own key and `after` (a zero that exists once the previous scored layer's
+ * scores do), so ONNX Runtime can make the room neither before the layer's attention nor before those
+ * scores, which then free that layer's present; integer shape values on the host, no device work.
+ * 'gqa' room (no room node): `after` is added to GroupQueryAttention's seqlens_k instead (a device
+ * input: a small host-to-device copy, no device-to-host wait). The same values either way.
+ */
+function layerForward(b: Graph, fwd: ForwardInputs, after: string | undefined): ForwardInputs {
+  if (fwd.room === 'gqa') return after ? { ...fwd, seqlensK: b.add(fwd.seqlensK, b.cast(after, 'int32')) } : fwd;
+  const roomShape = (g: Graph, past: string, key: string) => {
+    const T = after ? g.add(g.shape(key, 1, 2), after) : g.shape(key, 1, 2);
+    return g.concat([g.shape(past, 0, 2), T, g.shape(past, 3, 4)], 0);
+  };
+  return { ...fwd, roomShape };
 }
 
 /** One reconstruction pass's scalars (int64), and the loop's carried values. */

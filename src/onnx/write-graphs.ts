@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { encodeModel } from './builder.js';
 import { WeightFile, type ComputeDType, type TensorSource } from './weights.js';
 import { buildStepGraph } from './step-graph.js';
-import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, DEFAULT_KVZIP_BOUNDS, DEFAULT_KVZIP_ROOM, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom } from './kvzip-graph.js';
+import { buildKvzipGraph, DEFAULT_KVZIP_SCORING, DEFAULT_BF16_BITS_ROUTE, DEFAULT_KVZIP_BOUNDS, DEFAULT_KVZIP_ROOM, DEFAULT_KVZIP_PREFILL, DEFAULT_KVZIP_PASS_ORDER, BITCAST_OPSET, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom, type KvzipPrefill, type KvzipPassOrder } from './kvzip-graph.js';
 import { buildCompressedGraph } from './compressed-graph.js';
 import { buildDecodeBlockGraph } from './decode-block-graph.js';
 import type { ModelSpec } from '../model/config.js';
@@ -57,6 +57,10 @@ export interface GraphVariants {
   bf16Bits?: Bf16BitsRoute;
   bounds?: KvzipBounds;
   room?: KvzipRoom;
+  /** the prefill's loop order (the KVzip and prefill kinds) */
+  prefill?: KvzipPrefill;
+  /** the order of the reconstruction passes' layers and scores (the KVzip kinds) */
+  passOrder?: KvzipPassOrder;
   /** the 8-bit kinds: channels per scale (undefined: the whole row, D) */
   quantBlock?: number;
   /** how every kind calls GroupQueryAttention (default 'flash'; 'sink' adds a `.sink` file-name part) */
@@ -67,6 +71,8 @@ export interface GraphVariants {
 const QUANT_KINDS: GraphKind[] = ['kvzip_int8', 'kvzip_int8_keep', 'kvzip_fp8', 'kvzip_fp8_keep'];
 const SCORING_KINDS: GraphKind[] = ['kvzip', 'kvzip_bf16', ...QUANT_KINDS];
 const BF16_KINDS: GraphKind[] = ['kvzip_bf16', 'prefill_bf16'];
+/** Graph kinds whose file depends on the prefill's loop order. */
+const PREFILL_KINDS: GraphKind[] = [...SCORING_KINDS, 'prefill', 'prefill_bf16'];
 
 /** `<kind>.onnx`, with `.<variant>` before `.onnx` for each non-default variant the kind depends on. */
 export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
@@ -76,6 +82,8 @@ export function graphFileName(kind: GraphKind, v: GraphVariants = {}): string {
   if (SCORING_KINDS.includes(kind) && scoring !== DEFAULT_KVZIP_SCORING) parts.push(scoring);
   if (SCORING_KINDS.includes(kind) && (v.bounds ?? DEFAULT_KVZIP_BOUNDS) !== DEFAULT_KVZIP_BOUNDS) parts.push(`${v.bounds}bounds`);
   if (SCORING_KINDS.includes(kind) && (v.room ?? DEFAULT_KVZIP_ROOM) !== DEFAULT_KVZIP_ROOM) parts.push(`${v.room}room`);
+  if (SCORING_KINDS.includes(kind) && (v.passOrder ?? DEFAULT_KVZIP_PASS_ORDER) !== DEFAULT_KVZIP_PASS_ORDER) parts.push(`${v.passOrder}passes`);
+  if (PREFILL_KINDS.includes(kind) && (v.prefill ?? DEFAULT_KVZIP_PREFILL) !== DEFAULT_KVZIP_PREFILL) parts.push(`${v.prefill}prefill`);
   if (BF16_KINDS.includes(kind) && bits !== DEFAULT_BF16_BITS_ROUTE) parts.push(bits);
   if (QUANT_KINDS.includes(kind) && v.quantBlock !== undefined) parts.push(`b${v.quantBlock}`);
   if ((v.gqa ?? 'flash') !== 'flash') parts.push(v.gqa!);
@@ -90,7 +98,7 @@ export function writeModelGraphs(
   kinds: GraphKind[] = ALL_GRAPHS,
   variants: GraphVariants = {},
 ): GraphFiles {
-  const { scoring, bf16Bits, bounds, room } = variants;
+  const { scoring, bf16Bits, bounds, room, prefill, passOrder } = variants;
   // int8 codes are made from the store's 16-bit dtype: bf16 for bf16 models, fp16 otherwise (as extract stores them)
   const quant = { block: variants.quantBlock ?? spec.hiddenSize, source: spec.torchDtype === 'bfloat16' ? 'bfloat16' : 'float16' } as const;
   mkdirSync(dir, { recursive: true });
@@ -99,7 +107,7 @@ export function writeModelGraphs(
   const paths: Partial<Record<GraphKind, string>> = {};
   const metadata = { family: spec.family, dtype, builder: 'fastkvzip' };
   // every reconstructing KVzip kind takes the same variants (the merge of two branches once left the 8-bit kinds without bounds/room)
-  const kvzip = { reconstruct: true, scoring, bounds, room } as const;
+  const kvzip = { reconstruct: true, scoring, bounds, room, prefill, passOrder } as const;
   const graphs: [GraphKind, () => ReturnType<typeof buildStepGraph>][] = [
     ['step', () => buildStepGraph(ctx, { logits: 'last', captureLayers: [] })],
     ['step_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: spec.layerKinds.map((_, l) => l), captureQueries: true })],
@@ -108,9 +116,9 @@ export function writeModelGraphs(
     ['kvzip_int8_keep', () => buildKvzipGraph(ctx, { ...kvzip, quant: { ...quant, dtype: 'int8', keep: true } })],
     ['kvzip_fp8', () => buildKvzipGraph(ctx, { ...kvzip, quant: { ...quant, dtype: 'float8e4m3', keep: false } })],
     ['kvzip_fp8_keep', () => buildKvzipGraph(ctx, { ...kvzip, quant: { ...quant, dtype: 'float8e4m3', keep: true } })],
-    ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false })],
+    ['prefill', () => buildKvzipGraph(ctx, { reconstruct: false, prefill })],
     ['kvzip_bf16', () => buildKvzipGraph(ctx, { ...kvzip, bf16Hidden: true, bf16Bits })],
-    ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits })],
+    ['prefill_bf16', () => buildKvzipGraph(ctx, { reconstruct: false, bf16Hidden: true, bf16Bits, prefill })],
     ['step_masked', () => buildStepGraph(ctx, { logits: 'last', captureLayers: spec.scoredLayers, keepMask: true, snapScores: true })],
     ['step_masked_full', () => buildStepGraph(ctx, { logits: 'all', captureLayers: [], keepMask: true })],
     ['step_compressed', () => buildCompressedGraph(ctx, { logits: 'last', snapScores: true })],
