@@ -59,7 +59,7 @@ export function kvzipRoom(env: NodeJS.ProcessEnv = process.env): KvzipRoom {
 
 /**
  * Environment variable choosing the KVzip graphs' prefill loop order ('chunks' or 'layers'; A/B switch,
- * same values; 'layers' holds one cache where 'chunks' holds two, see KvzipPrefill). Unset: DEFAULT_KVZIP_PREFILL.
+ * same values; 'layers' holds about one cache where 'chunks' holds three at the prefill's end, see KvzipPrefill). Unset: DEFAULT_KVZIP_PREFILL.
  */
 export const KVZIP_PREFILL_ENV = 'FASTKVZIP_KVZIP_PREFILL';
 

@@ -79,11 +79,11 @@ export const DEFAULT_KVZIP_ROOM: KvzipRoom = 'concat';
  * (its feeds) alive through the whole next iteration and copies the final ones into the Loop's
  * outputs at the end (loop.cc: "there's no way to avoid a copy"), and it concatenates the scan outputs
  * only after the last iteration: the last chunk holds ≈ 2 caches (past and present of every layer),
- * the end 2 caches plus 2 copies of the captured attention inputs. 'layers': one Loop over the
+ * the Loop's end ≈ 3 (those and the outputs' copy) plus 2 copies of the captured attention inputs. 'layers': one Loop over the
  * chunks per layer, carrying only that layer's cache, the layer's outputs for every chunk passed
  * to the next layer's Loop as a scan [n_p, c_p, D]. Each chunk runs the same nodes on the same
- * values (same results), but only one layer's cache is ever doubled, and each scored layer's
- * capture only while its own Loop ends. Measured on the CPU: BENCHMARKS.md "KVzip graph peak memory
+ * values (same results), but only one layer's cache is ever doubled or copied, and each scored
+ * layer's capture only while its own Loop ends (host-written outputs then leave the device). Measured on the CPU: BENCHMARKS.md "KVzip graph peak memory
  * on CPU (issue 16/17)"; an A/B switch until measured on the GPU (FASTKVZIP_KVZIP_PREFILL).
  */
 export type KvzipPrefill = 'chunks' | 'layers';
@@ -292,7 +292,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
         // starts, which waits for them through its trip count (+ 0, host integers): the device holds one
         // layer's capture at a time instead of all of them until the end of the run.
         const host = captureOutputs(scored.indexOf(l), rest[0]!, quant ? rest[1]! : undefined);
-        if (host) trips = g.add(nPrefill, g.reshape(g.mul(g.shape(host, 0, 1), g.constant([0], 'int64')), []));
+        if (host && !last) trips = g.add(nPrefill, g.reshape(g.mul(g.shape(host, 0, 1), g.constant([0], 'int64')), []));
       }
     }
   }
