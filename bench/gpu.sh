@@ -24,6 +24,8 @@
 # CUDA arena, FASTKVZIP_ORT_CONFIG=session.use_device_allocator_for_initializers=1, src/runtime/session.ts), "+layerprefill"
 # (one prefill Loop per layer, FASTKVZIP_KVZIP_PREFILL=layers) and "+layerpasses" (each pass's layers and scores in order,
 # FASTKVZIP_KVZIP_PASS_ORDER=layers): the memory forms of BENCHMARKS.md "KVzip graph peak memory on CPU (issue 16/17)".
+# abextract* sets every variable, so a form without those two flags is the chunk-major prefill and free pass order (the
+# defaults before session 10); the other stages run the defaults (both memory forms on).
 #   bash bench/gpu.sh OUTDIR smoke prefill8b extract8b
 # Results: OUTDIR/<stage>-*.json and OUTDIR/<stage>.log; peak GPU memory sampled with nvidia-smi.
 set -uo pipefail

@@ -15,7 +15,7 @@ import { waitForLockSync } from '../util/wait-lock.js';
 import { GQA_ROUTES, type GqaRoute } from './decoder.js';
 
 /** Bump when graph code changes in a way that changes the files. */
-export const BUILDER_VERSION = '11'; // 8: host bounds / gqa room variants; 9: per-head compressed cache; 10: both; 11: in-graph 8-bit quantisation
+export const BUILDER_VERSION = '12'; // 8: host bounds / gqa room variants; 9: per-head compressed cache; 10: both; 11: in-graph 8-bit quantisation; 12: layer-major prefill and layered passes by default
 
 export { writeModelGraphs, type GraphFiles, type GraphKind, type KvzipScoring, type Bf16BitsRoute, type KvzipBounds, type KvzipRoom, type KvzipPrefill, type KvzipPassOrder, type GqaRoute };
 export { headGatherModel, headDownloadModel } from './head-gather-graph.js';

@@ -84,11 +84,13 @@ export const DEFAULT_KVZIP_ROOM: KvzipRoom = 'concat';
  * to the next layer's Loop as a scan [n_p, c_p, D]. Each chunk runs the same nodes on the same
  * values (same results), but only one layer's cache is ever doubled or copied, and each scored
  * layer's capture only while its own Loop ends (host-written outputs then leave the device). Measured on the CPU: BENCHMARKS.md "KVzip graph peak memory
- * on CPU (issue 16/17)"; an A/B switch until measured on the GPU (FASTKVZIP_KVZIP_PREFILL).
+ * on CPU (issue 16/17)". The default since session 10: with 'layers' passes, two 120k-token Qwen3-8B contexts
+ * ran on an 80 GB H100 at a 67.9 GB peak, where 'chunks' ran out at 110,720 positions (BENCHMARKS.md);
+ * FASTKVZIP_KVZIP_PREFILL=chunks keeps the old form.
  */
 export type KvzipPrefill = 'chunks' | 'layers';
 export const KVZIP_PREFILLS: readonly KvzipPrefill[] = ['chunks', 'layers'];
-export const DEFAULT_KVZIP_PREFILL: KvzipPrefill = 'chunks';
+export const DEFAULT_KVZIP_PREFILL: KvzipPrefill = 'layers';
 
 /**
  * The order of a reconstruction pass's nodes. 'free': ONNX Runtime's own (a reverse depth-first
@@ -98,11 +100,12 @@ export const DEFAULT_KVZIP_PREFILL: KvzipPrefill = 'chunks';
  * the last layer, so all rooms (= the presents, on CUDA) live at once: ≈ 1 cache on top of the
  * context's cache. 'layers': each layer's room waits for its own key and for the previous scored
  * layer's scores, through integer shape values only (layerForward), so about one layer's room
- * lives at a time. Same values; an A/B switch until measured on the GPU (FASTKVZIP_KVZIP_PASS_ORDER).
+ * lives at a time. Same values; the default since session 10 (with the 'layers' prefill, see KvzipPrefill);
+ * FASTKVZIP_KVZIP_PASS_ORDER=free keeps the old order.
  */
 export type KvzipPassOrder = 'free' | 'layers';
 export const KVZIP_PASS_ORDERS: readonly KvzipPassOrder[] = ['free', 'layers'];
-export const DEFAULT_KVZIP_PASS_ORDER: KvzipPassOrder = 'free';
+export const DEFAULT_KVZIP_PASS_ORDER: KvzipPassOrder = 'layers';
 
 /**
  * 'device': the reconstruction loop computes its per-pass bounds (R, N + R, the chunk's key range,

@@ -112,7 +112,8 @@ describe('KVzip graph variants', () => {
     expect(() => kvzipRoom({ [KVZIP_ROOM_ENV]: 'none' })).toThrow(/FASTKVZIP_KVZIP_ROOM=none: expected one of concat, gqa/);
     const model = openModel(MODEL);
     const concats = (room: KvzipRoom, loop: 'prefill' | 'repeat') => {
-      const file = ensureGraphs(model, { dtype: 'bfloat16', kinds: ['kvzip_bf16'], cacheDir, kvzipRoom: room }).paths.kvzip_bf16!;
+      // the chunk-major prefill: one 'prefill' Loop to look into (the layer-major default has one per layer)
+      const file = ensureGraphs(model, { dtype: 'bfloat16', kinds: ['kvzip_bf16'], cacheDir, kvzipRoom: room, kvzipPrefill: 'chunks' }).paths.kvzip_bf16!;
       const body = onnxProto.onnx.ModelProto.decode(readFileSync(file)).graph!.node!.filter((n) => n.opType === 'Loop')
         .map((n) => n.attribute!.find((a) => a.name === 'body')!.g!).find((g) => g.name === loop)!;
       const gqaPast = new Set(body.node!.filter((n) => n.opType === 'GroupQueryAttention').flatMap((n) => [n.input![3]!, n.input![4]!]));

@@ -27,10 +27,11 @@ const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'fkz-memory-forms-'));
 
 interface Form { prefill: KvzipPrefill; passOrder: KvzipPassOrder; room?: KvzipRoom; bounds?: KvzipBounds; file: string }
 const FORMS: Form[] = [
-  { prefill: 'layers', passOrder: 'free', file: 'layersprefill' },
-  { prefill: 'chunks', passOrder: 'layers', file: 'layerspasses' },
-  { prefill: 'layers', passOrder: 'layers', file: 'layerspasses.layersprefill' },
-  { prefill: 'layers', passOrder: 'layers', room: 'gqa', bounds: 'host', file: 'hostbounds.gqaroom.layerspasses.layersprefill' },
+  // file: the graph's name parts beside the defaults (layer-major prefill and layered passes since session 10)
+  { prefill: 'layers', passOrder: 'free', file: 'freepasses' },
+  { prefill: 'chunks', passOrder: 'layers', file: 'chunksprefill' },
+  { prefill: 'layers', passOrder: 'layers', file: '' },
+  { prefill: 'layers', passOrder: 'layers', room: 'gqa', bounds: 'host', file: 'hostbounds.gqaroom' },
 ];
 
 const equalBits = (a: ArrayBufferView, b: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -57,7 +58,7 @@ describe('KVzip graph memory forms', () => {
     expect(Math.max(...base.res.scores[0]!)).toBeGreaterThan(0.01);
     for (const f of FORMS) {
       const other = await run(f);
-      expect(path.basename(other.file)).toBe(`kvzip.${scoring === 'classic' ? '' : 'fused.'}${f.file}.onnx`);
+      expect(path.basename(other.file)).toBe(`${['kvzip', scoring === 'classic' ? '' : 'fused', f.file].filter(Boolean).join('.')}.onnx`);
       base.res.scores.forEach((d, s) => {
         expect(equalBits(other.res.scores[s]!, d), `${f.file} scores ${s}`).toBe(true);
         expect(equalBits(other.res.attnInput[s]!, base.res.attnInput[s]!), `${f.file} attention inputs ${s}`).toBe(true);
@@ -175,11 +176,13 @@ describe('KVzip graph memory forms', () => {
   });
 
   it(`${KVZIP_PREFILL_ENV} and ${KVZIP_PASS_ORDER_ENV} pick the forms; a bad value is a one-line user error`, () => {
-    expect(kvzipPrefill({})).toBe('chunks');
+    expect(kvzipPrefill({})).toBe('layers');
+    expect(kvzipPrefill({ [KVZIP_PREFILL_ENV]: 'chunks' })).toBe('chunks');
     expect(kvzipPrefill({ [KVZIP_PREFILL_ENV]: 'layers' })).toBe('layers');
     expect(() => kvzipPrefill({ [KVZIP_PREFILL_ENV]: 'rows' })).toThrow(UserError);
     expect(() => kvzipPrefill({ [KVZIP_PREFILL_ENV]: 'rows' })).toThrow(/FASTKVZIP_KVZIP_PREFILL=rows: expected one of chunks, layers/);
-    expect(kvzipPassOrder({})).toBe('free');
+    expect(kvzipPassOrder({})).toBe('layers');
+    expect(kvzipPassOrder({ [KVZIP_PASS_ORDER_ENV]: 'free' })).toBe('free');
     expect(kvzipPassOrder({ [KVZIP_PASS_ORDER_ENV]: 'layers' })).toBe('layers');
     expect(() => kvzipPassOrder({ [KVZIP_PASS_ORDER_ENV]: 'x' })).toThrow(/FASTKVZIP_KVZIP_PASS_ORDER=x: expected one of free, layers/);
   });
