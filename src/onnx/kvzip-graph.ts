@@ -196,10 +196,11 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
     return { ids, fwd };
   };
   // a scored layer's captured attention input [1, c, D] of chunk i -> its scan outputs (8-bit codes and scales, or 16-bit rows)
-  const captureScans = (b: Graph, i: string, x: string, s: number) => {
+  // (rows: keptRows of the chunk, computed once per Loop body)
+  const keptRows = (b: Graph, i: string) => (keepRows ? b.gather(keepRows, i, 0) : null);
+  const captureScans = (b: Graph, rows: string | null, x: string, s: number) => {
     if (quant) {
       // this chunk's kept rows only (all of them without keep), as 8-bit codes and fp32 scales
-      const rows = keepRows ? b.gather(keepRows, i, 0) : null;
       const quantize = quant.dtype === 'int8' ? quantizeInt8 : quantizeFp8;
       const q = quantize(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D);
       return { hidden: { value: q.codes, name: `hidden_scan.${s}`, dtype: codeDtype as DType }, scale: { value: q.scales, name: `scale_scan.${s}`, dtype: 'float32' as DType } };
@@ -248,19 +249,9 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
         present.push(out.presentKey, out.presentValue);
         if (scored.includes(l)) captured.push(out.attnInput);
       }
-      if (quant) {
-        // this chunk's kept rows only (all of them without keep), as 8-bit codes and fp32 scales
-        const rows = keepRows ? b.gather(keepRows, i, 0) : null;
-        const quantize = quant.dtype === 'int8' ? quantizeInt8 : quantizeFp8;
-        const q = captured.map((x) => quantize(b, rows ? b.gather(b.squeeze(x, [0]), rows, 0) : b.squeeze(x, [0]), dtype, quant, D));
-        const scans = [
-          ...q.map((c, s) => ({ value: c.codes, name: `hidden_scan.${s}`, dtype: codeDtype })),
-          ...q.map((c, s) => ({ value: c.scales, name: `scale_scan.${s}`, dtype: 'float32' as DType })),
-        ];
-        return { carried: present, scans };
-      }
-      const scans = captured.map((x, s) => ({ value: toHidden(b, b.squeeze(x, [0])), name: `hidden_scan.${s}`, dtype: scanDtype }));
-      return { carried: present, scans };
+      const rows = keptRows(b, i);
+      const caps = captured.map((x, s) => captureScans(b, rows, x, s));
+      return { carried: present, scans: [...caps.map((c) => c.hidden), ...caps.flatMap((c) => (c.scale ? [c.scale] : []))] };
     });
     cacheOut = prefill.carried;
     hiddenScans = prefill.scans.slice(0, scored.length);
@@ -280,7 +271,7 @@ export function buildKvzipGraph(ctx: DecoderContext, opts: KvzipGraphOptions = {
         const out = makeLayer(b, ctx, l, h, fwd, { key: past[0]!, value: past[1]! });
         const scans: { value: string; name: string; dtype: DType }[] = last ? [] : [{ value: b.squeeze(out.hidden, [0]), name: `layer_out.${l}`, dtype }];
         if (scored.includes(l)) {
-          const c = captureScans(b, i, out.attnInput, scored.indexOf(l));
+          const c = captureScans(b, keptRows(b, i), out.attnInput, scored.indexOf(l));
           scans.push(c.hidden, ...(c.scale ? [c.scale] : []));
         }
         return { carried: [out.presentKey, out.presentValue], scans };
